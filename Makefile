@@ -1,0 +1,60 @@
+# qfbridge — two commands: `make demo` and `make test`. Both bootstrap .venv themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Prefer a working python3.13 (Lambda's runtime); pyenv shims may exist without being active.
+PYTHON ?= $(shell for p in python3.13 $$(pyenv root 2>/dev/null)/versions/3.13*/bin/python3.13 python3; do \
+             $$p -c 'import sys' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= auto
+
+help:
+	@echo "make demo       run the whole pipeline on the laptop runtime and print what happened"
+	@echo "make test       lint, type-check and run the test suite"
+	@echo "make bench      run the benchmarks (bench/results.json)"
+	@echo "make openapi    regenerate docs/openapi.json from the code"
+	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
+
+$(STAMP): pyproject.toml layers/core/requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/qfbridge demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+openapi: $(STAMP)
+	$(BIN)/qfbridge openapi --write docs/openapi.json
+
+# SAM CLI lives in its own virtualenv: its pins must not constrain the application's.
+SAM_VENV := .venv-sam
+$(SAM_VENV)/.installed:
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+	@touch $@
+
+sam-check: $(SAM_VENV)/.installed
+	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint -t infra/template.yaml --region eu-west-3
+	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build -t infra/template.yaml --build-dir .aws-sam/build
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help venv demo lint test bench openapi sam-check clean

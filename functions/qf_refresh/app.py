@@ -1,0 +1,88 @@
+"""qf_refresh — SQS ``refresh``: refresh one family's QF per message from API Particulier.
+
+A refresh to retry later (429 ``Retry-After``, 503 ``retry_in``, 502/504, maintenance) keeps its
+message on the queue with its visibility pushed to the wait the server asked for, and is reported
+as a batch item failure; after ``REFRESH_MAX_ATTEMPTS`` receptions SQS moves it to the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
+from qfbridge.observability import logger, metrics, tracer
+from qfbridge.services.refresh import RefreshService, RetryLater
+from qfbridge.store.events import EventPublisher
+from qfbridge.store.families import FamilyRepository
+from qfbridge.store.secrets import SecretStore
+from qfbridge.store.tenants import TenantRepository
+
+
+class Settings(BaseSettings):
+    tenants_table: str
+    families_table: str
+    event_bus_name: str
+    tenant_secrets_prefix: str
+    refresh_queue_url: str
+    api_particulier_url: str
+    refresh_max_attempts: int = Field(default=10, ge=2, le=50)
+    refresh_retry_base_seconds: int = Field(default=30, ge=0, le=3600)
+
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def settings() -> Settings:
+    return Settings()  # type: ignore[call-arg]
+
+
+@cache
+def service() -> RefreshService:
+    config = settings()
+    return RefreshService(
+        tenants=TenantRepository(config.tenants_table),
+        families=FamilyRepository(config.families_table),
+        secrets=SecretStore(config.tenant_secrets_prefix),
+        events=EventPublisher(config.event_bus_name),
+        client=ApiParticulierClient(ApiParticulierConfig(base_url=config.api_particulier_url)),
+        max_attempts=config.refresh_max_attempts,
+        retry_base_seconds=config.refresh_retry_base_seconds,
+    )
+
+
+@cache
+def sqs() -> Any:
+    return boto3.client("sqs")
+
+
+@tracer.capture_method(capture_response=False)
+def record_handler(record: SQSRecord) -> None:
+    attempt = int(record.attributes.approximate_receive_count or "1")
+    try:
+        result = service().refresh(json.loads(record.body), attempt=attempt)
+    except RetryLater as retry:
+        sqs().change_message_visibility(
+            QueueUrl=settings().refresh_queue_url, ReceiptHandle=record.receipt_handle,
+            VisibilityTimeout=retry.delay_seconds,
+        )
+        logger.info("refresh delayed", extra={"kind": retry.kind, "delay_seconds": retry.delay_seconds,
+                                              "attempt": attempt})
+        raise
+    logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

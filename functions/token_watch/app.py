@@ -1,0 +1,35 @@
+"""token_watch — daily: events as API Particulier tokens approach their expiry date."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic_settings import BaseSettings
+
+from qfbridge.observability import logger, metrics, tracer
+from qfbridge.services.token_watch import TokenWatchService
+from qfbridge.store.events import EventPublisher
+from qfbridge.store.tenants import TenantRepository
+
+
+class Settings(BaseSettings):
+    tenants_table: str
+    event_bus_name: str
+
+
+@cache
+def service() -> TokenWatchService:
+    settings = Settings()  # type: ignore[call-arg]
+    return TokenWatchService(TenantRepository(settings.tenants_table), EventPublisher(settings.event_bus_name))
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = service().run()
+    metrics.add_metric(name="TokensExpiring", unit="Count", value=len(report.expiring))
+    metrics.add_metric(name="TokensExpired", unit="Count", value=len(report.expired))
+    return report.as_dict()

@@ -1,0 +1,1 @@
+"""qfbridge core package, shipped in the Lambda layer."""

@@ -1,0 +1,1 @@
+"""Pydantic models and pure rules of the domain (no AWS, no HTTP)."""

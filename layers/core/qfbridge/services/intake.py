@@ -1,0 +1,483 @@
+"""reconcile's use case: from a HubEE notification to a recorded, acknowledged dossier.
+
+For a new dossier (ARCHITECTURE.md §Data flow 2), each step is recorded in the dossier's journal
+so that a retry resumes where the previous attempt stopped:
+
+1. ``GET case`` — processCode must be FormulaireQF; the recipient must be a tenant of the polling
+   credential (else: rejected, ``foreign_recipient``, attached to no family).
+2. ``GET attachment`` — ``FormulaireQF.json`` if RECEIVED (else the XML, parsed safely), size and
+   digest checked, size-capped; parsed leniently.
+3. reconcile — signed ``external_id`` first, identity matching otherwise — and persist in one
+   transaction (dossier record + family QF), step ``persisted``.
+4. ``POST SI_RECEIVED`` (or ``SI_INTG_ERROR`` for an unusable dossier), then ``POST DONE`` once the
+   family is linked. Statuses are never posted twice: a retry re-reads the case (step 1 runs on
+   every attempt) and skips a status the case already has.
+5. ``DELETE notification``, then publish the event (and audit an automatic link).
+
+That is five HubEE calls for a new dossier. An event notification (the form's CLOSED) costs three:
+GET event, PATCH it RECEIVED, DELETE the notification.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from qfbridge.clock import Clock, utc_now
+from qfbridge.domain.digest import verify_digest, verify_size
+from qfbridge.domain.dossier import ParsedDossier, parse_formulaire_qf_json, parse_formulaire_qf_xml
+from qfbridge.domain.errors import DossierError, LinkError
+from qfbridge.domain.identity import Person, PivotIdentity
+from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.domain.reference import reference_from_case_external_id
+from qfbridge.domain.schedule import next_refresh_date
+from qfbridge.hubee import (
+    Case,
+    CaseStatus,
+    HubeeClient,
+    HubeeConfig,
+    HubeeCredentials,
+    HubeeNotFoundError,
+)
+from qfbridge.hubee.models import FORMULAIRE_QF, Notification
+from qfbridge.links.signing import LinkSigner
+from qfbridge.observability import logger, metrics
+from qfbridge.reconcile.matching import DossierIdentity, cross_check, decide
+from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
+from qfbridge.store.dossiers import DossierRecord, DossierRepository
+from qfbridge.store.events import EventPublisher
+from qfbridge.store.families import FamilyRepository, QfEntry
+from qfbridge.store.links import LinkRepository
+from qfbridge.store.secrets import SecretStore
+from qfbridge.store.tenants import TenantRepository
+
+AUTHOR = "qfbridge"
+JSON_ATTACHMENT = "FormulaireQF.json"
+XML_ATTACHMENT = "FormulaireQF.xml"
+MAX_ATTACHMENT_BYTES = 256 * 1024
+
+# Where a case stands in HubEE's life cycle: a status is posted only if the case is before it.
+_ORDER = {
+    CaseStatus.HUBEE_NOTIFIED: 0,
+    CaseStatus.SENT: 1,
+    CaseStatus.SI_RECEIVED: 2,
+    CaseStatus.SI_INTG_ERROR: 2,
+    CaseStatus.IN_PROGRESS: 3,
+    CaseStatus.DONE: 4,
+    CaseStatus.REFUSED: 4,
+    CaseStatus.CLOSED: 5,
+}
+
+MESSAGES = {
+    CaseStatus.SI_RECEIVED: "Dossier intégré dans le logiciel de la collectivité.",
+    CaseStatus.DONE: "Quotient familial enregistré sur le compte famille.",
+    CaseStatus.REFUSED: "Dossier non rattaché : contactez votre collectivité.",
+    CaseStatus.SI_INTG_ERROR: "Dossier illisible par le logiciel de la collectivité.",
+}
+
+
+# Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
+NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
+
+
+def status_rank(status: str | None) -> int:
+    try:
+        return _ORDER[CaseStatus(status)] if status else 0
+    except ValueError:
+        return 0
+
+
+@dataclass
+class IntakeResult:
+    kind: str
+    outcome: str
+    case_id: str | None = None
+    resumed: bool = False
+
+
+def dossier_snapshot(parsed: ParsedDossier) -> dict[str, Any]:
+    """What review needs later, stored on the dossier record (erased with the family)."""
+    return {
+        "external_id": parsed.external_id,
+        "pivot_identity": parsed.pivot_identity.model_dump(mode="json"),
+        "quotient_familial": parsed.quotient_familial.model_dump(mode="json") if parsed.quotient_familial else None,
+        "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
+        "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
+        "source_version": parsed.source_version,
+    }
+
+
+def snapshot_parsed(snapshot: dict[str, Any]) -> ParsedDossier:
+    return ParsedDossier(
+        external_id=snapshot.get("external_id"),
+        pivot_identity=PivotIdentity.model_validate(snapshot["pivot_identity"]),
+        quotient_familial=(
+            QuotientFamilial.model_validate(snapshot["quotient_familial"])
+            if snapshot.get("quotient_familial") else None
+        ),
+        allocataires=tuple(Person.model_validate(p) for p in snapshot.get("allocataires", [])),
+        enfants=tuple(Person.model_validate(p) for p in snapshot.get("enfants", [])),
+        source_version=snapshot.get("source_version", "v3"),
+    )
+
+
+def members_of(parsed: ParsedDossier) -> dict[str, Any]:
+    return {
+        "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
+        "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
+    }
+
+
+@dataclass
+class IntakeService:
+    tenants: TenantRepository
+    families: FamilyRepository
+    dossiers: DossierRepository
+    links: LinkRepository
+    secrets: SecretStore
+    events: EventPublisher
+    audit: AuditTrail | None
+    hubee: HubeeConfig
+    link_signing_secret_id: str
+    clock: Clock = utc_now
+    client_factory: Callable[[HubeeConfig, HubeeCredentials], HubeeClient] = HubeeClient
+    lease_seconds: int = 300
+    crash_after: Callable[[str], None] = field(default=lambda step: None)
+    """Fault-injection hook for the reliability campaign: called after each recorded step."""
+
+    # ------------------------------------------------------------------ entry point
+    def handle(self, message: dict[str, Any]) -> IntakeResult:
+        kind = message.get("kind")
+        if kind == "review_resolved":
+            return self._finish_review(message)
+        notification = Notification.model_validate(message["notification"])
+        holder = str(message["credential_holder"])
+        allowed = {str(s) for s in message.get("credential_tenants", [])}
+        with self._client(holder) as client:
+            if kind == "event":
+                return self._acknowledge_event(client, notification)
+            return self._intake_dossier(client, notification, holder, allowed)
+
+    def _client(self, holder: str) -> HubeeClient:
+        secret = self.secrets.read_tenant(holder)
+        if not secret.hubee_client_id or secret.hubee_client_secret is None:
+            raise DossierError("HubEE credentials are missing for the polling tenant.", code="credentials_missing")
+        credentials = HubeeCredentials(
+            client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
+        )
+        return self.client_factory(self.hubee, credentials)
+
+    # ------------------------------------------------------------------ events (CLOSED)
+    def _acknowledge_event(self, client: HubeeClient, notification: Notification) -> IntakeResult:
+        if notification.event_status != "RECEIVED" and notification.case_id and notification.event_id:
+            try:
+                event = client.get_event(notification.case_id, notification.event_id)
+                if not event.is_acknowledged:
+                    client.patch_event_status(notification.case_id, notification.event_id, "RECEIVED")
+            except HubeeNotFoundError:
+                logger.info("event already gone", extra={"case_id": notification.case_id})
+        client.delete_notification(notification.id)
+        return IntakeResult(kind="event", outcome="acknowledged", case_id=notification.case_id)
+
+    # ------------------------------------------------------------------ new dossiers
+    def _intake_dossier(self, client: HubeeClient, notification: Notification, holder: str,
+                        allowed: set[str]) -> IntakeResult:
+        case_id = str(notification.case_id)
+        now = self.clock()
+        recipient = notification.recipient.company_register if notification.recipient else None
+        tenant_siret = recipient if recipient in allowed else holder
+        record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
+        try:
+            return self._resume(client, notification, record, recipient, allowed)
+        finally:
+            self.dossiers.release(case_id)
+
+    def _resume(self, client: HubeeClient, notification: Notification, record: DossierRecord,
+                recipient: str | None, allowed: set[str]) -> IntakeResult:
+        case_id = record.case_id
+        now = self.clock()
+        resumed = bool(record.steps)
+
+        if record.done("notification_deleted") and record.done("published"):
+            # A redelivered or duplicated notification of a dossier fully handled: acknowledge it only.
+            client.delete_notification(notification.id)
+            return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
+
+        case = client.get_case(case_id)
+        if not record.done("verified"):
+            problem = self._verify_case(case, recipient, allowed)
+            reference = case.reference
+            fields: dict[str, Any] = {"reference": reference} if reference else {}
+            if problem is not None:
+                fields |= {"outcome": "rejected", "reason": problem}
+            record = self.dossiers.mark(case_id, "verified", now, tenant_siret=record.tenant_siret, **fields)
+            self.crash_after("verified")
+
+        if record.outcome == "rejected":
+            return self._reject(client, notification, record, case, record.reason or "rejected")
+
+        parsed: ParsedDossier | None = None
+        if not record.done("persisted"):
+            try:
+                parsed = snapshot_parsed(record.parsed) if record.parsed else self._download_and_parse(client, case)
+            except DossierError as exc:
+                record = self.dossiers.mark(case_id, "parsed", self.clock(), tenant_siret=record.tenant_siret,
+                                            outcome="rejected", reason=exc.code)
+                return self._reject(client, notification, record, case, exc.code)
+            self.dossiers.mark(case_id, "parsed", self.clock(), parsed=dossier_snapshot(parsed))
+            self.crash_after("parsed")
+            self._reconcile_and_persist(record, parsed)
+            self.crash_after("persisted")
+            record = self.dossiers.get(case_id) or record
+
+        # Statuses: SI_RECEIVED always, then DONE once linked.
+        if not record.done("si_received"):
+            if status_rank(case.status) < status_rank(CaseStatus.SI_RECEIVED):
+                client.post_status_event(case_id, case.status or CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED,
+                                         MESSAGES[CaseStatus.SI_RECEIVED], author=AUTHOR)
+                case_status = CaseStatus.SI_RECEIVED.value
+            else:
+                case_status = case.status or CaseStatus.SI_RECEIVED.value
+            record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=case_status)
+            self.crash_after("si_received")
+        if record.outcome == "linked" and not record.done("final_status"):
+            record = self._post_final(client, case, record, CaseStatus.DONE)
+
+        record = self._delete_notification(client, notification, record)
+        self._publish(record)
+        return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=resumed)
+
+    def _verify_case(self, case: Case, recipient: str | None, allowed: set[str]) -> str | None:
+        if case.process_code != FORMULAIRE_QF:
+            return "foreign_process_code"
+        case_recipient = case.recipient.company_register if case.recipient else None
+        if case_recipient not in allowed or (recipient is not None and case_recipient != recipient):
+            return "foreign_recipient"
+        if self.tenants.get(str(case_recipient)) is None:
+            return "foreign_recipient"
+        try:
+            reference_from_case_external_id(case.external_id)
+        except DossierError:
+            return "bad_reference"
+        return None
+
+    def _download_and_parse(self, client: HubeeClient, case: Case) -> ParsedDossier:
+        json_attachment = case.attachment_named(JSON_ATTACHMENT)
+        xml_attachment = case.attachment_named(XML_ATTACHMENT)
+        if json_attachment is not None and json_attachment.is_downloadable:
+            download = client.download_attachment(case.id, json_attachment.id, MAX_ATTACHMENT_BYTES)
+            verify_size(download.content, json_attachment.size)
+            verify_digest(download.content, download.digest)
+            try:
+                return parse_formulaire_qf_json(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
+            except DossierError as json_error:
+                if xml_attachment is None or not xml_attachment.is_downloadable:
+                    raise
+                if json_error.code not in ("malformed_json", "not_an_object"):
+                    raise
+        if xml_attachment is not None and xml_attachment.is_downloadable:
+            download = client.download_attachment(case.id, xml_attachment.id, MAX_ATTACHMENT_BYTES)
+            verify_size(download.content, xml_attachment.size)
+            verify_digest(download.content, download.digest)
+            return parse_formulaire_qf_xml(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
+        raise DossierError("No FormulaireQF attachment is available for download.", code="attachment_unavailable")
+
+    # ------------------------------------------------------------------ reconciliation
+    def _signer(self) -> LinkSigner:
+        keys, active = self.secrets.read_link_keys(self.link_signing_secret_id)
+        return LinkSigner(keys, active)
+
+    def _external_id_target(self, tenant_siret: str, external_id: str | None) -> tuple[str, str | None]:
+        """(status, user_id) of the dossier's external_id: only a ``valid`` one names a family."""
+        if not external_id:
+            return "absent", None
+        try:
+            verified = self._signer().verify(external_id, tenant_siret)
+        except LinkError as exc:
+            return ("foreign_or_forged" if exc.code == "bad_signature" else "forged"), None
+        stored = self.links.get(verified.link_id)
+        if stored is None:
+            return "expired", None
+        if stored.tenant_siret != tenant_siret:
+            return "foreign", None
+        if stored.expires_at < int(self.clock().timestamp()):
+            return "expired", None
+        return "valid", stored.user_id
+
+    def _reconcile_and_persist(self, record: DossierRecord, parsed: ParsedDossier) -> None:
+        siret = record.tenant_siret
+        identity = DossierIdentity.from_parts(parsed.pivot_identity, parsed.allocataires, parsed.enfants)
+        link_status, user_id = self._external_id_target(siret, parsed.external_id)
+        fields: dict[str, Any] = {"external_id_status": link_status}
+        method: str | None = None
+        candidates: list[dict[str, Any]] = []
+        evidence: list[str] = []
+        if user_id is not None:
+            existing = self.families.get(siret, user_id)
+            if existing is None or existing.family is None:
+                method = "external_id"  # the editor issued the link to this account: trust it
+            else:
+                check = cross_check(identity, existing.family)
+                evidence = [r.code for r in check.reasons]
+                if check.strong_mismatch:
+                    candidates = [{"user_id": user_id, "score": 0.0, "reasons": evidence, "via": "external_id"}]
+                    user_id = None
+                else:
+                    method = "external_id"
+        if method is None and user_id is None and not candidates:
+            decision = decide(identity, self.families.candidates(siret, identity.date_naissance))
+            candidates = [
+                {"user_id": c.user_id, "score": round(c.score, 4), "reasons": [r.code for r in c.reasons]}
+                for c in decision.candidates[:5]
+            ]
+            if decision.outcome == "linked" and decision.user_id is not None:
+                user_id, method = decision.user_id, "identity"
+                evidence = candidates[0]["reasons"] if candidates else []
+        if parsed.quotient_familial is None:
+            raise DossierError("The dossier carries no quotient familial.", code="missing_quotient_familial")
+
+        now = self.clock()
+        if user_id is not None and method is not None:
+            if self.families.get(siret, user_id) is None:
+                # A link to an account the directory does not know yet: create the family shell.
+                self.families.ensure_exists(siret, user_id)
+            entry = QfEntry(quotient_familial=parsed.quotient_familial, source="dossier",
+                            source_id=record.case_id, received_at=now.isoformat())
+            update = self.families.link_update(
+                siret, user_id, pivot=parsed.pivot_identity, entry=entry, members=members_of(parsed),
+                case_id=record.case_id, next_refresh_at=next_refresh_date(now.date()).isoformat(),
+            )
+            self.dossiers.persist_link_transaction(
+                record, update, now, outcome="linked", user_id=user_id, link_method=method,
+                candidates=candidates, evidence=evidence, **fields,
+            )
+            metrics.add_metric(name=f"DossiersLinked_{method}", unit="Count", value=1)
+            if self.audit is not None:
+                self.audit.write(AuditRecord(
+                    request_id=record.case_id, actor="service", principal=SERVICE_PRINCIPAL,
+                    tenant_siret=siret, route="pipeline:reconcile", action=f"link_{method}",
+                    user_id=user_id, reference=record.reference, outcome="success",
+                ))
+        else:
+            self.dossiers.mark(record.case_id, "persisted", now, tenant_siret=siret, outcome="needs_review",
+                               candidates=candidates, evidence=evidence, **fields)
+            metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
+
+    # ------------------------------------------------------------------ endings
+    def _reject(self, client: HubeeClient, notification: Notification, record: DossierRecord, case: Case,
+                reason: str) -> IntakeResult:
+        """Record the dossier as rejected, tell HubEE (unless the case is not ours) and acknowledge it."""
+        case_id = record.case_id
+        post_status = reason not in NOT_OURS
+        if record.outcome != "rejected":
+            record = self.dossiers.mark(case_id, "rejected", self.clock(), tenant_siret=record.tenant_siret,
+                                        outcome="rejected", reason=reason)
+        if post_status and not record.done("final_status"):
+            if status_rank(case.status) < status_rank(CaseStatus.SI_INTG_ERROR):
+                client.post_status_event(case_id, case.status or CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_INTG_ERROR,
+                                         MESSAGES[CaseStatus.SI_INTG_ERROR], author=AUTHOR)
+            record = self.dossiers.mark(case_id, "final_status", self.clock(),
+                                        hubee_status=CaseStatus.SI_INTG_ERROR.value)
+        metrics.add_metric(name="DossiersRejected", unit="Count", value=1)
+        logger.warning("dossier rejected", extra={"case_id": case_id, "reason": reason})
+        record = self._delete_notification(client, notification, record)
+        self._publish(record)
+        return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
+
+    def _post_final(self, client: HubeeClient, case: Case, record: DossierRecord,
+                    status: CaseStatus) -> DossierRecord:
+        current = case.status
+        if record.done("si_received") and status_rank(current) < status_rank(CaseStatus.SI_RECEIVED):
+            current = CaseStatus.SI_RECEIVED.value  # we posted it in this attempt
+        if status_rank(current) < status_rank(status):
+            client.post_status_event(record.case_id, current or CaseStatus.SI_RECEIVED, status,
+                                     MESSAGES[status], author=AUTHOR)
+        record = self.dossiers.mark(record.case_id, "final_status", self.clock(), hubee_status=status.value)
+        self.crash_after("final_status")
+        return record
+
+    def _delete_notification(self, client: HubeeClient, notification: Notification,
+                             record: DossierRecord) -> DossierRecord:
+        client.delete_notification(notification.id)
+        if not record.done("notification_deleted"):
+            record = self.dossiers.mark(record.case_id, "notification_deleted", self.clock())
+            self.crash_after("notification_deleted")
+        return record
+
+    def _publish(self, record: DossierRecord) -> None:
+        if record.done("published"):
+            return
+        detail: dict[str, Any] = {
+            "tenant_siret": record.tenant_siret,
+            "case_id": record.case_id,
+            "reference": record.reference,
+            "outcome": record.outcome,
+        }
+        events: list[tuple[str, dict[str, Any]]] = []
+        if record.outcome == "linked":
+            detail |= {"user_id": record.user_id, "link_method": record.link_method}
+            events.append(("dossier.linked", detail))
+            family = self.families.get(record.tenant_siret, str(record.user_id))
+            if family is not None and family.qf is not None:
+                events.append(("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf)))
+        elif record.outcome == "needs_review":
+            detail |= {"candidates": len(record.candidates), "external_id_status": record.external_id_status}
+            events.append(("dossier.needs_review", detail))
+        else:
+            detail |= {"reason": record.reason}
+            events.append(("dossier.rejected", detail))
+        self.events.publish_many(events)
+        self.dossiers.mark(record.case_id, "published", self.clock())
+
+    # ------------------------------------------------------------------ review follow-up
+    def _finish_review(self, message: dict[str, Any]) -> IntakeResult:
+        """After an agent's decision (API): post DONE or REFUSED to HubEE and publish the event."""
+        case_id = str(message["case_id"])
+        record = self.dossiers.get(case_id)
+        if record is None:
+            return IntakeResult(kind="review_resolved", outcome="gone", case_id=case_id)
+        holder = str(message.get("credential_holder") or record.tenant_siret)
+        if not record.done("final_status"):
+            status = CaseStatus.DONE if record.outcome == "linked" else CaseStatus.REFUSED
+            with self._client(holder) as client:
+                case = client.get_case(case_id)
+                self._post_final(client, case, record, status)
+        record = self.dossiers.get(case_id) or record
+        if record.done("review_published"):
+            return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
+        detail: dict[str, Any] = {"tenant_siret": record.tenant_siret, "case_id": case_id,
+                                  "reference": record.reference, "outcome": record.outcome}
+        events: list[tuple[str, dict[str, Any]]] = []
+        if record.outcome == "linked":
+            events.append(("dossier.linked", detail | {"user_id": record.user_id, "link_method": "review"}))
+            family = self.families.get(record.tenant_siret, str(record.user_id))
+            if family is not None and family.qf is not None:
+                events.append(("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf)))
+        else:
+            events.append(("dossier.rejected", detail | {"reason": record.reason or "review_rejected"}))
+        self.events.publish_many(events)
+        self.dossiers.mark(case_id, "review_published", self.clock())
+        return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
+
+
+def qf_event_detail(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> dict[str, Any]:
+    qf = entry.quotient_familial
+    detail: dict[str, Any] = {
+        "tenant_siret": siret,
+        "user_id": user_id,
+        "quotient_familial": qf.valeur,
+        "fournisseur": qf.fournisseur,
+        "annee": qf.annee,
+        "mois": qf.mois,
+        "source": entry.source,
+        "received_at": entry.received_at,
+    }
+    if previous is not None:
+        detail["previous_quotient_familial"] = previous
+    return detail
+
+
+def utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat()

@@ -1,0 +1,243 @@
+"""The dossiers table: one record per HubEE case, with its outcome and the journal of steps done.
+
+The journal (``steps``: step name → time) is what makes reconcile resumable: a retried message
+skips every step already recorded, so a status is never posted twice and nothing is persisted twice.
+Records expire 90 days after reception (TTL ``expires_at``): the support window of seed §7.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from boto3.dynamodb.conditions import Key
+from pydantic import BaseModel, ConfigDict, Field
+
+from qfbridge.domain.errors import NotFoundError, QfbridgeError
+from qfbridge.store.families import serialize
+from qfbridge.store.tables import decode_cursor, dynamodb, encode_cursor, plain, table, to_dynamo
+
+RETENTION_DAYS = 90
+
+Outcome = Literal["received", "linked", "needs_review", "rejected"]
+FINAL_OUTCOMES = ("linked", "rejected")
+OUTCOMES: tuple[str, ...] = ("received", "linked", "needs_review", "rejected")
+
+
+class DossierBusy(QfbridgeError):
+    """Another delivery holds the case's processing lease: retry later."""
+
+    code = "dossier_busy"
+
+
+class DossierRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    case_id: str
+    tenant_siret: str
+    reference: str | None = None
+    received_at: str
+    outcome: Outcome = "received"
+    reason: str | None = None
+    steps: dict[str, str] = Field(default_factory=dict)
+    hubee_status: str | None = None
+    user_id: str | None = None
+    link_method: str | None = None  # external_id | identity | review
+    external_id_status: str | None = None  # absent | valid | forged | foreign | expired | unknown
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    evidence: list[str] = Field(default_factory=list)
+    parsed: dict[str, Any] | None = None  # the dossier's data, kept for review; erased with the family
+    notification_ids: list[str] = Field(default_factory=list)
+    resolved_by: str | None = None
+    expires_at: int | None = None
+
+    def done(self, step: str) -> bool:
+        return step in self.steps
+
+
+class DossierRepository:
+    def __init__(self, table_name: str) -> None:
+        self.table_name = table_name
+        self._table = table(table_name)
+
+    def get(self, case_id: str) -> DossierRecord | None:
+        item = self._table.get_item(Key={"case_id": case_id}, ConsistentRead=True).get("Item")
+        return DossierRecord.model_validate(plain(item)) if item else None
+
+    def start(self, case_id: str, tenant_siret: str, notification_id: str, now: dt.datetime,
+              lease_seconds: int = 300) -> DossierRecord:
+        """Create the record on first sight (or find it again) and take the processing lease.
+
+        The lease keeps two deliveries of the same case (HubEE duplicates, concurrent batches) from
+        working on it at once; a crashed attempt's lease simply expires. Raises ``DossierBusy``.
+        """
+        expires = int((now + dt.timedelta(days=RETENTION_DAYS)).timestamp())
+        now_ts = now.timestamp()
+        try:
+            response = self._table.update_item(
+                Key={"case_id": case_id},
+                UpdateExpression=(
+                    "SET tenant_siret = if_not_exists(tenant_siret, :t), received_at = if_not_exists(received_at, :r), "
+                    "outcome = if_not_exists(outcome, :o), tenant_outcome = if_not_exists(tenant_outcome, :to), "
+                    "expires_at = if_not_exists(expires_at, :e), steps = if_not_exists(steps, :s), "
+                    "lease_until = :lease, "
+                    "notification_ids = list_append(if_not_exists(notification_ids, :empty), :n)"
+                ),
+                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                ExpressionAttributeValues=to_dynamo({
+                    ":t": tenant_siret,
+                    ":r": now.isoformat(),
+                    ":o": "received",
+                    ":to": f"{tenant_siret}#received",
+                    ":e": expires,
+                    ":s": {},
+                    ":empty": [],
+                    ":n": [notification_id],
+                    ":now": now_ts,
+                    ":lease": now_ts + lease_seconds,
+                }),
+                ReturnValues="ALL_NEW",
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException as exc:
+            raise DossierBusy(f"Case {case_id} is being processed by another delivery.") from exc
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def release(self, case_id: str) -> None:
+        self._table.update_item(Key={"case_id": case_id}, UpdateExpression="REMOVE lease_until")
+
+    def mark(self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None,
+             **fields: Any) -> DossierRecord:
+        """Record a step as done, with the attributes it produced; returns the updated record."""
+        names, values, expression = _step_update(step, now, tenant_siret, fields)
+        response = self._table.update_item(
+            Key={"case_id": case_id},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_dynamo(values),
+            ReturnValues="ALL_NEW",
+        )
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def mark_once(self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None,
+                  **fields: Any) -> DossierRecord | None:
+        """``mark`` only if the step is not recorded yet; None when it already was.
+
+        An agent's review decision is taken once: two concurrent decisions on the same dossier
+        must not both apply (the second one is told the dossier is no longer in review).
+        """
+        names, values, expression = _step_update(step, now, tenant_siret, fields)
+        try:
+            response = self._table.update_item(
+                Key={"case_id": case_id},
+                UpdateExpression=expression,
+                ConditionExpression="attribute_exists(case_id) AND attribute_not_exists(#steps.#step)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_dynamo(values),
+                ReturnValues="ALL_NEW",
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def persist_link_transaction(self, record: DossierRecord, family_update: dict[str, Any], now: dt.datetime,
+                                 *, step: str = "persisted", **fields: Any) -> bool:
+        """Atomically store the link on the dossier and the QF on the family.
+
+        ``step`` names the journal entry the transaction records (``persisted`` for intake,
+        ``reviewed`` for an agent's review decision, which happens after ``persisted``).
+        Returns False when the transaction was already applied by an earlier attempt.
+        """
+        names = {"#steps": "steps", "#step": step, "#to": "tenant_outcome"}
+        values: dict[str, Any] = {":now": now.isoformat(), ":to": f"{record.tenant_siret}#{fields.get('outcome')}"}
+        sets = ["#steps.#step = :now", "#to = :to"]
+        for i, (key, value) in enumerate(fields.items()):
+            names[f"#a{i}"] = key
+            values[f":a{i}"] = value
+            sets.append(f"#a{i} = :a{i}")
+        dossier_update = {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": serialize({"case_id": record.case_id}),
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": "attribute_not_exists(#steps.#step)",
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": serialize(values),
+            }
+        }
+        client = dynamodb().meta.client
+        try:
+            client.transact_write_items(TransactItems=[dossier_update, family_update])
+        except client.exceptions.TransactionCanceledException as exc:
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
+            if reasons and reasons[0] == "ConditionalCheckFailed":
+                return False
+            if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
+                # The family already holds this dossier's QF: mark the dossier alone.
+                self.mark(record.case_id, step, now, tenant_siret=record.tenant_siret, **fields)
+                return True
+            raise
+        return True
+
+    def by_reference(self, reference: str) -> list[DossierRecord]:
+        response = self._table.query(IndexName="by_reference", KeyConditionExpression=Key("reference").eq(reference))
+        return [DossierRecord.model_validate(plain(item)) for item in response.get("Items", [])]
+
+    def require_for_tenant(self, tenant_siret: str, reference: str) -> DossierRecord:
+        for record in self.by_reference(reference):
+            if record.tenant_siret == tenant_siret:
+                return record
+        raise NotFoundError(f"No dossier {reference} for tenant {tenant_siret}.", code="dossier_not_found")
+
+    def list_page(self, tenant_siret: str, *, outcome: str | None, limit: int,
+                  cursor: str | None) -> tuple[list[DossierRecord], str | None]:
+        if outcome:
+            index, key_name, key_value = "by_tenant_outcome", "tenant_outcome", f"{tenant_siret}#{outcome}"
+        else:
+            index, key_name, key_value = "by_tenant", "tenant_siret", tenant_siret
+        kwargs: dict[str, Any] = {
+            "IndexName": index,
+            "KeyConditionExpression": Key(key_name).eq(key_value),
+            "Limit": limit,
+            "ScanIndexForward": False,
+        }
+        start = decode_cursor(cursor, {"case_id", key_name, "received_at"})
+        if start:
+            if start[key_name] != key_value:
+                from qfbridge.domain.errors import ValidationError
+
+                raise ValidationError("The cursor belongs to another listing.", code="invalid_cursor")
+            kwargs["ExclusiveStartKey"] = start
+        response = self._table.query(**kwargs)
+        records = [DossierRecord.model_validate(plain(item)) for item in response.get("Items", [])]
+        return records, encode_cursor(response.get("LastEvaluatedKey"))
+
+    def erase_personal_data(self, case_id: str) -> None:
+        """RGPD erasure: drop the dossier's personal data, keep the technical trace (outcome, steps)."""
+        try:
+            self._table.update_item(
+                Key={"case_id": case_id},
+                UpdateExpression="REMOVE parsed, candidates, user_id SET erased = :t",
+                ConditionExpression="attribute_exists(case_id)",
+                ExpressionAttributeValues={":t": True},
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return
+
+
+def _step_update(step: str, now: dt.datetime, tenant_siret: str | None,
+                 fields: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any], str]:
+    """Names, values and SET expression recording ``step`` with the attributes it produced."""
+    names = {"#steps": "steps", "#step": step}
+    sets = ["#steps.#step = :now"]
+    values: dict[str, Any] = {":now": now.isoformat()}
+    for i, (key, value) in enumerate(fields.items()):
+        names[f"#a{i}"] = key
+        values[f":a{i}"] = value
+        sets.append(f"#a{i} = :a{i}")
+    if "outcome" in fields:
+        if tenant_siret is None:
+            raise ValueError("changing the outcome needs the tenant (it keys the by_tenant_outcome index)")
+        names["#to"] = "tenant_outcome"
+        values[":to"] = f"{tenant_siret}#{fields['outcome']}"
+        sets.append("#to = :to")
+    return names, values, "SET " + ", ".join(sets)

@@ -1,0 +1,111 @@
+"""Secrets Manager: tenants' credentials (write from the API, read by the pipeline) and link keys.
+
+Values only ever live in memory: never logged, never returned, never put in an event or an error.
+Reads go through Powertools parameters, which caches them for ``max_age`` seconds per container.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import boto3
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from qfbridge.domain.errors import NotFoundError
+
+CACHE_SECONDS = 300
+
+
+class TenantCredentials(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    hubee_client_id: str | None = None
+    hubee_client_secret: SecretStr | None = None
+    api_particulier_token: SecretStr | None = None
+
+
+@cache
+def _client() -> Any:
+    return boto3.client("secretsmanager")
+
+
+class SecretStore:
+    def __init__(self, tenant_prefix: str) -> None:
+        self.tenant_prefix = tenant_prefix
+
+    def tenant_secret_name(self, siret: str) -> str:
+        return f"{self.tenant_prefix}{siret}"
+
+    def read_tenant(self, siret: str, *, force_fetch: bool = False) -> TenantCredentials:
+        from aws_lambda_powertools.utilities import parameters
+        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+        try:
+            raw = parameters.get_secret(
+                self.tenant_secret_name(siret), max_age=CACHE_SECONDS, force_fetch=force_fetch
+            )
+        except GetParameterError as exc:
+            raise NotFoundError(f"No credentials stored for tenant {siret}.", code="credentials_missing") from exc
+        return TenantCredentials.model_validate(json.loads(str(raw)))
+
+    def write_tenant(self, siret: str, update: TenantCredentials) -> None:
+        """Merge the given credentials into the tenant's secret (created on first write)."""
+        name = self.tenant_secret_name(siret)
+        client = _client()
+        current: dict[str, Any] = {}
+        try:
+            current = json.loads(client.get_secret_value(SecretId=name)["SecretString"])
+            exists = True
+        except client.exceptions.ResourceNotFoundException:
+            exists = False
+        except client.exceptions.ClientError:
+            exists = True  # no read permission (the api role): overwrite the fields given
+        for field, value in update:
+            if value is not None:
+                current[field] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        document = json.dumps(current)
+        if exists:
+            client.put_secret_value(SecretId=name, SecretString=document)
+        else:
+            client.create_secret(
+                Name=name,
+                SecretString=document,
+                Description="qfbridge tenant credentials (HubEE, API Particulier)",
+                Tags=[{"Key": "qfbridge:tenant", "Value": siret}],
+            )
+
+    def replace_tenant(self, siret: str, credentials: TenantCredentials) -> None:
+        """Make the tenant's secret exactly ``credentials`` (fields left None are dropped).
+
+        Unlike ``write_tenant`` this never reads the secret: the API role may only write it, so the
+        API replaces the whole set (PUT semantics) instead of merging into what it cannot read.
+        """
+        name = self.tenant_secret_name(siret)
+        document = json.dumps({
+            field: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for field, value in credentials
+            if value is not None
+        })
+        client = _client()
+        try:
+            client.create_secret(
+                Name=name,
+                SecretString=document,
+                Description="qfbridge tenant credentials (HubEE, API Particulier)",
+                Tags=[{"Key": "qfbridge:tenant", "Value": siret}],
+            )
+        except client.exceptions.ResourceExistsException:
+            client.put_secret_value(SecretId=name, SecretString=document)
+
+    def read_link_keys(self, secret_id: str) -> tuple[dict[str, bytes], str]:
+        """The link-signing keys ({"active_kid": "k1", "k1": "...", "k2": "..."}) and the active kid."""
+        from aws_lambda_powertools.utilities import parameters
+
+        document = json.loads(str(parameters.get_secret(secret_id, max_age=CACHE_SECONDS)))
+        active = str(document.pop("active_kid"))
+        keys = {kid: str(value).encode() for kid, value in document.items()}
+        if active not in keys:
+            raise NotFoundError("The active link-signing key is missing.", code="link_key_missing")
+        return keys, active

@@ -1,0 +1,115 @@
+"""The tenants (collectivités) table: one item per SIRET, listed through the ``by_kind`` index."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from boto3.dynamodb.conditions import Key
+from pydantic import BaseModel, ConfigDict, Field
+
+from qfbridge.domain.errors import NotFoundError
+from qfbridge.store.tables import decode_cursor, encode_cursor, plain, table, to_dynamo
+
+HubeeStatus = Literal["unknown", "ok", "auth_failed", "error"]
+RefreshStatus = Literal["active", "token_expired", "forbidden", "no_token"]
+
+DEFAULT_REFRESH_BUDGET_RPS = 4.0
+MAX_REFRESH_BUDGET_RPS = 20.0
+
+
+class Tenant(BaseModel):
+    """A collectivité served by the editor."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    siret: str
+    name: str
+    cog: str
+    redirect_hosts: list[str] = Field(default_factory=list)
+    token_expires_on: dt.date | None = None
+    refresh_budget_rps: float = DEFAULT_REFRESH_BUDGET_RPS
+    hubee_client_id: str | None = None
+    has_credentials: bool = False
+    hubee_status: HubeeStatus = "unknown"
+    hubee_failures: int = 0
+    refresh_status: RefreshStatus = "no_token"
+    token_alerts_sent: list[str] = Field(default_factory=list)
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def status(self) -> str:
+        """One word for the editor: what needs attention first."""
+        if not self.has_credentials:
+            return "awaiting_credentials"
+        if self.hubee_status == "auth_failed":
+            return "hubee_auth_failed"
+        if self.refresh_status in ("token_expired", "forbidden"):
+            return f"api_particulier_{self.refresh_status}"
+        return "active"
+
+
+class TenantRepository:
+    def __init__(self, table_name: str) -> None:
+        self._table = table(table_name)
+
+    def get(self, siret: str) -> Tenant | None:
+        item = self._table.get_item(Key={"siret": siret}).get("Item")
+        return Tenant.model_validate(plain(item)) if item else None
+
+    def require(self, siret: str) -> Tenant:
+        tenant = self.get(siret)
+        if tenant is None:
+            raise NotFoundError(f"Tenant {siret} is not registered.", code="tenant_not_found")
+        return tenant
+
+    def put(self, tenant: Tenant) -> None:
+        item = tenant.model_dump(mode="json")
+        item["kind"] = "tenant"
+        self._table.put_item(Item=to_dynamo(item))
+
+    def update(self, siret: str, **fields: Any) -> None:
+        """Set some attributes of an existing tenant (never creates one)."""
+        if not fields:
+            return
+        names = {f"#f{i}": key for i, key in enumerate(fields)}
+        values = {f":v{i}": to_dynamo(_json_value(value)) for i, value in enumerate(fields.values())}
+        expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+        self._table.update_item(
+            Key={"siret": siret},
+            UpdateExpression=expression,
+            ConditionExpression="attribute_exists(siret)",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def list_page(self, *, limit: int = 100, cursor: str | None = None) -> tuple[list[Tenant], str | None]:
+        kwargs: dict[str, Any] = {
+            "IndexName": "by_kind",
+            "KeyConditionExpression": Key("kind").eq("tenant"),
+            "Limit": limit,
+        }
+        start = decode_cursor(cursor, {"kind", "siret"})
+        if start:
+            kwargs["ExclusiveStartKey"] = start
+        response = self._table.query(**kwargs)
+        tenants = [Tenant.model_validate(plain(item)) for item in response.get("Items", [])]
+        return tenants, encode_cursor(response.get("LastEvaluatedKey"))
+
+    def all(self) -> list[Tenant]:
+        tenants: list[Tenant] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self.list_page(limit=500, cursor=cursor)
+            tenants.extend(page)
+            if cursor is None:
+                return tenants
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value

@@ -1,0 +1,1 @@
+"""Laptop runtime for qfbridge (never imported by Lambda code)."""

@@ -1,0 +1,181 @@
+"""The laptop runtime: moto + the template's resources + the real handlers + triggers + sandboxes.
+
+    with LocalRuntime.start() as rt:
+        rt.api_url            # the editor API, as API Gateway would serve it
+        rt.poll()             # fire hubee_poll's schedule
+        rt.drain()            # run the SQS mappings until the queues are empty
+
+Handlers reach moto through the standard AWS configuration (``AWS_ENDPOINT_URL`` and friends);
+there is no "local mode" branch in Lambda code. Environment variables are those the template gives
+the functions, with the local physical names, plus the overrides of the runtime configuration
+(HubEE and API Particulier URLs pointing at the sandboxes, short retry delays).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .api_adapter import ApiAdapter
+from .aws import MotoServer, aws_environment, client, provision
+from .lambdas import LocalFunction
+from .template import DEFAULT_TEMPLATE, Stack, resolve_stack
+from .triggers import TriggerEmulator
+
+API_FUNCTION = "ApiFunction"
+POLL_FUNCTION = "HubeePollFunction"
+TOKEN_WATCH_FUNCTION = "TokenWatchFunction"
+
+
+@dataclass
+class RuntimeOptions:
+    template: Path = DEFAULT_TEMPLATE
+    stage: str = "dev"
+    parameter_overrides: dict[str, str] = field(default_factory=dict)
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    retry_delay_seconds: int = 0
+    serve_api: bool = True
+    api_port: int = 0
+
+
+def function_environment(stack: Stack) -> dict[str, str]:
+    """The union of the functions' environments; the template must not give one name two values."""
+    merged: dict[str, str] = {}
+    for fn in stack.functions.values():
+        for key, value in fn.environment.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"environment variable {key} differs between functions")
+            merged[key] = value
+    return merged
+
+
+_SHARED_MOTO: MotoServer | None = None
+
+
+def shared_moto() -> MotoServer:
+    """One moto server per process, reset for each runtime.
+
+    boto3 clients created by the handlers' modules are cached per process; keeping the endpoint
+    stable keeps them valid from one runtime to the next (in tests, one runtime per test).
+    """
+    global _SHARED_MOTO
+    if _SHARED_MOTO is None:
+        _SHARED_MOTO = MotoServer().start()
+    return _SHARED_MOTO
+
+
+def _forget_cached_state() -> None:
+    """Drop what a previous runtime left in process-wide caches (secrets read through Powertools)."""
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+
+
+class LocalRuntime:
+    def __init__(self, options: RuntimeOptions | None = None) -> None:
+        self.options = options or RuntimeOptions()
+        self._exit = ExitStack()
+        self.moto: MotoServer | None = None
+        self.stack: Stack | None = None
+        self.functions: dict[str, LocalFunction] = {}
+        self.triggers: TriggerEmulator | None = None
+        self.api: ApiAdapter | None = None
+        self.queue_urls: dict[str, str] = {}
+        self.environment: dict[str, str] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def start(cls, options: RuntimeOptions | None = None) -> LocalRuntime:
+        runtime = cls(options)
+        try:
+            runtime._start()
+        except BaseException:
+            runtime.stop()
+            raise
+        return runtime
+
+    def _start(self) -> None:
+        self.moto = shared_moto()
+        self.moto.reset()
+        _forget_cached_state()
+        endpoint = self.moto.endpoint
+        overrides = {"Stage": self.options.stage, **self.options.parameter_overrides}
+        self.stack = resolve_stack(
+            endpoint=endpoint, template_path=self.options.template, parameter_overrides=overrides
+        )
+        resources = provision(self.stack, endpoint)
+        self.queue_urls = resources["queue_urls"]
+        env = {
+            **function_environment(self.stack),
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "false"),
+            "AWS_LAMBDA_FUNCTION_NAME": "qfbridge-local",
+            **self.options.env_overrides,
+        }
+        self.environment = self._exit.enter_context(aws_environment(endpoint, env))
+        self.functions = {lid: LocalFunction(spec) for lid, spec in self.stack.functions.items()}
+        self.triggers = TriggerEmulator(
+            self.stack, self.functions, endpoint, self.queue_urls,
+            retry_delay_seconds=self.options.retry_delay_seconds,
+        )
+        if self.options.serve_api and API_FUNCTION in self.functions:
+            self.api = ApiAdapter(self.functions[API_FUNCTION], stage=self.stack.stage,
+                                  port=self.options.api_port).start()
+            self._exit.callback(self.api.stop)
+
+    def stop(self) -> None:
+        self._exit.close()
+
+    def __enter__(self) -> LocalRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ conveniences
+    @property
+    def endpoint(self) -> str:
+        assert self.moto is not None
+        return self.moto.endpoint
+
+    @property
+    def api_url(self) -> str:
+        assert self.api is not None
+        return self.api.url
+
+    def client(self, service: str) -> Any:
+        return client(service, self.endpoint)
+
+    def poll(self) -> Any:
+        assert self.triggers is not None
+        return self.triggers.fire_schedule(POLL_FUNCTION)
+
+    def token_watch(self) -> Any:
+        assert self.triggers is not None
+        return self.triggers.fire_schedule(TOKEN_WATCH_FUNCTION)
+
+    def drain(self, timeout: float = 120.0) -> int:
+        assert self.triggers is not None
+        return self.triggers.drain(timeout=timeout)
+
+    def invoke(self, function_logical_id: str, event: Mapping[str, Any]) -> Any:
+        return self.functions[function_logical_id].invoke(dict(event))
+
+    def table_name(self, logical_id: str) -> str:
+        assert self.stack is not None
+        return self.stack.table_name(logical_id)
+
+    def queue_url(self, logical_id: str) -> str:
+        return self.queue_urls[logical_id]
+
+    def queue_depth(self, logical_id: str) -> int:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url(logical_id),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+                            "ApproximateNumberOfMessagesDelayed"],
+        )["Attributes"]
+        return sum(int(v) for v in attrs.values())

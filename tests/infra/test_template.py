@@ -1,0 +1,177 @@
+"""What cfn-lint cannot check: handlers resolve, partial batch failures, DLQs, timeouts, IAM scope."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = load_template(DEFAULT_TEMPLATE)
+RESOURCES: dict[str, Any] = TEMPLATE["Resources"]
+FUNCTIONS = {lid: r for lid, r in RESOURCES.items() if r["Type"] == "AWS::Serverless::Function"}
+QUEUES = {lid: r for lid, r in RESOURCES.items() if r["Type"] == "AWS::SQS::Queue"}
+TABLES = {lid: r for lid, r in RESOURCES.items() if r["Type"] == "AWS::DynamoDB::Table"}
+DATA_SERVICES = ("dynamodb", "sqs", "secretsmanager", "events", "logs", "s3", "kms")
+
+
+def _param_default(value: Any) -> Any:
+    if isinstance(value, dict) and "Ref" in value:
+        return TEMPLATE["Parameters"][value["Ref"]]["Default"]
+    return value
+
+
+def _timeout(function: dict[str, Any]) -> int:
+    return int(function["Properties"].get("Timeout", TEMPLATE["Globals"]["Function"]["Timeout"]))
+
+
+def test_the_five_functions_of_the_architecture_are_declared() -> None:
+    code_uris = sorted(Path(f["Properties"]["CodeUri"]).name for f in FUNCTIONS.values())
+    assert code_uris == ["api", "hubee_poll", "qf_refresh", "reconcile", "token_watch"]
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_every_function_handler_resolves_to_a_callable(logical_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    props = FUNCTIONS[logical_id]["Properties"]
+    code_dir = (DEFAULT_TEMPLATE.parent / props["CodeUri"]).resolve()
+    module_name, attribute = props["Handler"].rsplit(".", 1)
+    path = code_dir / f"{module_name}.py"
+    assert path.is_file(), f"{logical_id}: {path} missing"
+    # Import exactly as Lambda does: the code directory on sys.path, the layer's package importable.
+    monkeypatch.syspath_prepend(str(code_dir))
+    spec = importlib.util.spec_from_file_location(f"handler_check_{logical_id}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, attribute))
+
+
+def test_every_sqs_event_source_reports_batch_item_failures() -> None:
+    sources = [
+        (lid, event) for lid, f in FUNCTIONS.items()
+        for event in (f["Properties"].get("Events") or {}).values() if event["Type"] == "SQS"
+    ]
+    assert len(sources) == 2
+    for lid, event in sources:
+        assert "ReportBatchItemFailures" in event["Properties"].get("FunctionResponseTypes", []), lid
+
+
+def test_the_refresh_mapping_bounds_its_concurrency() -> None:
+    event = FUNCTIONS["QfRefreshFunction"]["Properties"]["Events"]["Refresh"]
+    assert int(_param_default(event["Properties"]["ScalingConfig"]["MaximumConcurrency"])) >= 2
+
+
+def test_every_consumed_queue_has_a_dlq_and_a_visibility_of_six_times_its_consumer_timeout() -> None:
+    consumers = {}
+    for f in FUNCTIONS.values():
+        for event in (f["Properties"].get("Events") or {}).values():
+            if event["Type"] == "SQS":
+                consumers[event["Properties"]["Queue"]["Fn::GetAtt"][0]] = _timeout(f)
+    assert set(consumers) == {"DossiersQueue", "RefreshQueue"}
+    for queue_id, timeout in consumers.items():
+        props = QUEUES[queue_id]["Properties"]
+        dlq = props["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert QUEUES[dlq]["Type"] == "AWS::SQS::Queue"
+        assert int(_param_default(props["RedrivePolicy"]["maxReceiveCount"])) >= 2
+        assert int(props["VisibilityTimeout"]) >= 6 * timeout, queue_id
+
+
+def test_every_queue_is_encrypted() -> None:
+    for lid, queue in QUEUES.items():
+        props = queue["Properties"]
+        assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, lid
+
+
+def test_every_dlq_depth_and_every_function_has_an_alarm() -> None:
+    alarms = [r["Properties"] for r in RESOURCES.values() if r["Type"] == "AWS::CloudWatch::Alarm"]
+    watched_queues = {
+        d["Value"]["Fn::GetAtt"][0] for a in alarms for d in a["Dimensions"] if d["Name"] == "QueueName"
+    }
+    watched_functions = {d["Value"]["Ref"] for a in alarms for d in a["Dimensions"] if d["Name"] == "FunctionName"}
+    assert watched_queues == {"DossiersDeadLetterQueue", "RefreshDeadLetterQueue"}
+    assert watched_functions == set(FUNCTIONS)
+
+
+def _statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = []
+    for policy in function["Properties"].get("Policies", []):
+        assert isinstance(policy, dict) and "Statement" in policy, "only inline, explicit policies"
+        statements.extend(policy["Statement"])
+    return statements
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_no_policy_grants_full_access_or_wildcard_actions_on_data(logical_id: str) -> None:
+    for policy in FUNCTIONS[logical_id]["Properties"].get("Policies", []):
+        assert not (isinstance(policy, str) and "FullAccess" in policy), policy
+    for statement in _statements(FUNCTIONS[logical_id]):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        for action in actions:
+            service, verb = action.split(":", 1)
+            assert "*" not in verb, f"{logical_id}: wildcard action {action}"
+            assert service in DATA_SERVICES or service in ("xray", "cloudwatch"), action
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert "*" not in resources, f"{logical_id}: {statement.get('Sid')} on every resource"
+
+
+def test_tables_have_point_in_time_recovery_encryption_and_on_demand_billing() -> None:
+    assert TABLES
+    for lid, table in TABLES.items():
+        props = table["Properties"]
+        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, lid
+        assert props["SSESpecification"]["SSEEnabled"] is True, lid
+        assert props["BillingMode"] == "PAY_PER_REQUEST", lid
+
+
+def test_expiring_records_have_a_ttl() -> None:
+    assert TABLES["DossiersTable"]["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
+    assert TABLES["FormLinksTable"]["Properties"]["TimeToLiveSpecification"]["Enabled"] is True
+
+
+def test_globals_pin_the_runtime_architecture_and_json_logs() -> None:
+    globals_fn = TEMPLATE["Globals"]["Function"]
+    assert globals_fn["Runtime"] == "python3.13"
+    assert globals_fn["Architectures"] == ["arm64"]
+    assert globals_fn["LoggingConfig"]["LogFormat"] == "JSON"
+    assert globals_fn["Environment"]["Variables"]["POWERTOOLS_SERVICE_NAME"] == "qfbridge"
+
+
+def test_the_api_uses_iam_authorization() -> None:
+    api = RESOURCES["EditorApi"]["Properties"]
+    assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+
+
+def test_schedules_poll_every_n_minutes_and_watch_tokens_daily() -> None:
+    poll = FUNCTIONS["HubeePollFunction"]["Properties"]["Events"]["Poll"]
+    assert poll["Type"] == "ScheduleV2"
+    assert poll["Properties"]["ScheduleExpression"] == {"Fn::Sub": "rate(${PollIntervalMinutes} minutes)"}
+    watch = FUNCTIONS["TokenWatchFunction"]["Properties"]["Events"]["Daily"]
+    assert watch["Type"] == "ScheduleV2" and watch["Properties"]["ScheduleExpression"].startswith("cron(")
+
+
+def test_environment_parameters_are_constrained() -> None:
+    params = TEMPLATE["Parameters"]
+    assert params["HubeeEnvironment"]["AllowedValues"] == ["bas", "prod"]
+    assert params["ApiParticulierEnvironment"]["AllowedValues"] == ["staging", "prod"]
+    assert set(params["Stage"]["AllowedValues"]) == {"dev", "staging", "prod"}
+
+
+def test_the_layer_requirements_match_the_project_runtime_dependencies() -> None:
+    import tomllib
+
+    layer = {
+        re.split(r"[=<>\[]", line.strip())[0].lower(): line.strip()
+        for line in (REPO / "layers/core/requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = {re.split(r"[=<>\[]", dep)[0].lower(): dep for dep in project}
+    for name, requirement in layer.items():
+        assert pinned.get(name) == requirement, f"{name}: layer {requirement} vs project {pinned.get(name)}"
