@@ -1,0 +1,1 @@
+"""Local stand-ins of the external services (HubEE, API Particulier), served over real HTTP."""
