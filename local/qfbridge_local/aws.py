@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,27 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+_DYNAMODB_LOCK = threading.RLock()
+
+
+def _serialise_dynamodb_requests() -> None:
+    """moto's DynamoDB backend is not thread-safe (a transaction deep-copies the tables while other
+    requests write them). DynamoDB itself is; the laptop runtime serialises moto's DynamoDB requests
+    so that concurrent Lambda invocations behave as they would on AWS."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_qfbridge_serialised", False):
+        return
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        with _DYNAMODB_LOCK:
+            return original(self)
+
+    call_action._qfbridge_serialised = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 class MotoServer:
     """moto in server mode, bound to the loopback interface only."""
 
@@ -46,6 +68,10 @@ class MotoServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> MotoServer:
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per moto request is noise
+        _serialise_dynamodb_requests()
         self._server.start()
         return self
 

@@ -84,6 +84,7 @@ def _parent(rng: random.Random, sexe: str, surname: str, married_name: str | Non
 
 def households(count: int, seed: int = 11, *, id_prefix: str = "famille") -> list[Household]:
     rng = random.Random(seed)
+    last_month = dt.date.today().replace(day=1) - dt.timedelta(days=1)  # the QF the form shows this month
     result = []
     for i in range(count):
         father_name = rng.choice(SURNAMES)
@@ -100,7 +101,8 @@ def households(count: int, seed: int = 11, *, id_prefix: str = "famille") -> lis
             for _ in range(rng.choice([1, 1, 2, 2, 3]))
         ]
         qf = QuotientFamilial(fournisseur=rng.choice(["CNAF", "CNAF", "CNAF", "MSA"]),  # type: ignore[arg-type]
-                              valeur=rng.randrange(150, 2600, 10), annee=2026, mois=11, annee_calcul=2026, mois_calcul=10)
+                              valeur=rng.randrange(150, 2600, 10), annee=last_month.year, mois=last_month.month,
+                              annee_calcul=last_month.year, mois_calcul=last_month.month)
         result.append(Household(Family(user_id=f"{id_prefix}-{i:05d}", parents=parents, enfants=enfants), qf))
     return result
 

@@ -1,0 +1,128 @@
+"""The ``qfbridge`` command.
+
+    qfbridge demo [--json]                       the whole story on the laptop runtime
+    qfbridge local serve --config FILE           keep the laptop runtime running (API + schedules)
+    qfbridge openapi [--write PATH]              the editor API's OpenAPI document
+    qfbridge tenants onboard FILE                register collectivités from a CSV or TOML file
+    qfbridge tenants list                        collectivités with token expiry and health
+    qfbridge directory import SIRET FILE.csv     import a directory, with a per-row error report
+    qfbridge dossiers review SIRET               the dossiers waiting for an agent
+    qfbridge dlq inspect|redrive QUEUE           dead-letter queues (dossiers | refresh)
+    qfbridge tokens report                       API Particulier token expiry report
+    qfbridge audit query SIRET [--user-id ID]    who read or changed a family's data
+
+Operator commands talk to a deployed stack with the standard AWS profile and region: the stack's
+outputs (``--stack-name``, default ``qfbridge-dev``) give the API URL, queues and log group;
+``--api-url`` and friends override them (the tests point them at the laptop runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import operator as ops
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stack-name", default="qfbridge-dev", help="CloudFormation stack (default: qfbridge-dev)")
+    parser.add_argument("--api-url", help="editor API base URL (default: the stack's ApiUrl output)")
+    parser.add_argument("--agent-id", help="X-Agent-Id sent with API requests (audit trail)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qfbridge", description="qfbridge: the editor-side bridge of the Formulaire QF.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on the laptop runtime and print what happened")
+    demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
+    demo.add_argument("--seed", type=int, default=2026, help="seed of the synthetic population (default: 2026)")
+
+    local = sub.add_parser("local", help="the laptop runtime")
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="ACTION")
+    serve = local_sub.add_parser("serve", help="serve the API on 127.0.0.1 and run the schedules")
+    serve.add_argument("--config", required=True, help="TOML configuration file (see config/local.example.toml)")
+
+    openapi = sub.add_parser("openapi", help="print or write the editor API's OpenAPI document")
+    openapi.add_argument("--write", metavar="PATH", help="write to PATH instead of stdout")
+
+    tenants = sub.add_parser("tenants", help="collectivités of a deployed stack")
+    tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
+    onboard = tenants_sub.add_parser("onboard", help="register collectivités from a CSV or TOML file")
+    onboard.add_argument("file")
+    _add_stack_options(onboard)
+    listing = tenants_sub.add_parser("list", help="collectivités with token expiry and health")
+    _add_stack_options(listing)
+
+    directory = sub.add_parser("directory", help="the families directory of a collectivité")
+    directory_sub = directory.add_subparsers(dest="directory_command", required=True, metavar="ACTION")
+    importing = directory_sub.add_parser("import", help="import families from a CSV file (progress bar, row report)")
+    importing.add_argument("siret")
+    importing.add_argument("file")
+    importing.add_argument("--report", help="write the per-row error report (CSV) to this path")
+    _add_stack_options(importing)
+
+    dossiers = sub.add_parser("dossiers", help="dossiers of a collectivité")
+    dossiers_sub = dossiers.add_subparsers(dest="dossiers_command", required=True, metavar="ACTION")
+    review = dossiers_sub.add_parser("review", help="the dossiers waiting for review")
+    review.add_argument("siret")
+    _add_stack_options(review)
+
+    dlq = sub.add_parser("dlq", help="dead-letter queues")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    for action, text in (("inspect", "show what waits in a DLQ (ids and reasons, no personal data)"),
+                         ("redrive", "move a DLQ's messages back to their queue")):
+        p = dlq_sub.add_parser(action, help=text)
+        p.add_argument("queue", choices=["dossiers", "refresh"])
+        p.add_argument("--stack-name", default="qfbridge-dev")
+        p.add_argument("--queue-url", help="the source queue URL (default: from the stack outputs)")
+        p.add_argument("--dlq-url", help="the DLQ URL (default: from the stack outputs)")
+        p.add_argument("--max", type=int, default=100, help="at most this many messages")
+
+    tokens = sub.add_parser("tokens", help="API Particulier tokens")
+    tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    report = tokens_sub.add_parser("report", help="token expiry report (90/60/30/15 days)")
+    report.add_argument("--days", type=int, default=90, help="list tokens expiring within this many days")
+    _add_stack_options(report)
+
+    audit = sub.add_parser("audit", help="the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    query = audit_sub.add_parser("query", help="who read or changed a tenant's / family's data")
+    query.add_argument("siret")
+    query.add_argument("--user-id")
+    query.add_argument("--reference")
+    query.add_argument("--since-days", type=int, default=90)
+    query.add_argument("--stack-name", default="qfbridge-dev")
+    query.add_argument("--log-group", help="the audit log group (default: from the stack outputs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(as_json=args.json, seed=args.seed)
+    if args.command == "local":
+        from .serve import serve
+
+        return serve(args.config)
+    if args.command == "openapi":
+        return ops.openapi(args.write)
+    handlers = {
+        ("tenants", "onboard"): ops.tenants_onboard,
+        ("tenants", "list"): ops.tenants_list,
+        ("directory", "import"): ops.directory_import,
+        ("dossiers", "review"): ops.dossiers_review,
+        ("dlq", "inspect"): ops.dlq_inspect,
+        ("dlq", "redrive"): ops.dlq_redrive,
+        ("tokens", "report"): ops.tokens_report,
+        ("audit", "query"): ops.audit_query,
+    }
+    action = getattr(args, f"{args.command}_command")
+    return handlers[(args.command, action)](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``qfbridge local serve --config FILE``: keep the laptop runtime running.
+
+The editor API is served on 127.0.0.1; hubee_poll and token_watch fire at the configured pace;
+the SQS mappings run continuously. HubEE and API Particulier are the sandboxes, or the real test
+environments ("bas", staging) when the configuration says ``mode = "remote"``. SIGINT and SIGTERM
+stop everything cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+import tomllib
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .runtime import LocalRuntime, RuntimeOptions
+
+HUBEE_URLS = {
+    "bas": ("https://api.bas.hubee.numerique.gouv.fr", "https://auth.bas.hubee.numerique.gouv.fr/oauth2/token"),
+    "prod": ("https://api.hubee.numerique.gouv.fr", "https://auth.hubee.numerique.gouv.fr/oauth2/token"),
+}
+API_PARTICULIER_URLS = {"staging": "https://staging.particulier.api.gouv.fr", "prod": "https://particulier.api.gouv.fr"}
+
+
+class RuntimeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["dev", "staging", "prod"] = "dev"
+    api_port: int = Field(default=8787, ge=0, le=65535)
+    poll_interval_seconds: float = Field(default=60, gt=0)
+    token_watch_interval_seconds: float = Field(default=3600, gt=0)
+    queue_poll_interval_seconds: float = Field(default=0.5, gt=0)
+
+
+class HubeeSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["sandbox", "remote"] = "sandbox"
+    environment: Literal["bas", "prod"] = "bas"
+    api_url: str | None = None
+    token_url: str | None = None
+
+
+class ApiParticulierSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["sandbox", "remote"] = "sandbox"
+    environment: Literal["staging", "prod"] = "staging"
+    base_url: str | None = None
+
+
+class SandboxSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = 1
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
+    hubee: HubeeSection = Field(default_factory=HubeeSection)
+    api_particulier: ApiParticulierSection = Field(default_factory=ApiParticulierSection)
+    sandbox: SandboxSection = Field(default_factory=SandboxSection)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ServeConfig:
+        return cls.model_validate(tomllib.loads(Path(path).read_text(encoding="utf-8")))
+
+
+class Server:
+    """The runtime, its sandboxes and the loops that play the schedules and the SQS mappings."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.stop_event = threading.Event()
+        self._exit = ExitStack()
+        self.runtime: LocalRuntime | None = None
+        self.hubee: Any = None
+        self.particulier: Any = None
+
+    def start(self) -> Server:
+        env: dict[str, str] = {}
+        hubee = self.config.hubee
+        if hubee.mode == "sandbox" and not hubee.api_url:
+            from .sandboxes.hubee import HubeeSandbox
+
+            self.hubee = self._exit.enter_context(HubeeSandbox(seed=self.config.sandbox.seed))
+            env |= {"HUBEE_API_URL": self.hubee.api_url, "HUBEE_TOKEN_URL": self.hubee.token_url}
+        else:
+            api_url, token_url = HUBEE_URLS[hubee.environment]
+            env |= {"HUBEE_API_URL": hubee.api_url or api_url, "HUBEE_TOKEN_URL": hubee.token_url or token_url}
+        particulier = self.config.api_particulier
+        if particulier.mode == "sandbox" and not particulier.base_url:
+            from .sandboxes.api_particulier import ApiParticulierSandbox
+
+            self.particulier = self._exit.enter_context(ApiParticulierSandbox(seed=self.config.sandbox.seed))
+            env["API_PARTICULIER_URL"] = self.particulier.url
+        else:
+            env["API_PARTICULIER_URL"] = particulier.base_url or API_PARTICULIER_URLS[particulier.environment]
+        self.runtime = self._exit.enter_context(LocalRuntime.start(RuntimeOptions(
+            stage=self.config.runtime.stage, env_overrides=env, api_port=self.config.runtime.api_port,
+            retry_delay_seconds=5,
+        )))
+        return self
+
+    def run(self) -> None:
+        """Play the schedules and the SQS mappings until ``stop_event`` is set."""
+        assert self.runtime is not None and self.runtime.triggers is not None
+        cfg = self.config.runtime
+        next_poll = next_watch = time.monotonic()
+        while not self.stop_event.is_set():
+            now = time.monotonic()
+            if now >= next_poll:
+                self._safely(self.runtime.poll)
+                next_poll = now + cfg.poll_interval_seconds
+            if now >= next_watch:
+                self._safely(self.runtime.token_watch)
+                next_watch = now + cfg.token_watch_interval_seconds
+            for source in self.runtime.triggers.sources:
+                self._safely(source.poll_once)
+            self.stop_event.wait(cfg.queue_poll_interval_seconds)
+
+    @staticmethod
+    def _safely(action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # a failing invocation is Lambda's problem to report, not the loop's
+            print(f"invocation failed: {type(exc).__name__}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self._exit.close()
+
+
+def serve(config_path: str) -> int:
+    config = ServeConfig.load(config_path)
+    server = Server(config).start()
+    assert server.runtime is not None
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        server.stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"qfbridge local: editor API on {server.runtime.api_url}", flush=True)
+    if server.hubee is not None:
+        print(f"qfbridge local: HubEE sandbox on {server.hubee.api_url}", flush=True)
+    if server.particulier is not None:
+        print(f"qfbridge local: API Particulier sandbox on {server.particulier.url}", flush=True)
+    print("qfbridge local: ready (Ctrl-C to stop)", flush=True)
+    try:
+        server.run()
+    finally:
+        server.stop()
+        print("qfbridge local: stopped", flush=True)
+    return 0
