@@ -22,7 +22,7 @@ from rich.table import Table
 
 from .editor_client import ApiError, EditorApiClient
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # full tables in files and pipes
 BATCH_SIZE = 500
 
 
