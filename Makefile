@@ -14,7 +14,7 @@ help:
 	@echo "make demo       run the whole pipeline on the laptop runtime and print what happened"
 	@echo "make test       lint, type-check and run the test suite"
 	@echo "make bench      run the benchmarks (bench/results.json)"
-	@echo "make openapi    regenerate docs/openapi.json from the code"
+	@echo "make openapi    regenerate docs/openapi.json, docs/api.md and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
@@ -40,7 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 openapi: $(STAMP)
-	$(BIN)/qfbridge openapi --write docs/openapi.json
+	$(BIN)/qfbridge openapi --write docs/openapi.json --markdown docs/api.md
+	$(BIN)/python -c "from qfbridge_local.operator import event_catalogue; event_catalogue('docs/events', 'docs/events.md')"
 
 # SAM CLI lives in its own virtualenv: its pins must not constrain the application's.
 SAM_VENV := .venv-sam

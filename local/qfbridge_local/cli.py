@@ -2,7 +2,7 @@
 
     qfbridge demo [--json]                       the whole story on the laptop runtime
     qfbridge local serve --config FILE           keep the laptop runtime running (API + schedules)
-    qfbridge openapi [--write PATH]              the editor API's OpenAPI document
+    qfbridge openapi [--write PATH] [--markdown PATH]   the editor API's OpenAPI document
     qfbridge tenants onboard FILE                register collectivités from a CSV or TOML file
     qfbridge tenants list                        collectivités with token expiry and health
     qfbridge directory import SIRET FILE.csv     import a directory, with a per-row error report
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     openapi = sub.add_parser("openapi", help="print or write the editor API's OpenAPI document")
     openapi.add_argument("--write", metavar="PATH", help="write to PATH instead of stdout")
+    openapi.add_argument("--markdown", metavar="PATH", help="also render the Markdown reference to PATH")
 
     tenants = sub.add_parser("tenants", help="collectivités of a deployed stack")
     tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(args.config)
     if args.command == "openapi":
-        return ops.openapi(args.write)
+        return ops.openapi(args.write, args.markdown)
     handlers = {
         ("tenants", "onboard"): ops.tenants_onboard,
         ("tenants", "list"): ops.tenants_list,

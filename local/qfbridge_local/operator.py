@@ -297,12 +297,24 @@ def audit_query(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- OpenAPI
-def openapi(path: str | None) -> int:
+def openapi(path: str | None, markdown: str | None = None) -> int:
     from qfbridge.api import openapi_document
 
+    from .apidoc import render_markdown
+
     text = json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    document = json.loads(text)  # render what is committed, in its key order
     if path:
         Path(path).write_text(text, encoding="utf-8")
-    else:
+    elif not markdown:
         sys.stdout.write(text)
+    if markdown:
+        Path(markdown).write_text(render_markdown(document), encoding="utf-8")
+    return 0
+
+
+def event_catalogue(schemas_dir: str, path: str) -> int:
+    from .apidoc import load_event_schemas, render_event_catalogue
+
+    Path(path).write_text(render_event_catalogue(load_event_schemas(schemas_dir)), encoding="utf-8")
     return 0

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.digest import verify_digest, verify_size
 from qfbridge.domain.dossier import ParsedDossier, parse_formulaire_qf_json, parse_formulaire_qf_xml
@@ -80,6 +82,8 @@ MESSAGES = {
 
 # Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
 NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
+# The notification of another démarche belongs to its own consumer: it is never deleted.
+LEFT_PENDING = frozenset({"foreign_process_code"})
 
 
 def status_rank(status: str | None) -> int:
@@ -142,7 +146,11 @@ class IntakeService:
     hubee: HubeeConfig
     link_signing_secret_id: str
     clock: Clock = utc_now
-    client_factory: Callable[[HubeeConfig, HubeeCredentials], HubeeClient] = HubeeClient
+    client_factory: Callable[..., HubeeClient] = HubeeClient
+    """Called as ``client_factory(config, credentials, http=...)``, like ``HubeeClient``."""
+    http: httpx.Client | None = None
+    """One connection pool per process (created on first use): a client per message would open new
+    TCP/TLS connections to HubEE for every dossier."""
     lease_seconds: int = 300
     crash_after: Callable[[str], None] = field(default=lambda step: None)
     """Fault-injection hook for the reliability campaign: called after each recorded step."""
@@ -153,6 +161,10 @@ class IntakeService:
         if kind == "review_resolved":
             return self._finish_review(message)
         notification = Notification.model_validate(message["notification"])
+        if notification.process_code not in (None, FORMULAIRE_QF):
+            # Another démarche's notification: neither read, recorded nor deleted (its consumer's).
+            logger.warning("notification of another processCode ignored", extra={"case_id": notification.case_id})
+            return IntakeResult(kind=str(kind), outcome="ignored", case_id=notification.case_id)
         holder = str(message["credential_holder"])
         allowed = {str(s) for s in message.get("credential_tenants", [])}
         with self._client(holder) as client:
@@ -167,7 +179,9 @@ class IntakeService:
         credentials = HubeeCredentials(
             client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
         )
-        return self.client_factory(self.hubee, credentials)
+        if self.http is None:
+            self.http = httpx.Client(timeout=self.hubee.timeout)
+        return self.client_factory(self.hubee, credentials, http=self.http)
 
     # ------------------------------------------------------------------ events (CLOSED)
     def _acknowledge_event(self, client: HubeeClient, notification: Notification) -> IntakeResult:
@@ -203,6 +217,9 @@ class IntakeService:
         if record.done("notification_deleted") and record.done("published"):
             # A redelivered or duplicated notification of a dossier fully handled: acknowledge it only.
             client.delete_notification(notification.id)
+            return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
+        if record.done("published") and record.reason in LEFT_PENDING:
+            # Another démarche's case, already recorded: leave its notification to its consumer.
             return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
 
         case = client.get_case(case_id)
@@ -357,7 +374,7 @@ class IntakeService:
             if self.audit is not None:
                 self.audit.write(AuditRecord(
                     request_id=record.case_id, actor="service", principal=SERVICE_PRINCIPAL,
-                    tenant_siret=siret, route="pipeline:reconcile", action=f"link_{method}",
+                    tenant_siret=siret, route="pipeline:reconcile", action=f"dossier.auto_link.{method}",
                     user_id=user_id, reference=record.reference, outcome="success",
                 ))
         else:
@@ -382,7 +399,8 @@ class IntakeService:
                                         hubee_status=CaseStatus.SI_INTG_ERROR.value)
         metrics.add_metric(name="DossiersRejected", unit="Count", value=1)
         logger.warning("dossier rejected", extra={"case_id": case_id, "reason": reason})
-        record = self._delete_notification(client, notification, record)
+        if reason not in LEFT_PENDING:
+            record = self._delete_notification(client, notification, record)
         self._publish(record)
         return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
 

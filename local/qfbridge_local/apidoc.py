@@ -1,0 +1,135 @@
+"""Render the editor API's OpenAPI document as the Markdown reference ``docs/api.md``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+METHODS = ("get", "put", "post", "patch", "delete")
+
+
+def _schema_name(schema: dict[str, Any] | None) -> str:
+    if not schema:
+        return "-"
+    if "$ref" in schema:
+        return f"`{schema['$ref'].rsplit('/', 1)[1]}`"
+    if schema.get("type") == "array":
+        return f"array of {_schema_name(schema.get('items'))}"
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return " or ".join(_schema_name(s) for s in schema[key])
+    return f"`{schema.get('type', 'object')}`"
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    info = document.get("info", {})
+    lines = [
+        f"# {info.get('title', 'API')} — reference",
+        "",
+        "<!-- Generated from docs/openapi.json by `make openapi`; do not edit by hand. -->",
+        "",
+        str(info.get("description", "")).strip(),
+        "",
+        "Every request is signed with AWS SigV4 (API Gateway `AWS_IAM` authorization). An optional",
+        "`X-Agent-Id` header names the agent acting through the editor's software (audit trail).",
+        "Errors are `application/problem+json` bodies with a stable `code`.",
+        "",
+        "| method | path | summary |",
+        "|---|---|---|",
+    ]
+    paths: dict[str, Any] = document.get("paths", {})
+    for path in sorted(paths):
+        for method in METHODS:
+            operation = paths[path].get(method)
+            if operation:
+                lines.append(f"| `{method.upper()}` | `{path}` | {operation.get('summary', '')} |")
+    lines.append("")
+    for path in sorted(paths):
+        for method in METHODS:
+            operation = paths[path].get(method)
+            if not operation:
+                continue
+            lines += [f"## `{method.upper()} {path}`", "", operation.get("summary", ""), ""]
+            if operation.get("description"):
+                lines += [str(operation["description"]).strip(), ""]
+            parameters = operation.get("parameters", [])
+            if parameters:
+                lines += ["| parameter | in | required | type |", "|---|---|---|---|"]
+                for p in parameters:
+                    lines.append(f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
+                                 f"{_schema_name(p.get('schema'))} |")
+                lines.append("")
+            body = operation.get("requestBody", {}).get("content", {})
+            for media, content in body.items():
+                lines += [f"Request body ({media}): {_schema_name(content.get('schema'))}", ""]
+            responses = operation.get("responses", {})
+            if responses:
+                lines += ["| status | meaning | body |", "|---|---|---|"]
+                for status in sorted(responses):
+                    response = responses[status]
+                    content = response.get("content", {})
+                    body_schema = next(iter(content.values()), {}).get("schema") if content else None
+                    lines.append(f"| {status} | {response.get('description', '')} | {_schema_name(body_schema)} |")
+                lines.append("")
+    schemas = document.get("components", {}).get("schemas", {})
+    if schemas:
+        lines += ["## Schemas", ""]
+        for name in sorted(schemas):
+            schema = schemas[name]
+            lines += [f"### `{name}`", ""]
+            if schema.get("description"):
+                lines += [str(schema["description"]).strip(), ""]
+            properties = schema.get("properties", {})
+            if properties:
+                required = set(schema.get("required", []))
+                lines += ["| field | type | required | description |", "|---|---|---|---|"]
+                for field, spec in properties.items():
+                    description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")
+                    lines.append(f"| `{field}` | {_schema_name(spec)} | {'yes' if field in required else 'no'} | "
+                                 f"{description} |")
+                lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
+    """``docs/events.md`` from the JSON Schemas of ``docs/events/`` (one per detail-type)."""
+    lines = [
+        "# Event catalogue",
+        "",
+        "<!-- Generated from docs/events/*.schema.json by `make openapi`; do not edit by hand. -->",
+        "",
+        "qfbridge publishes on the EventBridge bus `qfbridge-<stage>` (stack output `EventBusName`).",
+        'Every event has `source: "qfbridge"` and its name as `detail-type`; `detail` follows the',
+        "JSON Schema in `docs/events/<name>.schema.json`. Events carry ids and QF values, never",
+        "identities. Delivery is at least once: use the ids to deduplicate.",
+        "",
+        "Example rule pattern: `{\"source\": [\"qfbridge\"], \"detail-type\": [\"qf.updated\"]}`.",
+        "",
+        "| event | when |",
+        "|---|---|",
+    ]
+    for name in sorted(schemas):
+        lines.append(f"| `{name}` | {str(schemas[name].get('description', '')).split('. ')[0].rstrip('.')}. |")
+    lines.append("")
+    for name in sorted(schemas):
+        schema = schemas[name]
+        lines += [f"## `{name}`", "", str(schema.get("description", "")).strip(), ""]
+        required = set(schema.get("required", []))
+        lines += ["| field | type | required | description |", "|---|---|---|---|"]
+        for field, spec in schema.get("properties", {}).items():
+            kind = spec.get("type") or ("enum: " + ", ".join(str(v) for v in spec["enum"]) if "enum" in spec else "any")
+            if isinstance(kind, list):
+                kind = " or ".join(kind)
+            description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")
+            lines.append(f"| `{field}` | {kind} | {'yes' if field in required else 'no'} | {description} |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def load_event_schemas(directory: Any) -> dict[str, dict[str, Any]]:
+    import json
+    from pathlib import Path
+
+    return {
+        path.name.removesuffix(".schema.json"): json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(Path(directory).glob("*.schema.json"))
+    }
