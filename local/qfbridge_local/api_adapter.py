@@ -24,6 +24,7 @@ from .lambdas import LocalFunction
 from .template import LOCAL_ACCOUNT_ID
 
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024  # API Gateway's hard limit
+GATEWAY_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})  # what ANY covers
 _SIGV4 = re.compile(r"^AWS4-HMAC-SHA256 Credential=([A-Z0-9a-z]+)/")
 
 
@@ -103,6 +104,12 @@ class ApiAdapter:
                 return
 
             def _handle(self) -> None:
+                if self.command not in GATEWAY_METHODS:
+                    # Outside what an ANY method covers: API Gateway matches no method and refuses.
+                    self._reply(403, {"Content-Type": "application/json",
+                                      "x-amzn-ErrorType": "MissingAuthenticationTokenException"},
+                                json.dumps({"message": "Missing Authentication Token"}).encode())
+                    return
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_PAYLOAD_BYTES:
                     self._reply(413, {"Content-Type": "application/json"},
@@ -144,6 +151,12 @@ class ApiAdapter:
                     self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+            def __getattr__(self, name: str) -> Any:
+                # Any other method (TRACE, QUERY…) reaches _handle too, which refuses it as API Gateway does.
+                if name.startswith("do_"):
+                    return self._handle
+                raise AttributeError(name)
 
         self._server = ThreadingHTTPServer((LOOPBACK, port), Handler)
         self._server.daemon_threads = True

@@ -298,11 +298,11 @@ def audit_query(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- OpenAPI
 def openapi(path: str | None, markdown: str | None = None) -> int:
-    from qfbridge.api import openapi_document
+    from qfbridge.api.__main__ import render
 
     from .apidoc import render_markdown
 
-    text = json.dumps(openapi_document(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = render()
     document = json.loads(text)  # render what is committed, in its key order
     if path:
         Path(path).write_text(text, encoding="utf-8")

@@ -112,8 +112,10 @@ class ReviewDecision:
 
 def field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
     """Where and what, never the submitted value (pydantic's ``input``/``msg`` may echo it)."""
-    return [{"loc": [str(part)[:64] if isinstance(part, str) else part for part in e["loc"]], "type": e["type"]}
-            for e in exc.errors()]
+    return [
+        {"loc": [str(part)[:64] if isinstance(part, str) else part for part in e["loc"]], "type": e["type"]}
+        for e in exc.errors()
+    ]
 
 
 @dataclass
@@ -146,14 +148,25 @@ class EditorService:
         now = self.clock().isoformat()
         existing = self.tenants.get(siret)
         if existing is None:
-            tenant = Tenant(siret=siret, name=config.name, cog=cog, redirect_hosts=hosts,
-                            token_expires_on=config.token_expires_on, refresh_budget_rps=config.refresh_budget_rps,
-                            created_at=now, updated_at=now)
+            tenant = Tenant(
+                siret=siret,
+                name=config.name,
+                cog=cog,
+                redirect_hosts=hosts,
+                token_expires_on=config.token_expires_on,
+                refresh_budget_rps=config.refresh_budget_rps,
+                created_at=now,
+                updated_at=now,
+            )
             self.tenants.put(tenant)
             return tenant, True
         fields: dict[str, Any] = {
-            "name": config.name, "cog": cog, "redirect_hosts": hosts, "token_expires_on": config.token_expires_on,
-            "refresh_budget_rps": config.refresh_budget_rps, "updated_at": now,
+            "name": config.name,
+            "cog": cog,
+            "redirect_hosts": hosts,
+            "token_expires_on": config.token_expires_on,
+            "refresh_budget_rps": config.refresh_budget_rps,
+            "updated_at": now,
         }
         new_expiry, old_expiry = config.token_expires_on, existing.token_expires_on
         if new_expiry is not None and (old_expiry is None or new_expiry > old_expiry):
@@ -179,8 +192,10 @@ class EditorService:
         tenant = self.get_tenant(siret)
         secret = credentials.hubee_client_secret
         if not credentials.hubee_client_id or secret is None or not secret.get_secret_value():
-            raise ValidationError("hubee_client_id and hubee_client_secret are both required",
-                                  code="hubee_credentials_incomplete")
+            raise ValidationError(
+                "hubee_client_id and hubee_client_secret are both required",
+                code="hubee_credentials_incomplete",
+            )
         token = credentials.api_particulier_token
         if token is not None and not token.get_secret_value():
             credentials = credentials.model_copy(update={"api_particulier_token": None})
@@ -201,7 +216,9 @@ class EditorService:
             keys, active = self.secrets.read_link_keys(self.link_signing_secret_id)
             return LinkSigner(keys, active)
         except (NotFoundError, KeyConfigurationError) as exc:
-            raise ServiceMisconfigured("The link-signing keys are unusable.", code="link_keys_unavailable") from exc
+            raise ServiceMisconfigured(
+                "The link-signing keys are unusable.", code="link_keys_unavailable"
+            ) from exc
 
     def issue_form_link(self, siret: str, user_id: str, redirect_uri: str | None) -> IssuedFormLink:
         """A signed form link for one family of the directory (seed §5.a option 1)."""
@@ -211,10 +228,17 @@ class EditorService:
         now = self.clock()
         expires = now + dt.timedelta(days=self.form_link_ttl_days)
         url = build_form_url(self.form_base_url, tenant.siret, issued.external_id, redirect)
-        self.links.put(StoredLink(
-            link_id=issued.link_id, tenant_siret=tenant.siret, user_id=user_id, kid=issued.kid,
-            created_at=now.isoformat(), expires_at=int(expires.timestamp()), redirect_uri=redirect,
-        ))
+        self.links.put(
+            StoredLink(
+                link_id=issued.link_id,
+                tenant_siret=tenant.siret,
+                user_id=user_id,
+                kid=issued.kid,
+                created_at=now.isoformat(),
+                expires_at=int(expires.timestamp()),
+                redirect_uri=redirect,
+            )
+        )
         self.families.ensure_exists(tenant.siret, user_id)
         self.families.add_link(tenant.siret, user_id, issued.link_id)
         return IssuedFormLink(url=url, external_id=issued.external_id, expires_at=expires)
@@ -292,15 +316,21 @@ class EditorService:
         tenant = self.get_tenant(siret)
         family = self.get_family(tenant.siret, user_id)
         if family.pivot_identity is None:
-            raise ConflictError("The family has no pivot identity yet (no dossier linked).", code="no_pivot_identity")
+            raise ConflictError(
+                "The family has no pivot identity yet (no dossier linked).", code="no_pivot_identity"
+            )
         if tenant.refresh_status != "active":
-            raise ConflictError("The tenant's refreshes are stopped (see its refresh_status).", code="refresh_stopped")
-        self.sqs.send_message(QueueUrl=self.refresh_queue_url,
-                              MessageBody=refresh_message(tenant.siret, user_id, "manual"))
+            raise ConflictError(
+                "The tenant's refreshes are stopped (see its refresh_status).", code="refresh_stopped"
+            )
+        self.sqs.send_message(
+            QueueUrl=self.refresh_queue_url, MessageBody=refresh_message(tenant.siret, user_id, "manual")
+        )
 
     # ------------------------------------------------------------------ dossiers
-    def list_dossiers(self, siret: str, *, status: str | None, limit: int,
-                      cursor: str | None) -> tuple[list[DossierRecord], str | None]:
+    def list_dossiers(
+        self, siret: str, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DossierRecord], str | None]:
         tenant = self.get_tenant(siret)
         if status is not None and status not in OUTCOMES:
             raise ValidationError("unknown dossier status", code="invalid_status")
@@ -318,8 +348,9 @@ class EditorService:
             raise ForeignResource(f"No dossier {normalised} for this tenant.", code="dossier_not_found")
         raise NotFoundError(f"No dossier {normalised} for this tenant.", code="dossier_not_found")
 
-    def resolve_review(self, siret: str, reference: str, decision: ReviewDecision, *,
-                       resolved_by: str) -> DossierRecord:
+    def resolve_review(
+        self, siret: str, reference: str, decision: ReviewDecision, *, resolved_by: str
+    ) -> DossierRecord:
         """Record an agent's decision on a dossier in review, then hand HubEE's status to reconcile.
 
         ``link`` stores the dossier's QF on the chosen family exactly as intake would (same
@@ -337,33 +368,62 @@ class EditorService:
             record = self._link_reviewed(record, str(decision.user_id), resolved_by)
         else:
             updated = self.dossiers.mark_once(
-                record.case_id, REVIEW_STEP, self.clock(), tenant_siret=record.tenant_siret, outcome="rejected",
-                reason=decision.reason or DEFAULT_REJECT_REASON, resolved_by=resolved_by,
+                record.case_id,
+                REVIEW_STEP,
+                self.clock(),
+                tenant_siret=record.tenant_siret,
+                outcome="rejected",
+                reason=decision.reason or DEFAULT_REJECT_REASON,
+                resolved_by=resolved_by,
             )
             if updated is None:
                 raise ConflictError("The dossier was already resolved.", code="dossier_not_in_review")
             record = updated
-        self.sqs.send_message(QueueUrl=self.dossiers_queue_url, MessageBody=_json({
-            "kind": "review_resolved", "case_id": record.case_id, "credential_holder": record.tenant_siret,
-        }))
+        self.sqs.send_message(
+            QueueUrl=self.dossiers_queue_url,
+            MessageBody=_json(
+                {
+                    "kind": "review_resolved",
+                    "case_id": record.case_id,
+                    "credential_holder": record.tenant_siret,
+                }
+            ),
+        )
         return record
 
     def _link_reviewed(self, record: DossierRecord, user_id: str, resolved_by: str) -> DossierRecord:
         if not record.parsed:
-            raise ConflictError("The dossier's data was erased; it cannot be linked.", code="dossier_data_erased")
+            raise ConflictError(
+                "The dossier's data was erased; it cannot be linked.", code="dossier_data_erased"
+            )
         parsed = snapshot_parsed(record.parsed)
         if parsed.quotient_familial is None:
             raise ConflictError("The dossier carries no quotient familial.", code="missing_quotient_familial")
         now = self.clock()
         self.families.ensure_exists(record.tenant_siret, user_id)
-        entry = QfEntry(quotient_familial=parsed.quotient_familial, source="review", source_id=record.case_id,
-                        received_at=now.isoformat())
+        entry = QfEntry(
+            quotient_familial=parsed.quotient_familial,
+            source="review",
+            source_id=record.case_id,
+            received_at=now.isoformat(),
+        )
         update = self.families.link_update(
-            record.tenant_siret, user_id, pivot=parsed.pivot_identity, entry=entry, members=members_of(parsed),
-            case_id=record.case_id, next_refresh_at=next_refresh_date(now.date()).isoformat(),
+            record.tenant_siret,
+            user_id,
+            pivot=parsed.pivot_identity,
+            entry=entry,
+            members=members_of(parsed),
+            case_id=record.case_id,
+            next_refresh_at=next_refresh_date(now.date()).isoformat(),
         )
         applied = self.dossiers.persist_link_transaction(
-            record, update, now, step=REVIEW_STEP, outcome="linked", user_id=user_id, link_method="review",
+            record,
+            update,
+            now,
+            step=REVIEW_STEP,
+            outcome="linked",
+            user_id=user_id,
+            link_method="review",
             resolved_by=resolved_by,
         )
         if not applied:

@@ -84,6 +84,23 @@ class TenantRepository:
             ExpressionAttributeValues=values,
         )
 
+    def stop_refreshes(self, siret: str, status: RefreshStatus, stopped_at: str) -> bool:
+        """Move ``refresh_status`` from "active" to ``status`` atomically.
+
+        Returns False when the tenant was not active: concurrent refreshes that all met the same 401
+        race here, and only the one that stopped the tenant announces it (one event, not five).
+        """
+        try:
+            self._table.update_item(
+                Key={"siret": siret},
+                UpdateExpression="SET refresh_status = :status, refresh_stopped_at = :at",
+                ConditionExpression="refresh_status = :active",
+                ExpressionAttributeValues={":status": status, ":at": stopped_at, ":active": "active"},
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> tuple[list[Tenant], str | None]:
         kwargs: dict[str, Any] = {
             "IndexName": "by_kind",

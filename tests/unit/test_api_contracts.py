@@ -1,0 +1,171 @@
+"""The API's published contracts: the committed OpenAPI, the event schemas, the audit log group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from qfbridge.api import openapi_document
+from qfbridge.api.__main__ import render
+from qfbridge.services.intake import qf_event_detail
+from qfbridge.store.events import EVENT_TYPES
+from qfbridge.store.families import QfEntry
+from qfbridge_local.template import load_template
+
+REPO = Path(__file__).resolve().parents[2]
+OPENAPI = REPO / "docs" / "openapi.json"
+EVENTS = REPO / "docs" / "events"
+SIRET = "21040107100019"
+
+
+def test_committed_openapi_equals_the_generated_one() -> None:
+    committed = OPENAPI.read_text(encoding="utf-8")
+
+    assert committed == render(), (
+        "docs/openapi.json is stale: run python -m qfbridge.api --write docs/openapi.json"
+    )
+
+
+def test_openapi_documents_every_route_of_issue_6_with_problem_errors() -> None:
+    document = openapi_document()
+
+    operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
+    assert operations == {
+        ("PUT", "/v1/tenants/{siret}"),
+        ("GET", "/v1/tenants/{siret}"),
+        ("GET", "/v1/tenants"),
+        ("PUT", "/v1/tenants/{siret}/credentials"),
+        ("POST", "/v1/tenants/{siret}/form-links"),
+        ("GET", "/v1/tenants/{siret}/form-links/{external_id}/qr.svg"),
+        ("GET", "/v1/tenants/{siret}/form-links/{external_id}/qr.png"),
+        ("GET", "/v1/tenants/{siret}/poster"),
+        ("PUT", "/v1/tenants/{siret}/families/{user_id}"),
+        ("GET", "/v1/tenants/{siret}/families/{user_id}"),
+        ("DELETE", "/v1/tenants/{siret}/families/{user_id}"),
+        ("POST", "/v1/tenants/{siret}/families:batch"),
+        ("POST", "/v1/tenants/{siret}/families/{user_id}/refresh"),
+        ("GET", "/v1/tenants/{siret}/dossiers"),
+        ("GET", "/v1/tenants/{siret}/dossiers/{reference}"),
+        ("POST", "/v1/tenants/{siret}/dossiers/{reference}/resolve"),
+    }
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert operation["security"] == [{"sigv4": []}]
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert "application/problem+json" in response["content"], (
+                        operation["operationId"],
+                        status,
+                    )
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    credentials = document["components"]["schemas"]["CredentialsBody"]["properties"]
+    assert credentials["hubee_client_secret"]["writeOnly"] is True
+
+
+@pytest.mark.parametrize("name", EVENT_TYPES)
+def test_each_event_type_has_a_valid_schema_naming_its_envelope(name: str) -> None:
+    schema = json.loads((EVENTS / f"{name}.schema.json").read_text(encoding="utf-8"))
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["x-eventbridge"] == {"source": "qfbridge", "detail-type": name}
+    assert sorted(p.name for p in EVENTS.glob("*.schema.json")) == sorted(
+        f"{t}.schema.json" for t in EVENT_TYPES
+    )
+
+
+def validate(name: str, detail: dict[str, Any]) -> None:
+    schema = json.loads((EVENTS / f"{name}.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(detail)
+
+
+def test_qf_updated_schema_accepts_what_intake_and_refresh_publish() -> None:
+    entry = QfEntry.model_validate(
+        {
+            "quotient_familial": {"fournisseur": "MSA", "valeur": 812, "annee": 2026, "mois": 6},
+            "source": "refresh",
+            "source_id": "2026-06",
+            "received_at": "2026-06-08T06:00:00+00:00",
+        }
+    )
+
+    validate("qf.updated", qf_event_detail(SIRET, "fam-1", entry))
+    validate("qf.updated", qf_event_detail(SIRET, "fam-1", entry, previous=650))
+
+
+@pytest.mark.parametrize(
+    ("name", "detail"),
+    [
+        (
+            "dossier.needs_review",
+            {
+                "tenant_siret": SIRET,
+                "case_id": "c1",
+                "reference": "0A1B2C3D4E5F6",
+                "outcome": "needs_review",
+                "candidates": 2,
+                "external_id_status": "absent",
+            },
+        ),
+        (
+            "dossier.rejected",
+            {
+                "tenant_siret": SIRET,
+                "case_id": "c1",
+                "reference": None,
+                "outcome": "rejected",
+                "reason": "bad_reference",
+            },
+        ),
+        (
+            "refresh.failed",
+            {"tenant_siret": SIRET, "user_id": "fam-1", "outcome": "not_found", "attempts": 3},
+        ),
+        ("refresh.failed", {"tenant_siret": SIRET, "user_id": None, "outcome": "forbidden"}),
+        (
+            "tenant.token_expiring",
+            {"tenant_siret": SIRET, "expires_on": "2026-09-01", "days_left": 59, "threshold": 60},
+        ),
+        (
+            "tenant.token_expired",
+            {"tenant_siret": SIRET, "expires_on": None, "detected_by": "api_particulier_401"},
+        ),
+        (
+            "tenant.hubee_auth_failed",
+            {"tenant_siret": SIRET, "error_code": "hubee_auth", "detected_at": "2026-06-01T09:00:00+00:00"},
+        ),
+    ],
+)
+def test_event_schemas_accept_the_documented_details(name: str, detail: dict[str, Any]) -> None:
+    validate(name, detail)
+
+
+def test_event_schemas_refuse_identity_fields() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        validate(
+            "dossier.linked",
+            {
+                "tenant_siret": SIRET,
+                "case_id": "c",
+                "reference": None,
+                "outcome": "linked",
+                "user_id": "u",
+                "link_method": "review",
+                "nom_naissance": "DURAND",
+            },
+        )
+
+
+def test_template_declares_the_audit_log_group_encrypted_with_36_months_retention() -> None:
+    resources = load_template()["Resources"]
+
+    group = resources["AuditLogGroup"]["Properties"]
+    assert group["RetentionInDays"] >= 1096
+    assert group["KmsKeyId"] == {"Fn::GetAtt": ["AuditLogKey", "Arn"]}
+    api = resources["ApiFunction"]["Properties"]
+    assert api["Environment"]["Variables"]["DOSSIERS_QUEUE_URL"] == {"Ref": "DossiersQueue"}
+    statements = {s["Sid"]: s for s in api["Policies"][0]["Statement"]}
+    assert statements["WriteAuditTrail"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
