@@ -43,7 +43,7 @@ from qfbridge.hubee import (
     HubeeCredentials,
     HubeeNotFoundError,
 )
-from qfbridge.hubee.models import FORMULAIRE_QF, Notification
+from qfbridge.hubee.models import FORMULAIRE_QF, Download, Notification
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, decide
@@ -84,6 +84,20 @@ MESSAGES = {
 NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
 # The notification of another démarche belongs to its own consumer: it is never deleted.
 LEFT_PENDING = frozenset({"foreign_process_code"})
+
+
+def verify_download(download: Download, declared_size: int | None) -> None:
+    """Size and digest of a downloaded attachment (``DossierError`` size_mismatch / digest_*).
+
+    A body HubEE served gzipped without saying so is gunzipped by the client, and its digest may be
+    that of the gzipped bytes: ``Download.digest_matches`` knows both, so it settles a mismatch.
+    """
+    verify_size(download.content, declared_size)
+    try:
+        verify_digest(download.content, download.digest)
+    except DossierError as exc:
+        if exc.code != "digest_mismatch" or download.undecoded_sha256 is None or not download.digest_matches():
+            raise
 
 
 def status_rank(status: str | None) -> int:
@@ -285,8 +299,7 @@ class IntakeService:
         xml_attachment = case.attachment_named(XML_ATTACHMENT)
         if json_attachment is not None and json_attachment.is_downloadable:
             download = client.download_attachment(case.id, json_attachment.id, MAX_ATTACHMENT_BYTES)
-            verify_size(download.content, json_attachment.size)
-            verify_digest(download.content, download.digest)
+            verify_download(download, json_attachment.size)
             try:
                 return parse_formulaire_qf_json(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
             except DossierError as json_error:
@@ -296,8 +309,7 @@ class IntakeService:
                     raise
         if xml_attachment is not None and xml_attachment.is_downloadable:
             download = client.download_attachment(case.id, xml_attachment.id, MAX_ATTACHMENT_BYTES)
-            verify_size(download.content, xml_attachment.size)
-            verify_digest(download.content, download.digest)
+            verify_download(download, xml_attachment.size)
             return parse_formulaire_qf_xml(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
         raise DossierError("No FormulaireQF attachment is available for download.", code="attachment_unavailable")
 

@@ -19,6 +19,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from qfbridge.clock import Clock, utc_now
 from qfbridge.hubee import AsyncHubeeClient, HubeeAuthError, HubeeConfig, HubeeCredentials, HubeeError
 from qfbridge.hubee.models import FORMULAIRE_QF, Notification
@@ -94,17 +96,23 @@ class PollService:
         groups = group_by_credential(tenants)
         by_siret = {t.siret: t for t in tenants}
         report = PollReport(credentials=len(groups))
-        semaphore = asyncio.Semaphore(max(1, self.concurrency))
+        concurrency = max(1, self.concurrency)
+        semaphore = asyncio.Semaphore(concurrency)
+        # One connection pool for the whole run: the credentials share HubEE's hosts.
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=self.hubee.timeout, limits=limits) as http:
 
-        async def guarded(group: CredentialGroup) -> None:
-            async with semaphore:
-                await self._poll_group(group, by_siret, report)
+            async def guarded(group: CredentialGroup) -> None:
+                async with semaphore:
+                    await self._poll_group(group, by_siret, report, http)
 
-        await asyncio.gather(*(guarded(group) for group in groups))
+            await asyncio.gather(*(guarded(group) for group in groups))
         logger.info("hubee poll done", extra=report.as_dict())
         return report
 
-    async def _poll_group(self, group: CredentialGroup, by_siret: dict[str, Tenant], report: PollReport) -> None:
+    async def _poll_group(
+        self, group: CredentialGroup, by_siret: dict[str, Tenant], report: PollReport, http: httpx.AsyncClient
+    ) -> None:
         from qfbridge.observability import metrics
 
         try:
@@ -115,7 +123,7 @@ class PollService:
                 client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
             )
             notifications: list[Notification] = []
-            async with AsyncHubeeClient(self.hubee, credentials) as client:
+            async with AsyncHubeeClient(self.hubee, credentials, http=http) as client:
                 async for notification in client.iter_notifications(FORMULAIRE_QF, 25, True):
                     # Never touch another démarche's notifications (other consumers may share credentials).
                     if notification.process_code not in (None, FORMULAIRE_QF):

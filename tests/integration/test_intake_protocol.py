@@ -1,0 +1,448 @@
+"""The HubEE intake protocol (issue 3, "Must show") on the laptop runtime against the HubEE sandbox.
+
+hubee_poll and reconcile are the real handlers, run by the runtime's triggers; HubEE is the sandbox
+over real HTTP; the published events are read from an SQS queue that an EventBridge rule of the
+test feeds. The plain happy path (a new dossier, end to end) is
+``tests/e2e/test_intake_pipeline.py::test_a_new_dossier_is_linked_by_identity_and_acknowledged``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from qfbridge.domain.errors import DossierError
+from qfbridge.hubee import PROCESS_TOKEN_CACHE, Download, HubeeClient, HubeeConfig, HubeeCredentials
+from qfbridge.services.intake import verify_download
+from qfbridge.store.dossiers import DossierRecord, DossierRepository
+from qfbridge.store.families import FamilyRepository
+from qfbridge.store.secrets import SecretStore, TenantCredentials
+from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge_local.population import Collectivite, Household, collectivites, households
+from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
+from qfbridge_local.sandboxes.hubee import DepositedCase, HubeeSandbox
+
+LIST_NOTIFICATIONS = ("GET", "/notifications")
+DELETE_NOTIFICATION = ("DELETE", "/notifications/{notificationId}")
+GET_ATTACHMENT = ("GET", "/cases/{caseId}/attachments/{attachmentId}")
+TOWN_A, TOWN_B, TOWN_X = collectivites(3)
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def hubee() -> Iterator[HubeeSandbox]:
+    PROCESS_TOKEN_CACHE.clear()  # token counts must not depend on an earlier test's sandbox
+    with HubeeSandbox(seed=5) as sandbox:
+        yield sandbox
+    PROCESS_TOKEN_CACHE.clear()
+
+
+@pytest.fixture
+def runtime(hubee: HubeeSandbox) -> Iterator[LocalRuntime]:
+    # The template's processing lease is kept: two deliveries of one case never run at once.
+    options = RuntimeOptions(
+        serve_api=False, env_overrides={"HUBEE_API_URL": hubee.api_url, "HUBEE_TOKEN_URL": hubee.token_url}
+    )
+    with LocalRuntime.start(options) as rt:
+        yield rt
+
+
+@dataclass
+class PublishedEvents:
+    """Everything put on the qfbridge bus, read from an SQS queue that a catch-all rule targets."""
+
+    sqs: Any
+    queue_url: str
+    seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def all(self) -> list[tuple[str, dict[str, Any]]]:
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return list(self.seen)
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                self.seen.append((envelope["detail-type"], envelope["detail"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def of(self, detail_type: str) -> list[dict[str, Any]]:
+        return [detail for kind, detail in self.all() if kind == detail_type]
+
+    def kinds_for_case(self, case_id: str) -> Counter[str]:
+        return Counter(kind for kind, detail in self.all() if detail.get("case_id") == case_id)
+
+
+@pytest.fixture
+def published(runtime: LocalRuntime) -> PublishedEvents:
+    sqs, events = runtime.client("sqs"), runtime.client("events")
+    bus = runtime.environment["EVENT_BUS_NAME"]
+    queue_url = sqs.create_queue(QueueName="test-published-events")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events.put_rule(
+        Name="test-every-event", EventBusName=bus, EventPattern=json.dumps({"source": ["qfbridge"]})
+    )
+    events.put_targets(Rule="test-every-event", EventBusName=bus, Targets=[{"Id": "queue", "Arn": queue_arn}])
+    return PublishedEvents(sqs, queue_url)
+
+
+# ---------------------------------------------------------------------------- arranging
+
+
+def onboard(
+    rt: LocalRuntime,
+    hubee: HubeeSandbox,
+    town: Collectivite,
+    client_id: str,
+    *,
+    stored_secret: str | None = None,
+    also_serves: tuple[Collectivite, ...] = (),
+) -> None:
+    """A tenant with its HubEE credential; the sandbox subscription may serve other recipients too."""
+    env = rt.environment
+    TenantRepository(env["TENANTS_TABLE"]).put(
+        Tenant(
+            siret=town.siret,
+            name="Commune",
+            cog=town.cog,
+            hubee_client_id=client_id,
+            has_credentials=True,
+        )
+    )
+    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
+        town.siret,
+        TenantCredentials(
+            hubee_client_id=client_id,
+            hubee_client_secret=stored_secret or f"secret-{client_id}",
+        ),
+    )
+    hubee.add_subscription(client_id, f"secret-{client_id}", [(t.siret, t.cog) for t in (town, *also_serves)])
+
+
+def family_in_directory(rt: LocalRuntime, town: Collectivite, household: Household) -> None:
+    FamilyRepository(rt.environment["FAMILIES_TABLE"]).upsert(town.siret, household.family)
+
+
+def deposit(hubee: HubeeSandbox, town: Collectivite, household: Household) -> DepositedCase:
+    return hubee.deposit_formulaire_qf(town.siret, town.cog, household.formulaire())
+
+
+def record_of(rt: LocalRuntime, case_id: str) -> DossierRecord | None:
+    return DossierRepository(rt.environment["DOSSIERS_TABLE"]).get(case_id)
+
+
+def qf_of(rt: LocalRuntime, town: Collectivite, household: Household) -> int | None:
+    family = FamilyRepository(rt.environment["FAMILIES_TABLE"]).get(town.siret, household.family.user_id)
+    return family.qf.quotient_familial.valeur if family is not None and family.qf is not None else None
+
+
+def tenant(rt: LocalRuntime, town: Collectivite) -> Tenant:
+    return TenantRepository(rt.environment["TENANTS_TABLE"]).require(town.siret)
+
+
+def intake_calls(hubee: HubeeSandbox) -> int:
+    """HubEE calls made to handle notifications: everything but listing them (tokens aren't counted)."""
+    calls = hubee.calls
+    return sum(calls.values()) - calls[LIST_NOTIFICATIONS]
+
+
+class SimulatedCrash(Exception):
+    """The Lambda dies between two steps of the journal."""
+
+
+# ---------------------------------------------------------------------------- the protocol
+
+
+def test_every_dossier_costs_at_most_five_calls_and_its_closed_event_three(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given two tenants with their own credentials, and a family of each filling the form
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    onboard(runtime, hubee, TOWN_B, "client-b")
+    people = households(2, seed=21)
+    towns = [TOWN_A, TOWN_B]
+    for town, household in zip(towns, people, strict=True):
+        family_in_directory(runtime, town, household)
+    cases = [deposit(hubee, town, h) for town, h in zip(towns, people, strict=True)]
+    # When the poll runs and reconcile handles the dossiers
+    runtime.poll()
+    runtime.drain()
+    # Then each dossier has exactly one outcome, reached with at most 5 HubEE calls each
+    assert intake_calls(hubee) <= 5 * len(cases)
+    assert hubee.calls[DELETE_NOTIFICATION] == len(cases)
+    for case, town, household in zip(cases, towns, people, strict=True):
+        record = record_of(runtime, case.case_id)
+        assert record is not None and record.outcome == "linked" and record.tenant_siret == town.siret
+        assert qf_of(runtime, town, household) == household.qf.valeur
+        assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+        assert published.kinds_for_case(case.case_id) == Counter({"dossier.linked": 1})
+    # When the form closes the cases and the next cycle acknowledges the CLOSED events
+    hubee.reset_counters()
+    runtime.poll()
+    runtime.drain()
+    # Then each CLOSED costs at most 3 calls and nothing is left pending
+    assert 0 < intake_calls(hubee) <= 3 * len(cases)
+    assert hubee.pending_notification_ids() == []
+    for case in cases:
+        closed = [e for e in hubee.case_snapshot(case.case_id)["events"] if e["caseNewStatus"] == "CLOSED"]
+        assert [e["status"] for e in closed] == ["RECEIVED"]
+
+
+def test_a_notification_delivered_twice_gives_one_outcome_and_one_status_of_each(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a dossier whose notification HubEE serves twice in a page, then again at the next poll
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=22)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    hubee.inject("duplicate_notification", route="GET /notifications", times=2)
+    # When two polls run before reconcile catches up
+    runtime.poll()
+    runtime.poll()
+    assert hubee.faults_injected["duplicate_notification"] == 2
+    assert runtime.queue_depth("DossiersQueue") == 2
+    runtime.drain()
+    # Then one outcome, one SI_RECEIVED, one DONE, one event, and the notification is acknowledged
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked"
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+    assert published.kinds_for_case(case.case_id) == Counter({"dossier.linked": 1})
+    assert len(published.of("qf.updated")) == 1
+    assert case.notification_id not in hubee.pending_notification_ids()
+
+
+CRASH_STEPS = ("persisted", "si_received", "final_status")
+
+
+def test_a_crash_between_persisting_and_deleting_resumes_without_posting_a_status_twice(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given three dossiers, and reconcile dying once right after each step between persisting and deleting
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    people = households(3, seed=23)
+    for household in people:
+        family_in_directory(runtime, TOWN_A, household)
+    cases = [deposit(hubee, TOWN_A, household) for household in people]
+    runtime.functions["ReconcileFunction"].load()
+    crashes: list[str] = []
+
+    def crash_once_per_step(step: str) -> None:
+        if step in CRASH_STEPS and step not in crashes:
+            crashes.append(step)
+            raise SimulatedCrash(step)
+
+    sys.modules["qfbridge_fn_reconcile_app"].service().crash_after = crash_once_per_step
+    # When the poll runs and the SQS retries re-run the failed messages
+    runtime.poll()
+    runtime.drain()
+    # Then every re-run resumed from the journal: downloaded once, each status posted once, acknowledged
+    assert sorted(crashes) == sorted(CRASH_STEPS)
+    for case, household in zip(cases, people, strict=True):
+        record = record_of(runtime, case.case_id)
+        assert record is not None and record.outcome == "linked"
+        assert {"persisted", "si_received", "final_status", "notification_deleted", "published"} <= set(
+            record.steps
+        )
+        assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+        assert hubee.calls_by_case(case.case_id)[GET_ATTACHMENT] == 1
+        assert qf_of(runtime, TOWN_A, household) == household.qf.valeur
+        assert published.kinds_for_case(case.case_id) == Counter({"dossier.linked": 1})
+        assert case.notification_id not in hubee.pending_notification_ids()
+
+
+def test_a_notification_of_another_process_code_is_left_untouched(
+    runtime: LocalRuntime, hubee: HubeeSandbox
+) -> None:
+    # Given a credential that also receives another démarche's notifications
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=24)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    foreign_id = hubee.add_foreign_notification("AutreDemarche", TOWN_A.siret)
+    ours = deposit(hubee, TOWN_A, household)
+    # When the poll runs and reconcile handles what it queued
+    report = runtime.poll()["poll"]
+    runtime.drain()
+    # Then only our dossier was queued and handled; the foreign notification is still pending
+    assert report["notifications"] == 1
+    assert record_of(runtime, ours.case_id) is not None
+    assert ours.notification_id not in hubee.pending_notification_ids()
+    assert foreign_id in hubee.pending_notification_ids()
+    # And even if it reached reconcile (as a misrouted message), it would not be touched
+    config = HubeeConfig(api_url=hubee.api_url, token_url=hubee.token_url)
+    with HubeeClient(
+        config, HubeeCredentials(client_id="client-a", client_secret="secret-client-a")
+    ) as client:
+        (foreign,) = [n for n in client.list_notifications(process_code=None) if n.id == foreign_id]
+    hubee.reset_counters()
+    runtime.client("sqs").send_message(
+        QueueUrl=runtime.queue_url("DossiersQueue"),
+        MessageBody=json.dumps(
+            {
+                "kind": "dossier",
+                "notification": foreign.model_dump(mode="json", by_alias=True),
+                "credential_holder": TOWN_A.siret,
+                "credential_tenants": [TOWN_A.siret],
+            }
+        ),
+    )
+    runtime.drain()
+    assert foreign_id in hubee.pending_notification_ids()
+    assert sum(hubee.calls.values()) == 0
+    assert record_of(runtime, str(foreign.case_id)) is None
+
+
+def test_a_digest_mismatch_rejects_the_dossier_and_loses_nothing(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a dossier whose JSON bytes arrive corrupted (the digest is the original's)
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=25)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    hubee.inject("corrupt_bytes", case_id=case.case_id)
+    # When the poll runs and reconcile handles it
+    runtime.poll()
+    runtime.drain()
+    # Then it is recorded as rejected with its reason, the form is told, the notification is deleted
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "rejected" and record.reason == "digest_mismatch"
+    assert record.tenant_siret == TOWN_A.siret and record.reference == case.reference
+    assert hubee.status_events(case.case_id) == ["SI_INTG_ERROR"]
+    assert case.notification_id not in hubee.pending_notification_ids()
+    (rejected,) = published.of("dossier.rejected")
+    assert rejected["case_id"] == case.case_id and rejected["reason"] == "digest_mismatch"
+    # And nothing is lost: no QF was taken from the bad bytes, and HubEE still holds the dossier
+    assert qf_of(runtime, TOWN_A, household) is None
+    attachments = {a["id"]: a["status"] for a in hubee.case_snapshot(case.case_id)["attachments"]}
+    assert attachments[case.json_attachment_id] == "RECEIVED"
+
+
+def test_an_expired_token_is_renewed_transparently(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a tenant whose token the poll fetched, and a dossier queued for reconcile
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=26)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    runtime.poll()
+    # When HubEE's clock passes the token's hour before reconcile runs, and again before the next poll
+    hubee.advance_clock(3601)
+    runtime.drain()
+    hubee.advance_clock(3601)
+    report = runtime.poll()["poll"]
+    runtime.drain()
+    # Then reconcile and the poll each renewed the token on HubEE's 401, and nothing failed
+    assert hubee.token_calls["client-a"] == 3
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked"
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+    assert len(published.of("dossier.linked")) == 1
+    assert report["failed_credentials"] == 0 and report["events"] == 1
+    assert hubee.pending_notification_ids() == []  # the CLOSED event, acknowledged after the renewal
+    assert tenant(runtime, TOWN_A).hubee_status == "ok"
+
+
+def test_a_tenant_with_failing_credentials_does_not_stop_the_others(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given tenant A's stored secret is wrong while tenant B's is right, each with a dossier waiting
+    onboard(runtime, hubee, TOWN_A, "client-a", stored_secret="not-the-secret")
+    onboard(runtime, hubee, TOWN_B, "client-b")
+    people = households(2, seed=27)
+    family_in_directory(runtime, TOWN_A, people[0])
+    family_in_directory(runtime, TOWN_B, people[1])
+    case_a = deposit(hubee, TOWN_A, people[0])
+    case_b = deposit(hubee, TOWN_B, people[1])
+    # When two cycles run
+    reports = []
+    for _ in range(2):
+        reports.append(runtime.poll()["poll"])
+        runtime.drain()
+    # Then B's dossier went through, A's waits in HubEE, and A is reported once
+    assert [r["failed_credentials"] for r in reports] == [1, 1]
+    record_b = record_of(runtime, case_b.case_id)
+    assert record_b is not None and record_b.outcome == "linked"
+    assert record_of(runtime, case_a.case_id) is None
+    assert case_a.notification_id in hubee.pending_notification_ids()
+    assert tenant(runtime, TOWN_A).hubee_status == "auth_failed"
+    assert tenant(runtime, TOWN_B).hubee_status == "ok"
+    alerts = published.of("tenant.hubee_auth_failed")
+    assert [a["tenant_siret"] for a in alerts] == [TOWN_A.siret]
+
+
+def test_a_dossier_for_a_recipient_outside_the_credential_is_rejected_and_attached_to_no_family(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a credential whose HubEE subscription also serves town X, which is not one of its tenants,
+    # and a family known to tenant A depositing its dossier for X
+    onboard(runtime, hubee, TOWN_A, "client-a", also_serves=(TOWN_X,))
+    household = households(1, seed=28)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_X, household)
+    # When the poll runs and reconcile handles it
+    runtime.poll()
+    runtime.drain()
+    # Then it is rejected as foreign, linked to no family, and no status is posted on that case
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "rejected" and record.reason == "foreign_recipient"
+    assert record.user_id is None and record.parsed is None
+    assert qf_of(runtime, TOWN_A, household) is None
+    assert hubee.status_events(case.case_id) == []
+    assert hubee.calls_by_case(case.case_id)[GET_ATTACHMENT] == 0
+    assert published.kinds_for_case(case.case_id) == Counter({"dossier.rejected": 1})
+
+
+def test_two_tenants_sharing_a_credential_are_polled_once_and_each_gets_its_dossiers(
+    runtime: LocalRuntime, hubee: HubeeSandbox
+) -> None:
+    # Given an editor's delegated credential shared by tenants A and B, with dossiers for both
+    onboard(runtime, hubee, TOWN_A, "client-shared", also_serves=(TOWN_B,))
+    onboard(runtime, hubee, TOWN_B, "client-shared", also_serves=(TOWN_A,))
+    people = households(3, seed=29)
+    towns = [TOWN_A, TOWN_B, TOWN_A]
+    for town, household in zip(towns, people, strict=True):
+        family_in_directory(runtime, town, household)
+    cases = [deposit(hubee, town, h) for town, h in zip(towns, people, strict=True)]
+    # When one poll cycle runs
+    report = runtime.poll()["poll"]
+    # Then the credential was polled once (one token, one page) and every dossier reached its tenant
+    assert report["credentials"] == 1 and report["new_dossiers"] == 3
+    assert hubee.calls[LIST_NOTIFICATIONS] == 1
+    assert hubee.token_calls == Counter({"client-shared": 1})
+    runtime.drain()
+    for case, town, household in zip(cases, towns, people, strict=True):
+        record = record_of(runtime, case.case_id)
+        assert record is not None and record.outcome == "linked" and record.tenant_siret == town.siret
+        assert qf_of(runtime, town, household) == household.qf.valeur
+    other = {TOWN_A.siret: TOWN_B, TOWN_B.siret: TOWN_A}
+    for town, household in zip(towns, people, strict=True):
+        assert qf_of(runtime, other[town.siret], household) is None
+
+
+def test_a_digest_of_the_gzipped_bytes_is_accepted_but_corrupted_bytes_are_not() -> None:
+    # Given a JSON attachment HubEE served gzipped without saying so, its digest taken on the gzip
+    content = b'{"pivot_identity": {}}'
+    served = gzip.compress(content, mtime=0)
+    digest = base64.b64encode(hashlib.sha256(served).digest()).decode()
+    # When the client gunzipped it, then intake checks it
+    verify_download(Download(content, digest, undecoded_sha256=hashlib.sha256(served).digest()), len(content))
+    # Then it passes; but other bytes under that digest are still refused
+    with pytest.raises(DossierError) as refused:
+        verify_download(Download(content[:-1] + b"]", digest, undecoded_sha256=None), len(content))
+    assert refused.value.code == "digest_mismatch"
