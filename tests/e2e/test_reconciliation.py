@@ -320,7 +320,7 @@ def test_an_ambiguous_dossier_rejected_by_an_agent_is_refused_to_hubee(world: Wo
 # ---------------------------------------------------------------------- 4. bad external_ids never link
 @pytest.mark.parametrize(
     ("kind", "expected_status"),
-    [("tampered", "foreign_or_forged"), ("foreign", "foreign_or_forged"), ("expired", "expired")],
+    [("tampered", "forged"), ("foreign", "foreign"), ("expired", "expired")],
 )
 @pytest.mark.parametrize("in_directory", [True, False], ids=["family-known", "family-unknown"])
 def test_an_unusable_external_id_never_links_and_identity_matching_decides(

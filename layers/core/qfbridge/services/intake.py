@@ -43,7 +43,7 @@ from qfbridge.hubee import (
     HubeeCredentials,
     HubeeNotFoundError,
 )
-from qfbridge.hubee.models import FORMULAIRE_QF, Download, Notification
+from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notification
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, decide
@@ -59,6 +59,9 @@ AUTHOR = "qfbridge"
 JSON_ATTACHMENT = "FormulaireQF.json"
 XML_ATTACHMENT = "FormulaireQF.xml"
 MAX_ATTACHMENT_BYTES = 256 * 1024
+INTEGRITY_ATTEMPTS = 3
+"""Downloads of an attachment whose bytes do not match their size or digest, before giving up."""
+RETRIED_INTEGRITY_ERRORS = frozenset({"digest_mismatch", "size_mismatch"})
 
 # Where a case stands in HubEE's life cycle: a status is posted only if the case is before it.
 _ORDER = {
@@ -294,23 +297,41 @@ class IntakeService:
             return "bad_reference"
         return None
 
+    def _download_verified(self, client: HubeeClient, case_id: str, attachment: Attachment) -> bytes:
+        """The attachment's bytes, checked against its declared size and its digest.
+
+        A mismatch is most often damage in transit: the download is tried again before the
+        dossier is declared unreadable (a rejection posts SI_INTG_ERROR to the usager, for good).
+        """
+        attempt = 1
+        while True:
+            download = client.download_attachment(case_id, attachment.id, MAX_ATTACHMENT_BYTES)
+            try:
+                verify_download(download, attachment.size)
+            except DossierError as exc:
+                if exc.code not in RETRIED_INTEGRITY_ERRORS or attempt >= INTEGRITY_ATTEMPTS:
+                    raise
+                logger.info("attachment damaged in transit, downloading it again",
+                            extra={"case_id": case_id, "error_code": exc.code, "attempt": attempt})
+                attempt += 1
+                continue
+            return download.content
+
     def _download_and_parse(self, client: HubeeClient, case: Case) -> ParsedDossier:
         json_attachment = case.attachment_named(JSON_ATTACHMENT)
         xml_attachment = case.attachment_named(XML_ATTACHMENT)
         if json_attachment is not None and json_attachment.is_downloadable:
-            download = client.download_attachment(case.id, json_attachment.id, MAX_ATTACHMENT_BYTES)
-            verify_download(download, json_attachment.size)
+            content = self._download_verified(client, case.id, json_attachment)
             try:
-                return parse_formulaire_qf_json(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
+                return parse_formulaire_qf_json(content, max_bytes=MAX_ATTACHMENT_BYTES)
             except DossierError as json_error:
                 if xml_attachment is None or not xml_attachment.is_downloadable:
                     raise
                 if json_error.code not in ("malformed_json", "not_an_object"):
                     raise
         if xml_attachment is not None and xml_attachment.is_downloadable:
-            download = client.download_attachment(case.id, xml_attachment.id, MAX_ATTACHMENT_BYTES)
-            verify_download(download, xml_attachment.size)
-            return parse_formulaire_qf_xml(download.content, max_bytes=MAX_ATTACHMENT_BYTES)
+            content = self._download_verified(client, case.id, xml_attachment)
+            return parse_formulaire_qf_xml(content, max_bytes=MAX_ATTACHMENT_BYTES)
         raise DossierError("No FormulaireQF attachment is available for download.", code="attachment_unavailable")
 
     # ------------------------------------------------------------------ reconciliation
@@ -325,7 +346,12 @@ class IntakeService:
         try:
             verified = self._signer().verify(external_id, tenant_siret)
         except LinkError as exc:
-            return ("foreign_or_forged" if exc.code == "bad_signature" else "forged"), None
+            if exc.code != "bad_signature":
+                return "forged", None
+            # The MAC covers the SIRET: a link of another tenant fails like a forgery. One read tells them
+            # apart for the record (it is never used for linking either way).
+            other = self.links.get(external_id.split(".")[2])
+            return ("foreign" if other is not None and other.tenant_siret != tenant_siret else "forged"), None
         stored = self.links.get(verified.link_id)
         if stored is None:
             return "expired", None
