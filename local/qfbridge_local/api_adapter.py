@@ -100,7 +100,7 @@ class ApiAdapter:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def _handle(self) -> None:
@@ -164,7 +164,7 @@ class ApiAdapter:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self.bound_address
         return f"http://{host}:{port}"
 
     @property

@@ -66,8 +66,9 @@ def render_markdown(document: dict[str, Any]) -> str:
                 lines += ["| status | meaning | body |", "|---|---|---|"]
                 for status in sorted(responses):
                     response = responses[status]
-                    content = response.get("content", {})
-                    body_schema = next(iter(content.values()), {}).get("schema") if content else None
+                    media: dict[str, Any] = response.get("content", {})
+                    first: dict[str, Any] = next(iter(media.values()), {})
+                    body_schema = first.get("schema")
                     lines.append(f"| {status} | {response.get('description', '')} | {_schema_name(body_schema)} |")
                 lines.append("")
     schemas = document.get("components", {}).get("schemas", {})

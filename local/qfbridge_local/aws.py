@@ -21,7 +21,7 @@ LOOPBACK = "127.0.0.1"
 # Credentials moto accepts; real ones are never needed (nor read) by the laptop runtime.
 LOCAL_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fixed test credentials
+    "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_SESSION_TOKEN": "testing",
     "AWS_DEFAULT_REGION": LOCAL_REGION,
     "AWS_REGION": LOCAL_REGION,
@@ -80,11 +80,9 @@ class MotoServer:
 
     def reset(self) -> None:
         """Empty every backend (moto's reset API)."""
-        import urllib.request
+        import httpx
 
-        urllib.request.urlopen(  # noqa: S310 - loopback moto endpoint
-            urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10
-        ).read()
+        httpx.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
 
 
 @contextmanager
@@ -104,7 +102,7 @@ def aws_environment(endpoint: str, extra: Mapping[str, str] | None = None) -> It
 
 
 def client(service: str, endpoint: str) -> Any:
-    return boto3.client(
+    return boto3.client(  # type: ignore[call-overload]
         service,
         endpoint_url=endpoint,
         region_name=LOCAL_REGION,

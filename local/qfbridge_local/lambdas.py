@@ -77,7 +77,7 @@ class LocalFunction:
             handler = getattr(self._module, self.spec.handler_name)
         if not callable(handler):
             raise TypeError(f"{self.name}: {self.spec.handler} is not callable")
-        return handler  # type: ignore[no-any-return]
+        return handler
 
     def invoke(self, event: dict[str, Any]) -> Any:
         handler = self.load()

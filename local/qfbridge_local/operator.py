@@ -45,7 +45,9 @@ def api_client(args: argparse.Namespace) -> EditorApiClient:
 
     return EditorApiClient(
         url,
-        credentials=Credentials(frozen.access_key, frozen.secret_key, frozen.token) if frozen else None,
+        credentials=(
+            Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token) if frozen else None
+        ),
         region=session.region_name or "eu-west-3",
         agent_id=getattr(args, "agent_id", None),
     )

@@ -75,7 +75,7 @@ def _parent(rng: random.Random, sexe: str, surname: str, married_name: str | Non
         nom_naissance=surname,
         nom_usage=married_name,
         prenoms=prenoms,
-        sexe=sexe,  # type: ignore[arg-type]
+        sexe=sexe,
         date_naissance=_birthdate(rng, 1965, 2000),
         code_cog_naissance=None if abroad else rng.choice(COMMUNES),
         code_pays_naissance=rng.choice(FOREIGN_COUNTRIES) if abroad else "99100",
@@ -100,7 +100,7 @@ def households(count: int, seed: int = 11, *, id_prefix: str = "famille") -> lis
             DirectoryChild(nom=children_name, prenoms=rng.choice(GIVEN_F + GIVEN_M), date_naissance=_birthdate(rng, 2010, 2023))
             for _ in range(rng.choice([1, 1, 2, 2, 3]))
         ]
-        qf = QuotientFamilial(fournisseur=rng.choice(["CNAF", "CNAF", "CNAF", "MSA"]),  # type: ignore[arg-type]
+        qf = QuotientFamilial(fournisseur=rng.choice(["CNAF", "CNAF", "CNAF", "MSA"]),
                               valeur=rng.randrange(150, 2600, 10), annee=last_month.year, mois=last_month.month,
                               annee_calcul=last_month.year, mois_calcul=last_month.month)
         result.append(Household(Family(user_id=f"{id_prefix}-{i:05d}", parents=parents, enfants=enfants), qf))

@@ -28,7 +28,7 @@ from .triggers import TriggerEmulator
 
 API_FUNCTION = "ApiFunction"
 POLL_FUNCTION = "HubeePollFunction"
-TOKEN_WATCH_FUNCTION = "TokenWatchFunction"
+TOKEN_WATCH_FUNCTION = "TokenWatchFunction"  # noqa: S105 - a function name, not a secret
 
 
 @dataclass

@@ -45,7 +45,7 @@ def _construct_tag(loader: yaml.Loader, tag_suffix: str, node: yaml.Node) -> dic
     return {name: value}
 
 
-_CfnLoader.add_multi_constructor("!", _construct_tag)  # type: ignore[no-untyped-call]
+_CfnLoader.add_multi_constructor("!", _construct_tag)
 
 
 def load_template(path: Path | str = DEFAULT_TEMPLATE) -> dict[str, Any]:

@@ -16,7 +16,6 @@ visibility further (as qf_refresh does to honour ``Retry-After``) — the handle
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections import Counter
@@ -157,7 +156,7 @@ class SqsEventSource:
         queue = sqs_backends[LOCAL_ACCOUNT_ID][LOCAL_REGION].queues.get(queue_name)
         if queue is None:
             return
-        untouched_due = received_at_ms + int(queue.visibility_timeout) * 1000
+        untouched_due = received_at_ms + int(queue.visibility_timeout) * 1000  # type: ignore[attr-defined]
         for message in list(queue._messages):
             if message.had_receipt_handle(receipt_handle):
                 if abs(message.visible_at - untouched_due) < 2000:

@@ -747,6 +747,11 @@ class ApiParticulierSandbox:
         with self._lock:
             return list(self._received)
 
+    def arrival_times(self, token: str) -> list[float]:
+        """When each call of ``token`` arrived (``monotonic`` seconds, throttled ones included)."""
+        with self._lock:
+            return sorted(self._token(token).arrivals)
+
     def max_rate_observed(self, token: str) -> int:
         """The most calls ``token`` made within any 1 s window (throttled ones included)."""
         with self._lock:
