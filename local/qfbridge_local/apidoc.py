@@ -66,8 +66,8 @@ def render_markdown(document: dict[str, Any]) -> str:
                 lines += ["| status | meaning | body |", "|---|---|---|"]
                 for status in sorted(responses):
                     response = responses[status]
-                    media: dict[str, Any] = response.get("content", {})
-                    first: dict[str, Any] = next(iter(media.values()), {})
+                    answers: dict[str, Any] = response.get("content", {})
+                    first: dict[str, Any] = next(iter(answers.values()), {})
                     body_schema = first.get("schema")
                     lines.append(f"| {status} | {response.get('description', '')} | {_schema_name(body_schema)} |")
                 lines.append("")
