@@ -309,12 +309,12 @@ def test_a_notification_of_another_process_code_is_left_untouched(
 def test_a_digest_mismatch_rejects_the_dossier_and_loses_nothing(
     runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
 ) -> None:
-    # Given a dossier whose JSON bytes arrive corrupted (the digest is the original's)
+    # Given a dossier whose JSON bytes arrive corrupted at every download (the digest is the original's)
     onboard(runtime, hubee, TOWN_A, "client-a")
     household = households(1, seed=25)[0]
     family_in_directory(runtime, TOWN_A, household)
     case = deposit(hubee, TOWN_A, household)
-    hubee.inject("corrupt_bytes", case_id=case.case_id)
+    hubee.inject("corrupt_bytes", case_id=case.case_id, times=3)
     # When the poll runs and reconcile handles it
     runtime.poll()
     runtime.drain()
@@ -330,6 +330,24 @@ def test_a_digest_mismatch_rejects_the_dossier_and_loses_nothing(
     assert qf_of(runtime, TOWN_A, household) is None
     attachments = {a["id"]: a["status"] for a in hubee.case_snapshot(case.case_id)["attachments"]}
     assert attachments[case.json_attachment_id] == "RECEIVED"
+
+
+def test_bytes_damaged_once_in_transit_are_downloaded_again(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a dossier whose JSON bytes arrive corrupted once
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=26)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    hubee.inject("corrupt_bytes", case_id=case.case_id, times=1)
+    # When reconcile handles it
+    runtime.poll()
+    runtime.drain()
+    # Then the second download is intact and the dossier is linked
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked"
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
 
 
 def test_an_expired_token_is_renewed_transparently(

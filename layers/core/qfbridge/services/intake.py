@@ -218,12 +218,26 @@ class IntakeService:
         case_id = str(notification.case_id)
         now = self.clock()
         recipient = notification.recipient.company_register if notification.recipient else None
+        if recipient is not None and recipient not in allowed and self._served_elsewhere(recipient, holder):
+            # A tenant polled with its own credential, seen through another one (a delegation wider
+            # at HubEE than here): its own credential handles it. Recording or acknowledging it here
+            # would attribute the dossier to the wrong tenant and lose it for the right one.
+            logger.info("notification left to its tenant's own credential", extra={"case_id": case_id})
+            return IntakeResult(kind="dossier", outcome="ignored", case_id=case_id)
         tenant_siret = recipient if recipient in allowed else holder
         record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
         try:
             return self._resume(client, notification, record, recipient, allowed)
         finally:
             self.dossiers.release(case_id)
+
+    def _served_elsewhere(self, recipient: str, holder: str) -> bool:
+        """Whether ``recipient`` is a tenant polled with a HubEE credential other than ``holder``'s."""
+        tenant = self.tenants.get(recipient)
+        if tenant is None or not tenant.has_credentials or not tenant.hubee_client_id:
+            return False
+        holder_tenant = self.tenants.get(holder)
+        return holder_tenant is None or holder_tenant.hubee_client_id != tenant.hubee_client_id
 
     def _resume(self, client: HubeeClient, notification: Notification, record: DossierRecord,
                 recipient: str | None, allowed: set[str]) -> IntakeResult:
