@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from qfbridge.hubee import HubeeConfig
 from qfbridge.observability import logger, metrics, tracer
-from qfbridge.services.intake import IntakeService
-from qfbridge.store.audit import AuditTrail
-from qfbridge.store.dossiers import DossierRepository
-from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.links import LinkRepository
-from qfbridge.store.secrets import SecretStore
-from qfbridge.store.tenants import TenantRepository
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from qfbridge.services.intake import IntakeService
 
 
 class Settings(BaseSettings):
@@ -47,6 +42,18 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 @cache
 def service() -> IntakeService:
+    # Imported here, not at module level: a cold start's init only pays for what the handler's
+    # decorators need (docs/performance.md, cold-start proxy).
+    from qfbridge.hubee import HubeeConfig
+    from qfbridge.services.intake import IntakeService
+    from qfbridge.store.audit import AuditTrail
+    from qfbridge.store.dossiers import DossierRepository
+    from qfbridge.store.events import EventPublisher
+    from qfbridge.store.families import FamilyRepository
+    from qfbridge.store.links import LinkRepository
+    from qfbridge.store.secrets import SecretStore
+    from qfbridge.store.tenants import TenantRepository
+
     settings = Settings()  # type: ignore[call-arg]
     return IntakeService(
         tenants=TenantRepository(settings.tenants_table),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic_settings import BaseSettings
 
 from qfbridge.observability import logger, metrics, tracer
-from qfbridge.services.token_watch import TokenWatchService
-from qfbridge.store.events import EventPublisher
-from qfbridge.store.tenants import TenantRepository
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from qfbridge.services.token_watch import TokenWatchService
 
 
 class Settings(BaseSettings):
@@ -21,6 +22,12 @@ class Settings(BaseSettings):
 
 @cache
 def service() -> TokenWatchService:
+    # Imported here, not at module level: a cold start's init only pays for what the handler's
+    # decorators need (docs/performance.md, cold-start proxy).
+    from qfbridge.services.token_watch import TokenWatchService
+    from qfbridge.store.events import EventPublisher
+    from qfbridge.store.tenants import TenantRepository
+
     settings = Settings()  # type: ignore[call-arg]
     return TokenWatchService(TenantRepository(settings.tenants_table), EventPublisher(settings.event_bus_name))
 

@@ -3,12 +3,125 @@
 Service name and namespace come from the standard Powertools environment variables set in the
 template's Globals. Log lines carry technical identifiers only (SIRET, case id, reference,
 user id) — never identities, QF values, secrets or tokens.
+
+The Tracer is built on first use, not at import: ``Tracer()`` imports ``aws_xray_sdk`` (and
+botocore with it) and, with tracing active, patches every library X-Ray supports — the largest
+single cost of a handler's import (see docs/performance.md). ``tracer`` offers the decorators
+the handlers use; they build the real Tracer when the decorated function first runs, which is
+before the handler creates its AWS and HTTP clients, so the patched libraries are traced the same.
 """
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aws_lambda_powertools import Logger, Metrics
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 logger = Logger()
 metrics = Metrics()
-tracer = Tracer()
+
+
+class LazyTracer:
+    """Powertools' ``Tracer`` behind decorators that defer its creation to the first call.
+
+    Other attributes (``put_annotation``, ``provider``…) go to the real Tracer, created on access.
+    """
+
+    def __init__(self, factory: Callable[[], Tracer] | None = None) -> None:
+        self._factory = factory
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def tracer(self) -> Tracer:
+        if self._tracer is None:
+            with self._lock:
+                if self._tracer is None:
+                    if self._factory is not None:
+                        self._tracer = self._factory()
+                    else:
+                        from aws_lambda_powertools import Tracer
+
+                        self._tracer = Tracer()
+        return self._tracer
+
+    @property
+    def created(self) -> bool:
+        return self._tracer is not None
+
+    def capture_lambda_handler(
+        self,
+        lambda_handler: F | None = None,
+        capture_response: bool | None = None,
+        capture_error: bool | None = None,
+    ) -> Any:
+        if lambda_handler is None:
+            return functools.partial(
+                self.capture_lambda_handler, capture_response=capture_response, capture_error=capture_error
+            )
+        return self._deferred(
+            lambda_handler,
+            lambda: self.tracer.capture_lambda_handler(
+                lambda_handler, capture_response=capture_response, capture_error=capture_error
+            ),
+        )
+
+    def capture_method(
+        self, method: F | None = None, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> Any:
+        if method is None:
+            return functools.partial(
+                self.capture_method, capture_response=capture_response, capture_error=capture_error
+            )
+        if not _plain_function(method):
+            # Generators, context managers, coroutines: Powertools picks its wrapper from the
+            # function's kind; build it now rather than re-implement that choice.
+            return self.tracer.capture_method(capture_response=capture_response, capture_error=capture_error)(
+                method
+            )
+        return self._deferred(
+            method,
+            lambda: self.tracer.capture_method(
+                capture_response=capture_response, capture_error=capture_error
+            )(method),
+        )
+
+    def _deferred(self, function: F, build: Callable[[], Callable[..., Any]]) -> F:
+        traced: list[Callable[..., Any]] = []
+        lock = threading.Lock()
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not traced:
+                with lock:
+                    if not traced:
+                        traced.append(build())
+            return traced[0](*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.tracer, name)
+
+
+def _plain_function(function: Callable[..., Any]) -> bool:
+    return not (
+        inspect.iscoroutinefunction(function)
+        or inspect.isgeneratorfunction(function)
+        or inspect.isasyncgenfunction(function)
+        or hasattr(function, "__wrapped__")  # e.g. contextlib.contextmanager
+    )
+
+
+tracer = LazyTracer()

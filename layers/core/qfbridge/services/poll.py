@@ -16,7 +16,9 @@ import asyncio
 import datetime as dt
 import json
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import httpx
@@ -26,8 +28,18 @@ from qfbridge.hubee import AsyncHubeeClient, HubeeAuthError, HubeeConfig, HubeeC
 from qfbridge.hubee.models import FORMULAIRE_QF, Notification
 from qfbridge.observability import logger
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.secrets import SecretStore
+from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantRepository
+
+BLOCKING_WORKERS = 10
+SECRETS_PER_BATCH = 20  # BatchGetSecretValue's maximum
+
+
+@cache
+def _secretsmanager() -> Any:
+    import boto3
+
+    return boto3.client("secretsmanager")
 
 
 @dataclass(frozen=True)
@@ -88,14 +100,29 @@ class PollService:
     concurrency: int = 20
     clock: Clock = utc_now
 
-    def run(self) -> PollReport:
-        return asyncio.run(self.poll_all())
+    def run(self, tenants: list[Tenant] | None = None) -> PollReport:
+        """Poll every credential; ``tenants`` spares listing them again when the caller has them."""
+        return asyncio.run(self._poll_all_with_workers(tenants))
 
-    async def poll_all(self) -> PollReport:
-        tenants = self.tenants.all()
+    async def _poll_all_with_workers(self, tenants: list[Tenant] | None) -> PollReport:
+        # The blocking AWS calls (secret read, enqueue, status update) go through asyncio.to_thread,
+        # i.e. the loop's default executor: min(32, CPUs + 4) threads, 6 on Lambda's 2 vCPUs — fewer
+        # than the credentials polled at once, which then queue for a thread. Give the executor one
+        # thread per concurrent credential, up to botocore's default pool of 10 connections per client
+        # (docs/performance.md, poll cycle).
+        workers = max(1, min(self.concurrency, BLOCKING_WORKERS))
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hubee-poll")
+        )
+        return await self.poll_all(tenants)
+
+    async def poll_all(self, tenants: list[Tenant] | None = None) -> PollReport:
+        if tenants is None:
+            tenants = self.tenants.all()
         groups = group_by_credential(tenants)
         by_siret = {t.siret: t for t in tenants}
         report = PollReport(credentials=len(groups))
+        prefetched = await self._prefetch_credentials([group.holder for group in groups])
         concurrency = max(1, self.concurrency)
         semaphore = asyncio.Semaphore(concurrency)
         # One connection pool for the whole run: the credentials share HubEE's hosts.
@@ -104,19 +131,22 @@ class PollService:
 
             async def guarded(group: CredentialGroup) -> None:
                 async with semaphore:
-                    await self._poll_group(group, by_siret, report, http)
+                    await self._poll_group(group, by_siret, report, http, prefetched.get(group.holder))
 
             await asyncio.gather(*(guarded(group) for group in groups))
         logger.info("hubee poll done", extra=report.as_dict())
         return report
 
     async def _poll_group(
-        self, group: CredentialGroup, by_siret: dict[str, Tenant], report: PollReport, http: httpx.AsyncClient
+        self, group: CredentialGroup, by_siret: dict[str, Tenant], report: PollReport, http: httpx.AsyncClient,
+        prefetched: TenantCredentials | None = None,
     ) -> None:
         from qfbridge.observability import metrics
 
         try:
-            secret = await asyncio.to_thread(self.secrets.read_tenant, group.holder)
+            secret = prefetched
+            if secret is None:
+                secret = await asyncio.to_thread(self.secrets.read_tenant, group.holder)
             if not secret.hubee_client_id or secret.hubee_client_secret is None:
                 raise HubeeAuthError("HubEE credentials are incomplete for this tenant.")
             credentials = HubeeCredentials(
@@ -153,6 +183,38 @@ class PollService:
         report.new_dossiers += sum(1 for n in notifications if n.is_new_dossier)
         report.events += sum(1 for n in notifications if not n.is_new_dossier)
         await asyncio.to_thread(self._mark_success, group, by_siret)
+
+    async def _prefetch_credentials(self, holders: list[str]) -> dict[str, TenantCredentials]:
+        """The holders' secrets, 20 per BatchGetSecretValue call, instead of one GetSecretValue each.
+
+        Every tick reads every credential's secret (the 300 s cache of a read does not outlive the
+        5-minute interval): with 1,000 credentials that is 1,000 calls per tick, which dominated the
+        poll cycle (docs/performance.md). A batch that fails (permission not granted, throttling)
+        leaves its holders to the per-tenant read, which reports errors as before.
+        """
+        chunks = [holders[i : i + SECRETS_PER_BATCH] for i in range(0, len(holders), SECRETS_PER_BATCH)]
+        found: dict[str, TenantCredentials] = {}
+        for chunk_found in await asyncio.gather(*(asyncio.to_thread(self._read_secrets, c) for c in chunks)):
+            found.update(chunk_found)
+        return found
+
+    def _read_secrets(self, holders: list[str]) -> dict[str, TenantCredentials]:
+        names = {self.secrets.tenant_secret_name(siret): siret for siret in holders}
+        try:
+            response = _secretsmanager().batch_get_secret_value(SecretIdList=list(names))
+        except Exception as exc:  # the per-tenant read takes over and reports real errors
+            logger.info("batch secret read unavailable", extra={"error_code": type(exc).__name__})
+            return {}
+        found: dict[str, TenantCredentials] = {}
+        for value in response.get("SecretValues", []):
+            siret = names.get(str(value.get("Name")))
+            if siret is None or "SecretString" not in value:
+                continue
+            try:
+                found[siret] = TenantCredentials.model_validate(json.loads(value["SecretString"]))
+            except ValueError:
+                continue
+        return found
 
     def _enqueue(self, notifications: list[Notification], group: CredentialGroup) -> None:
         for start in range(0, len(notifications), 10):

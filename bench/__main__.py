@@ -1,0 +1,313 @@
+"""``make bench``: run every benchmark, write ``bench/results.json``, print the budgets; exit 1 if one fails.
+
+    python -m bench [--only intake,poll] [--intake-per-tenant 100] [--output bench/results.json]
+
+Each benchmark runs in its own process (``bench.sections``); its log goes to a temporary file,
+shown when it fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import costs
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
+ORDER = ["cold_start", "package_size", "intake", "poll", "matching", "refresh"]
+SECTION_TIMEOUT = 900
+
+
+@dataclass
+class Budget:
+    name: str
+    value: float | None
+    limit: float
+    ok: bool
+    direction: str  # "max": value ≤ limit; "min": value ≥ limit
+    floor: str
+
+    @classmethod
+    def at_most(cls, name: str, value: float | None, limit: float, floor: str) -> Budget:
+        return cls(name, value, limit, value is not None and value <= limit, "max", floor)
+
+    @classmethod
+    def at_least(cls, name: str, value: float | None, limit: float, floor: str) -> Budget:
+        return cls(name, value, limit, value is not None and value >= limit, "min", floor)
+
+
+def run_section(
+    name: str, workdir: Path, env: dict[str, str], intake_per_tenant: int | None
+) -> dict[str, Any]:
+    output = workdir / f"{name}.json"
+    log = workdir / f"{name}.log"
+    section_env = dict(env)
+    if name == "intake" and intake_per_tenant:
+        section_env["BENCH_INTAKE_PER_TENANT"] = str(intake_per_tenant)
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as sink:
+        try:
+            completed = subprocess.run(
+                [sys.executable, "-m", "bench.sections", name, str(output)],
+                cwd=REPO,
+                env=section_env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=SECTION_TIMEOUT,
+                check=False,
+            )
+            code = completed.returncode
+        except subprocess.TimeoutExpired:
+            code = -1
+    if code != 0 or not output.is_file():
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+        return {
+            "error": f"section {name} failed (exit {code})",
+            "log_tail": tail,
+            "section_seconds": round(time.perf_counter() - started, 1),
+        }
+    return dict(json.loads(output.read_text(encoding="utf-8")))
+
+
+def budgets_of(results: dict[str, Any]) -> list[Budget]:
+    budgets: list[Budget] = []
+    cold = results.get("cold_start", {})
+    floor_ms = cold.get("floor", {}).get("median_ms")
+    for name, entry in sorted(cold.get("handlers", {}).items()):
+        budgets.append(
+            Budget.at_most(
+                f"cold_start.{name}",
+                entry["lambda"]["ratio_to_floor"],
+                cold["limit"],
+                f"× import boto3 + boto3.client('sqs') = {floor_ms} ms (median)",
+            )
+        )
+    if "handlers" not in cold:
+        budgets.append(Budget.at_most("cold_start", None, 1.4, cold.get("error", "not run")))
+
+    size = results.get("package_size", {})
+    budgets.append(
+        Budget.at_most(
+            "package_size.layer_plus_function_unzipped",
+            size.get("ratio_to_limit"),
+            1.0,
+            f"× Lambda's 250 MB unzipped limit (layer {size.get('layer', {}).get('unzipped_mb')} MB)"
+            if "layer" in size
+            else size.get("error", "not run"),
+        )
+    )
+
+    intake = results.get("intake", {})
+    hubee = intake.get("hubee", {})
+    budgets.append(
+        Budget.at_most(
+            "intake.hubee_calls_per_new_dossier",
+            hubee.get("reconcile_calls_per_dossier"),
+            5.0,
+            "calls by reconcile per dossier, token and poll listing excluded"
+            if hubee
+            else intake.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "intake.max_hubee_calls_on_one_case",
+            hubee.get("max_case_calls_per_dossier"),
+            4.0,
+            "case-scoped calls of the worst dossier (+1 DELETE of its notification = 5)"
+            if hubee
+            else intake.get("error", "not run"),
+        )
+    )
+
+    poll = results.get("poll", {})
+    steady = poll.get("steady_run", {})
+    budgets.append(
+        Budget.at_most(
+            "poll_cycle.steady_tick",
+            steady.get("ratio_to_floor"),
+            poll.get("limit", 2.5),
+            f"× {steady.get('hubee_calls')} HubEE calls × {poll.get('latency_ms')} ms / {poll.get('concurrency')}"
+            f" = {steady.get('floor_seconds')} s"
+            if steady
+            else poll.get("error", "not run"),
+        )
+    )
+
+    matching = results.get("matching", {})
+    budgets.append(
+        Budget.at_most(
+            "matching.dynamodb_requests_per_match",
+            matching.get("dynamodb_requests_per_match", {}).get("max"),
+            1.0,
+            "one Query on the blocking entries" if "ms" in matching else matching.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "matching.p50_vs_raw_query",
+            matching.get("ratio_to_floor"),
+            matching.get("limit", 2.0),
+            f"× the same Query, low-level client = {matching.get('floor', {}).get('ms_p50')} ms p50"
+            if "ms" in matching
+            else matching.get("error", "not run"),
+        )
+    )
+
+    refresh = results.get("refresh", {})
+    budgets.append(
+        Budget.at_least(
+            "refresh.achieved_over_summed_budget",
+            refresh.get("ratio_of_summed_budget"),
+            0.85,
+            f"÷ {refresh.get('summed_budget_rps')} req/s summed tenant budgets"
+            if "ratio_of_summed_budget" in refresh
+            else refresh.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "refresh.http_429",
+            refresh.get("throttled_429"),
+            0.0,
+            "API Particulier answers 429 (sandbox enforces each token's budget)"
+            if "throttled_429" in refresh
+            else refresh.get("error", "not run"),
+        )
+    )
+    return budgets
+
+
+def cost_section(results: dict[str, Any]) -> dict[str, Any]:
+    section: dict[str, Any] = {"prices": costs.PRICES, "note": (costs.__doc__ or "").strip()}
+    if "aws" in results.get("intake", {}):
+        section["dossiers_10000"] = costs.dossiers(results["intake"])
+    if "steady_run" in results.get("poll", {}):
+        section["polling_month"] = costs.polling(results["poll"])
+    if "aws" in results.get("refresh", {}):
+        section["refreshes_10000"] = costs.refreshes(results["refresh"])
+    return section
+
+
+def print_table(budgets: list[Budget], results: dict[str, Any], seconds: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"qfbridge budgets ({seconds:.0f} s)")
+    for column in ("budget", "value", "limit", "ok", "floor / unit"):
+        table.add_column(column, overflow="fold")
+    for b in budgets:
+        value = "—" if b.value is None else f"{b.value:g}"
+        limit = f"{'≤' if b.direction == 'max' else '≥'} {b.limit:g}"
+        table.add_row(b.name, value, limit, "[green]ok[/]" if b.ok else "[red]FAIL[/]", b.floor)
+    console.print(table)
+    figures = Table(title="figures")
+    figures.add_column("figure")
+    figures.add_column("value", overflow="fold")
+    intake = results.get("intake", {})
+    if "dossiers_per_second" in intake:
+        figures.add_row(
+            "intake dossiers/s (floor)",
+            f"{intake['dossiers_per_second']} ({intake['floor']['dossiers_per_second']}), "
+            f"{intake['dossiers']} dossiers, ratio {intake['ratio_to_floor']}",
+        )
+        figures.add_row(
+            "intake requests per dossier",
+            f"DynamoDB {intake['aws']['dynamodb_requests_per_dossier']}, "
+            f"SQS {intake['aws']['sqs_requests_per_dossier']}, "
+            f"Secrets {intake['aws']['secretsmanager_requests_per_dossier']}, "
+            f"HubEE {intake['hubee']['calls_per_dossier_excluding_token']}",
+        )
+    matching = results.get("matching", {})
+    if "ms" in matching:
+        figures.add_row(
+            "matching p50 / p95 (ms)",
+            f"{matching['ms']['p50']} / {matching['ms']['p95']} "
+            f"(decide {matching['ms']['decide_p50']} / {matching['ms']['decide_p95']})",
+        )
+    poll = results.get("poll", {})
+    if "first_run" in poll:
+        figures.add_row(
+            "poll first tick (ratio)",
+            f"{poll['first_run']['seconds']} s ({poll['first_run']['ratio_to_floor']})",
+        )
+    for key, label in (
+        ("dossiers_10000", "USD / 10,000 dossiers"),
+        ("refreshes_10000", "USD / 10,000 refreshes"),
+        ("polling_month", "USD / month of polling"),
+    ):
+        entry = results.get("costs", {}).get(key)
+        if entry:
+            figures.add_row(label, f"{entry['total_usd']}")
+    console.print(figures)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="qfbridge benchmarks and budgets")
+    parser.add_argument("--only", default="", help="comma-separated sections: " + ",".join(ORDER))
+    parser.add_argument(
+        "--intake-per-tenant",
+        type=int,
+        default=None,
+        help="dossiers per tenant for the intake (20 tenants; default 25, 100 for the full 2,000)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    sections = [s for s in ORDER if not args.only or s in args.only.split(",")]
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="qfbridge-bench-") as workdir:
+        for name in sections:
+            print(f"bench: {name}…", flush=True)
+            results[name] = run_section(name, Path(workdir), env, args.intake_per_tenant)
+            if "error" in results[name]:
+                print(f"bench: {name} — {results[name]['error']}", flush=True)
+                for line in results[name].get("log_tail", []):
+                    print(f"    {line}", flush=True)
+    seconds = time.perf_counter() - started
+    results["costs"] = cost_section(results)
+    budgets = [
+        b
+        for b in budgets_of(results)
+        if not args.only or b.name.split(".")[0].replace("poll_cycle", "poll") in sections
+    ]
+    document = {
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
+        "seconds": round(seconds, 1),
+        "ok": all(b.ok for b in budgets),
+        "budgets": [{k: v for k, v in asdict(b).items()} for b in budgets],
+        **results,
+    }
+    args.output.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    print_table(budgets, results, seconds)
+    print(f"bench: results in {args.output}", flush=True)
+    return 0 if document["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Each benchmark in its own process: ``python -m bench.sections NAME OUTPUT.json``.
+
+A fresh process per benchmark keeps them from sharing caches (boto3 clients bound to one moto,
+the HubEE token cache, Powertools' secret cache) and lets each choose where moto runs: the
+benchmarks that time the functions use a moto process (``bench.moto_process``); the refresh
+campaign keeps the laptop runtime's in-process moto, as its author wrote it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.aws_calls import HARNESS, RequestCounter, attribute_invocations
+
+REFRESH = "QfRefreshFunction"
+
+
+def _with_moto_process(body: Callable[[RequestCounter], dict[str, Any]]) -> dict[str, Any]:
+    from bench.moto_process import use_external_moto
+
+    moto = use_external_moto()
+    try:
+        with RequestCounter() as counter:
+            attribute_invocations(counter)
+            return body(counter)
+    finally:
+        moto.stop()
+
+
+def cold_start() -> dict[str, Any]:
+    from bench import cold_start as module
+
+    return module.run()
+
+
+def package_size() -> dict[str, Any]:
+    from bench import package_size as module
+
+    return module.run()
+
+
+def intake() -> dict[str, Any]:
+    from bench import intake as module
+
+    per_tenant = int(os.environ.get("BENCH_INTAKE_PER_TENANT") or module.DOSSIERS_PER_TENANT)
+    strangers = max(1, per_tenant // 20)
+    return _with_moto_process(lambda counter: module.run(counter, per_tenant=per_tenant, strangers=strangers))
+
+
+def poll() -> dict[str, Any]:
+    from bench import poll_cycle
+
+    return _with_moto_process(poll_cycle.run)
+
+
+def matching() -> dict[str, Any]:
+    from bench import matching as module
+
+    return _with_moto_process(module.run)
+
+
+def refresh() -> dict[str, Any]:
+    try:
+        campaign = importlib.import_module("bench.refresh_campaign")
+    except ModuleNotFoundError as exc:
+        if exc.name != "bench.refresh_campaign":
+            raise
+        return {"error": "bench/refresh_campaign.py is missing: the refresh budget was not measured"}
+    with RequestCounter() as counter:
+        attribute_invocations(counter)
+        result: dict[str, Any] = campaign.run()
+        tally = counter.tally
+    calls = int(result.get("requests") or 0)
+    result["aws"] = {
+        "requests_by_function": {
+            fn: tally.by_operation(function=fn)
+            for fn in sorted({k[0] for k in tally.requests})
+            if fn != HARNESS
+        },
+        "read_units": {k: round(v, 1) for k, v in tally.read_units.items() if k != HARNESS},
+        "write_units": {k: round(v, 1) for k, v in tally.write_units.items() if k != HARNESS},
+        "event_entries": dict(tally.event_entries),
+        "invocations": {
+            fn: {"count": len(d), "total_ms": round(sum(d), 1)} for fn, d in tally.invocations.items()
+        },
+        "api_particulier_calls": calls,
+    }
+    return result
+
+
+SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
+    "cold_start": cold_start,
+    "package_size": package_size,
+    "intake": intake,
+    "poll": poll,
+    "matching": matching,
+    "refresh": refresh,
+}
+
+
+def main() -> None:
+    name, output = sys.argv[1], Path(sys.argv[2])
+    started = time.perf_counter()
+    result = SECTIONS[name]()
+    result["section_seconds"] = round(time.perf_counter() - started, 1)
+    output.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
