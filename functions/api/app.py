@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
@@ -40,6 +39,8 @@ class Settings(BaseSettings):
 @cache
 def wire() -> None:
     """Build the service once per execution environment (cold start) and hand it to the resolver."""
+    import boto3  # deferred to the first request: most of a cold start is importing it
+
     settings = Settings()
     configure(
         ApiDependencies(

@@ -11,7 +11,7 @@ import pytest
 
 from qfbridge.api import openapi_document
 from qfbridge.api.__main__ import render
-from qfbridge.services.intake import qf_event_detail
+from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.events import EVENT_TYPES
 from qfbridge.store.families import QfEntry
 from qfbridge_local.template import load_template

@@ -28,7 +28,7 @@ from qfbridge.domain.siret import validate_cog_commune, validate_siret
 from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
 from qfbridge.services.dispatch import refresh_message
-from qfbridge.services.intake import members_of, snapshot_parsed
+from qfbridge.services.snapshots import members_of, snapshot_parsed
 from qfbridge.store.dossiers import OUTCOMES, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
 from qfbridge.store.links import LinkRepository, StoredLink

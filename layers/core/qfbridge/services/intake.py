@@ -31,8 +31,6 @@ from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.digest import verify_digest, verify_size
 from qfbridge.domain.dossier import ParsedDossier, parse_formulaire_qf_json, parse_formulaire_qf_xml
 from qfbridge.domain.errors import DossierError, LinkError
-from qfbridge.domain.identity import Person, PivotIdentity
-from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.reference import reference_from_case_external_id
 from qfbridge.domain.schedule import next_refresh_date
 from qfbridge.hubee import (
@@ -47,6 +45,7 @@ from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notificat
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, decide
+from qfbridge.services.snapshots import dossier_snapshot, members_of, qf_event_detail, snapshot_parsed
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.events import EventPublisher
@@ -116,39 +115,6 @@ class IntakeResult:
     outcome: str
     case_id: str | None = None
     resumed: bool = False
-
-
-def dossier_snapshot(parsed: ParsedDossier) -> dict[str, Any]:
-    """What review needs later, stored on the dossier record (erased with the family)."""
-    return {
-        "external_id": parsed.external_id,
-        "pivot_identity": parsed.pivot_identity.model_dump(mode="json"),
-        "quotient_familial": parsed.quotient_familial.model_dump(mode="json") if parsed.quotient_familial else None,
-        "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
-        "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
-        "source_version": parsed.source_version,
-    }
-
-
-def snapshot_parsed(snapshot: dict[str, Any]) -> ParsedDossier:
-    return ParsedDossier(
-        external_id=snapshot.get("external_id"),
-        pivot_identity=PivotIdentity.model_validate(snapshot["pivot_identity"]),
-        quotient_familial=(
-            QuotientFamilial.model_validate(snapshot["quotient_familial"])
-            if snapshot.get("quotient_familial") else None
-        ),
-        allocataires=tuple(Person.model_validate(p) for p in snapshot.get("allocataires", [])),
-        enfants=tuple(Person.model_validate(p) for p in snapshot.get("enfants", [])),
-        source_version=snapshot.get("source_version", "v3"),
-    )
-
-
-def members_of(parsed: ParsedDossier) -> dict[str, Any]:
-    return {
-        "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
-        "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
-    }
 
 
 @dataclass
@@ -530,23 +496,6 @@ class IntakeService:
         self.events.publish_many(events)
         self.dossiers.mark(case_id, "review_published", self.clock())
         return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
-
-
-def qf_event_detail(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> dict[str, Any]:
-    qf = entry.quotient_familial
-    detail: dict[str, Any] = {
-        "tenant_siret": siret,
-        "user_id": user_id,
-        "quotient_familial": qf.valeur,
-        "fournisseur": qf.fournisseur,
-        "annee": qf.annee,
-        "mois": qf.mois,
-        "source": entry.source,
-        "received_at": entry.received_at,
-    }
-    if previous is not None:
-        detail["previous_quotient_familial"] = previous
-    return detail
 
 
 def utc(moment: dt.datetime) -> str:

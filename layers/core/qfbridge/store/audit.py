@@ -15,7 +15,6 @@ import uuid
 from functools import cache
 from typing import Any, Literal
 
-import boto3
 from pydantic import BaseModel, ConfigDict, Field
 
 Actor = Literal["editor", "service"]
@@ -42,6 +41,8 @@ class AuditRecord(BaseModel):
 
 @cache
 def _client() -> Any:
+    import boto3
+
     return boto3.client("logs")
 
 

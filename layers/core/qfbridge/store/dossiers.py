@@ -10,12 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field
 
 from qfbridge.domain.errors import NotFoundError, QfbridgeError
 from qfbridge.store.families import serialize
-from qfbridge.store.tables import decode_cursor, dynamodb, encode_cursor, plain, table, to_dynamo
+from qfbridge.store.tables import (
+    decode_cursor,
+    dynamodb,
+    encode_cursor,
+    key_condition,
+    plain,
+    table,
+    to_dynamo,
+)
 
 RETENTION_DAYS = 90
 
@@ -179,7 +186,7 @@ class DossierRepository:
         return True
 
     def by_reference(self, reference: str) -> list[DossierRecord]:
-        response = self._table.query(IndexName="by_reference", KeyConditionExpression=Key("reference").eq(reference))
+        response = self._table.query(IndexName="by_reference", KeyConditionExpression=key_condition("reference").eq(reference))
         return [DossierRecord.model_validate(plain(item)) for item in response.get("Items", [])]
 
     def require_for_tenant(self, tenant_siret: str, reference: str) -> DossierRecord:
@@ -196,7 +203,7 @@ class DossierRepository:
             index, key_name, key_value = "by_tenant", "tenant_siret", tenant_siret
         kwargs: dict[str, Any] = {
             "IndexName": index,
-            "KeyConditionExpression": Key(key_name).eq(key_value),
+            "KeyConditionExpression": key_condition(key_name).eq(key_value),
             "Limit": limit,
             "ScanIndexForward": False,
         }

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-import boto3
-
 SOURCE = "qfbridge"
 
 EVENT_TYPES = (
@@ -30,6 +28,8 @@ EVENT_TYPES = (
 
 @cache
 def _client() -> Any:
+    import boto3
+
     return boto3.client("events")
 
 

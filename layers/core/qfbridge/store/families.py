@@ -17,12 +17,11 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field
 
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.store.tables import dynamodb, plain, table, to_dynamo
+from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
 HISTORY_LIMIT = 60  # five years of monthly refreshes
 
@@ -152,8 +151,8 @@ class FamilyRepository:
         """The directory families with a parent born on ``birthdate``: one Query on the blocking entries."""
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
-            "KeyConditionExpression": Key("pk").eq(family_pk(siret))
-            & Key("sk").begins_with(f"B#{birthdate.isoformat()}#"),
+            "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
+            & key_condition("sk").begins_with(f"B#{birthdate.isoformat()}#"),
         }
         while True:
             response = self._table.query(**kwargs)
@@ -255,7 +254,7 @@ class FamilyRepository:
         """User ids of the tenant's families due for a refresh at ``until`` (oldest first)."""
         response = self._table.query(
             IndexName="by_refresh_due",
-            KeyConditionExpression=Key("refresh_tenant").eq(siret) & Key("next_refresh_at").lte(until),
+            KeyConditionExpression=key_condition("refresh_tenant").eq(siret) & key_condition("next_refresh_at").lte(until),
             Limit=limit,
         )
         return [str(item["sk"])[2:] for item in response.get("Items", [])]

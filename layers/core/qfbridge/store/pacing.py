@@ -1,105 +1,120 @@
-"""Per-tenant pacing of API Particulier calls: one shared "next free slot" on the tenant's item.
+"""Per-tenant pacing of API Particulier calls: the tenant's call permits, on the tenant's item.
 
-Why not SQS alone: ``DelaySeconds`` spreads a tenant's refreshes in whole seconds only, and the
-concurrent qf_refresh invocations receive one second's messages together, so two seconds' worth can
-meet in the same sliding second of API Particulier's counter (a 429, and a 12 h ban if repeated).
-The dispatcher's spreading keeps the flow near the budget; this pacer makes it exact: every call
-reserves the tenant's next slot (GCRA: a "theoretical arrival time" advanced by one spacing per call)
-and waits for it, whichever invocation, container or retry it comes from.
+Why not SQS alone: ``DelaySeconds`` releases a tenant's refreshes in whole seconds, and concurrent
+qf_refresh invocations handle one second's release together; two releases handled a little early and
+a little late meet in one sliding second of API Particulier's counter (a 429; a 12 h ban if repeated).
+The dispatcher's spreading keeps the flow under the budget on average; this pacer makes it exact.
 
-The slot lives on the tenant's item (``refresh_pace_at``, epoch seconds) and is reserved by one
-conditional ``UpdateItem`` without a prior read; no lock, no clean-up (a stale value is in the past).
+The rule mirrors the API's own limiter, a sliding window: a tenant has ``permits`` permits, and each
+may start one call per ``window`` seconds, so no window of that length ever holds more than
+``permits`` calls. Unlike a token bucket (which lets a full burst follow a full second), this never
+exceeds the window's count, yet lets a released second's refreshes go at once: waits stay short.
+
+A call *looks* (one read of the tenant's item: the tenant itself, every permit's last use and the
+hold — the refresh needs the tenant anyway, so pacing costs one write more), waits until its permit
+is free, then *takes* it at that very moment (one conditional write: the permit was not used
+meanwhile). Taking at call time, rather than booking ahead, keeps the recorded instant within one
+write of the real call; the caller still gives the permit up when it reaches the call late.
+
+State, on the tenant's item: ``refresh_pace_<i>`` (permit ``i``'s last call, epoch seconds) and
+``refresh_pace_hold`` (no call before: a 429's ``Retry-After``).
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from qfbridge.store.tables import table
+from qfbridge.store.tables import plain, table
+from qfbridge.store.tenants import Tenant
 
-PACE_ATTRIBUTE = "refresh_pace_at"
-RESERVE_ATTEMPTS = 8
+PERMIT_PREFIX = "refresh_pace_"
+HOLD = "refresh_pace_hold"
 
 
-@dataclass(frozen=True)
-class Slot:
-    """A reservation: call after ``wait_seconds``; or, when not ``granted``, retry after it."""
-
-    granted: bool
-    wait_seconds: float
+def permit_attribute(index: int) -> str:
+    return f"{PERMIT_PREFIX}{index}"
 
 
 def _epoch(value: float) -> Decimal:
     return Decimal(f"{value:.4f}")
 
 
+@dataclass(frozen=True)
+class Permit:
+    """A permit that is free from ``free_at`` (epoch seconds); ``last_use`` guards the take."""
+
+    index: int
+    last_use: Decimal | None
+    free_at: float
+
+
+def earliest_permit(
+    last_uses: list[Decimal | None], *, window: float, now: float, hold: float, rng: random.Random
+) -> Permit:
+    """The permit free soonest (ties broken at random, so concurrent calls pick different ones)."""
+    candidates = [
+        Permit(index, last, max(now, hold, float(last) + window if last is not None else now))
+        for index, last in enumerate(last_uses)
+    ]
+    soonest = min(permit.free_at for permit in candidates)
+    return rng.choice([permit for permit in candidates if permit.free_at <= soonest + 1e-3])
+
+
 class TenantPacer:
-    def __init__(self, table_name: str) -> None:
+    def __init__(self, table_name: str, *, rng: random.Random | None = None) -> None:
         self._table = table(table_name)
+        self._rng = rng or random.Random()
 
-    def reserve(self, siret: str, *, spacing: float, now: float, max_wait: float) -> Slot:
-        """Reserve the tenant's next call slot ``spacing`` seconds after the previous one.
+    def look(
+        self, siret: str, *, rule: Callable[[Tenant], tuple[int, float]], now: Callable[[], float]
+    ) -> tuple[Tenant, Permit] | None:
+        """The tenant and its permit free soonest under ``rule(tenant)`` = (permits, window seconds);
+        None when the tenant does not exist. ``now`` is read after the item, not before."""
+        item: dict[str, Any] | None = self._table.get_item(Key={"siret": siret}, ConsistentRead=True).get(
+            "Item"
+        )
+        if item is None:
+            return None
+        tenant = Tenant.model_validate(plain(item))
+        permits, window = rule(tenant)
+        last_uses = [item.get(permit_attribute(i)) for i in range(permits)]
+        permit = earliest_permit(
+            last_uses, window=window, now=now(), hold=float(item.get(HOLD, 0)), rng=self._rng
+        )
+        return tenant, permit
 
-        A slot further than ``max_wait`` seconds away is not reserved: the caller should come back
-        later (``Slot(False, wait)``) rather than hold a Lambda for long.
-        """
-        errors = self._table.meta.client.exceptions
-        for _ in range(RESERVE_ATTEMPTS):
-            try:  # the tenant is idle: the slot is now, the next one a spacing later
-                self._table.update_item(
-                    Key={"siret": siret},
-                    UpdateExpression="SET #pace = :next",
-                    ConditionExpression="attribute_exists(siret) AND (attribute_not_exists(#pace) OR #pace <= :now)",
-                    ExpressionAttributeNames={"#pace": PACE_ATTRIBUTE},
-                    ExpressionAttributeValues={":next": _epoch(now + spacing), ":now": _epoch(now)},
-                )
-                return Slot(True, 0.0)
-            except errors.ConditionalCheckFailedException:
-                pass
-            try:  # calls are queued: take the slot after the last one reserved
-                response = self._table.update_item(
-                    Key={"siret": siret},
-                    UpdateExpression="SET #pace = #pace + :spacing",
-                    ConditionExpression="#pace > :now AND #pace <= :latest",
-                    ExpressionAttributeNames={"#pace": PACE_ATTRIBUTE},
-                    ExpressionAttributeValues={
-                        ":spacing": _epoch(spacing), ":now": _epoch(now), ":latest": _epoch(now + max_wait),
-                    },
-                    ReturnValues="UPDATED_NEW",
-                )
-                slot_at = float(response["Attributes"][PACE_ATTRIBUTE]) - spacing
-                return Slot(True, max(0.0, slot_at - now))
-            except errors.ConditionalCheckFailedException:
-                pass
-            pace = self._pace(siret)
-            if pace is None:  # the tenant was deleted meanwhile: nothing to pace
-                return Slot(True, 0.0)
-            if pace > now + max_wait:
-                return Slot(False, pace - now)
-            # else the slot moved between our two updates (another call took it): try again
-        return Slot(False, spacing)
+    def take(self, siret: str, permit: Permit, *, at: float) -> bool:
+        """Use ``permit`` at ``at``; False when another call used it since it was looked at."""
+        names = {"#p": permit_attribute(permit.index)}
+        if permit.last_use is None:
+            condition, values = "attribute_exists(siret) AND attribute_not_exists(#p)", {":at": _epoch(at)}
+        else:
+            condition, values = "#p = :last", {":at": _epoch(at), ":last": permit.last_use}
+        try:
+            self._table.update_item(
+                Key={"siret": siret},
+                UpdateExpression="SET #p = :at",
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def hold(self, siret: str, *, until: float) -> None:
         """No call of the tenant before ``until`` (a 429's ``Retry-After`` applies to the token)."""
         try:
             self._table.update_item(
                 Key={"siret": siret},
-                UpdateExpression="SET #pace = :until",
-                ConditionExpression="attribute_exists(siret) AND (attribute_not_exists(#pace) OR #pace < :until)",
-                ExpressionAttributeNames={"#pace": PACE_ATTRIBUTE},
+                UpdateExpression="SET #hold = :until",
+                ConditionExpression="attribute_exists(siret) AND (attribute_not_exists(#hold) OR #hold < :until)",
+                ExpressionAttributeNames={"#hold": HOLD},
                 ExpressionAttributeValues={":until": _epoch(until)},
             )
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
             return
-
-    def _pace(self, siret: str) -> float | None:
-        item: dict[str, Any] | None = self._table.get_item(
-            Key={"siret": siret}, ProjectionExpression="#pace, siret",
-            ExpressionAttributeNames={"#pace": PACE_ATTRIBUTE}, ConsistentRead=True,
-        ).get("Item")
-        if item is None:
-            return None
-        value = item.get(PACE_ATTRIBUTE)
-        return float(value) if value is not None else 0.0

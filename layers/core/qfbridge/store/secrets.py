@@ -10,7 +10,6 @@ import json
 from functools import cache
 from typing import Any
 
-import boto3
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from qfbridge.domain.errors import NotFoundError
@@ -28,6 +27,8 @@ class TenantCredentials(BaseModel):
 
 @cache
 def _client() -> Any:
+    import boto3
+
     return boto3.client("secretsmanager")
 
 

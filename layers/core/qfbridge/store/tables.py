@@ -8,15 +8,22 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-import boto3
-
 from qfbridge.domain.errors import ValidationError
 
 
 @cache
 def dynamodb() -> Any:
     """The DynamoDB service resource (created lazily: a cold start that never touches it pays nothing)."""
+    import boto3  # deferred: importing boto3 is most of a cold start
+
     return boto3.resource("dynamodb")
+
+
+def key_condition(name: str) -> Any:
+    """``boto3.dynamodb.conditions.Key``, imported on first use."""
+    from boto3.dynamodb.conditions import Key
+
+    return Key(name)
 
 
 @cache

@@ -5,11 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from boto3.dynamodb.conditions import Key
 from pydantic import BaseModel, ConfigDict, Field
 
 from qfbridge.domain.errors import NotFoundError
-from qfbridge.store.tables import decode_cursor, encode_cursor, plain, table, to_dynamo
+from qfbridge.store.tables import decode_cursor, encode_cursor, key_condition, plain, table, to_dynamo
 
 HubeeStatus = Literal["unknown", "ok", "auth_failed", "error"]
 RefreshStatus = Literal["active", "token_expired", "forbidden", "no_token"]
@@ -104,7 +103,7 @@ class TenantRepository:
     def list_page(self, *, limit: int = 100, cursor: str | None = None) -> tuple[list[Tenant], str | None]:
         kwargs: dict[str, Any] = {
             "IndexName": "by_kind",
-            "KeyConditionExpression": Key("kind").eq("tenant"),
+            "KeyConditionExpression": key_condition("kind").eq("tenant"),
             "Limit": limit,
         }
         start = decode_cursor(cursor, {"kind", "siret"})
