@@ -13,6 +13,7 @@ PYTEST_WORKERS ?= auto
 help:
 	@echo "make demo       run the whole pipeline on the laptop runtime and print what happened"
 	@echo "make test       lint, type-check and run the test suite"
+	@echo "make reliability  the full fault campaign (500+ dossiers, figures printed)"
 	@echo "make bench      run the benchmarks (bench/results.json)"
 	@echo "make openapi    regenerate docs/openapi.json, docs/api.md and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
@@ -36,6 +37,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
+# The full fault campaign (>= 500 dossiers over >= 10 tenants, ~8 minutes); make test runs a quick one.
+reliability: $(STAMP)
+	QFBRIDGE_CAMPAIGN=full $(BIN)/python -m pytest tests/reliability/test_fault_campaign.py -p no:xdist -q -s
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
@@ -58,4 +63,4 @@ sam-check: $(SAM_VENV)/.installed
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv demo lint test bench openapi sam-check clean
+.PHONY: help venv demo lint test reliability bench openapi sam-check clean

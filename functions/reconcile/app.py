@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     dossier_lease_seconds: int = Field(default=300, ge=0, le=900)
 
 
-processor = BatchProcessor(event_type=EventType.SQS)
-
-
 @cache
 def service() -> IntakeService:
     # Imported here, not at module level: a cold start's init only pays for what the handler's
@@ -80,4 +77,6 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # One processor per invocation: it holds the batch's state, and invocations must not share it.
+    processor = BatchProcessor(event_type=EventType.SQS)
     return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
