@@ -3,28 +3,29 @@
 A refresh to retry later (429 ``Retry-After``, 503 ``retry_in``, 502/504, maintenance) keeps its
 message on the queue with its visibility pushed to the wait the server asked for, and is reported
 as a batch item failure; after ``REFRESH_MAX_ATTEMPTS`` receptions SQS moves it to the DLQ.
+
+Calls are paced per tenant (``qfbridge.store.pacing``): a record may wait up to a second for its
+slot, so a record that would start too close to the function's timeout is handed back to the queue
+instead (it would otherwise fail with the whole batch).
 """
 
 from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
-from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
 from qfbridge.observability import logger, metrics, tracer
-from qfbridge.services.refresh import RefreshService, RetryLater
-from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.secrets import SecretStore
-from qfbridge.store.tenants import TenantRepository
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+
+    from qfbridge.services.refresh import RefreshService
 
 
 class Settings(BaseSettings):
@@ -38,7 +39,8 @@ class Settings(BaseSettings):
     refresh_retry_base_seconds: int = Field(default=30, ge=0, le=3600)
 
 
-processor = BatchProcessor(event_type=EventType.SQS)
+MIN_REMAINING_MS = 10_000
+"""A record starts only with this much time left: a paced wait (≤ 1 s) plus a 5 s call, and margin."""
 
 
 @cache
@@ -48,10 +50,21 @@ def settings() -> Settings:
 
 @cache
 def service() -> RefreshService:
+    # Imported here, not at module level: a cold start's init only pays for what the handler's
+    # decorators need (docs/performance.md, cold-start proxy).
+    from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
+    from qfbridge.services.refresh import RefreshService
+    from qfbridge.store.events import EventPublisher
+    from qfbridge.store.families import FamilyRepository
+    from qfbridge.store.pacing import TenantPacer
+    from qfbridge.store.secrets import SecretStore
+    from qfbridge.store.tenants import TenantRepository
+
     config = settings()
     return RefreshService(
         tenants=TenantRepository(config.tenants_table),
         families=FamilyRepository(config.families_table),
+        pacer=TenantPacer(config.tenants_table),
         secrets=SecretStore(config.tenant_secrets_prefix),
         events=EventPublisher(config.event_bus_name),
         client=ApiParticulierClient(ApiParticulierConfig(base_url=config.api_particulier_url)),
@@ -62,21 +75,30 @@ def service() -> RefreshService:
 
 @cache
 def sqs() -> Any:
+    import boto3
+
     return boto3.client("sqs")
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    from qfbridge.services.refresh import RetryLater
+
     attempt = int(record.attributes.approximate_receive_count or "1")
     try:
+        if lambda_context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
+            raise RetryLater("deadline", 0)
         result = service().refresh(json.loads(record.body), attempt=attempt)
     except RetryLater as retry:
         sqs().change_message_visibility(
-            QueueUrl=settings().refresh_queue_url, ReceiptHandle=record.receipt_handle,
+            QueueUrl=settings().refresh_queue_url,
+            ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=retry.delay_seconds,
         )
-        logger.info("refresh delayed", extra={"kind": retry.kind, "delay_seconds": retry.delay_seconds,
-                                              "attempt": attempt})
+        logger.info(
+            "refresh delayed",
+            extra={"kind": retry.kind, "delay_seconds": retry.delay_seconds, "attempt": attempt},
+        )
         raise
     logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})
 
@@ -85,4 +107,8 @@ def record_handler(record: SQSRecord) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    # One processor per invocation: it holds the batch's state, and invocations must not share it.
+    processor = BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -29,7 +29,9 @@ def service() -> TokenWatchService:
     from qfbridge.store.tenants import TenantRepository
 
     settings = Settings()  # type: ignore[call-arg]
-    return TokenWatchService(TenantRepository(settings.tenants_table), EventPublisher(settings.event_bus_name))
+    return TokenWatchService(
+        TenantRepository(settings.tenants_table), EventPublisher(settings.event_bus_name)
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)

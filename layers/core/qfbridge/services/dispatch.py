@@ -1,11 +1,20 @@
 """The refresh dispatcher (run by hubee_poll): enqueue due refreshes within each tenant's budget.
 
-Each schedule interval, a tenant with a budget of ``b`` requests per second may have at most
-``b × interval`` refreshes enqueued; message ``i`` of the tenant is delayed by ``i / b`` seconds
-(SQS ``DelaySeconds``, whole seconds, at most 900), so that the refreshes of a tenant reach API
-Particulier no faster than its budget. Enqueued families have their due date pushed by
-``IN_FLIGHT_HOLD`` so the next dispatch does not enqueue them again; qf_refresh then sets the
-real next date from the outcome (and a lost message is simply retried after the hold).
+Rate governance has two levels (ARCHITECTURE.md §Refresh):
+
+* here, the coarse one: each schedule interval a tenant gets at most ``rate × interval`` refreshes,
+  message ``i`` delayed by ``floor(i / rate)`` seconds (SQS ``DelaySeconds``: whole seconds, at most
+  900), ``rate`` being a little under the pacer's (``DISPATCH_HEADROOM``), itself at most the budget;
+* in qf_refresh, the exact one: every call reserves a slot on the tenant's sliding window
+  (``pace_rule(b)``, ``qfbridge.store.pacing``), because whole-second releases handled by concurrent
+  invocations would otherwise meet in one sliding second of API Particulier's counter.
+
+The dispatcher runs a little slower than the pacer so the pacer never builds a backlog: waits stay
+under a second and the achieved rate stays close to the budget.
+
+Enqueued families have their due date pushed by ``IN_FLIGHT_HOLD`` so the next dispatch does not
+enqueue them again; qf_refresh then sets the real next date from the outcome (a lost message is
+simply retried after the hold). Nothing is released into the Sunday maintenance window.
 """
 
 from __future__ import annotations
@@ -17,31 +26,86 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qfbridge.clock import Clock, utc_now
-from qfbridge.domain.schedule import in_maintenance
+from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.observability import logger
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
 
 IN_FLIGHT_HOLD = dt.timedelta(hours=6)
 MAX_DELAY_SECONDS = 900
+SEND_BATCH = 10
+
+PACE_MARGIN_SECONDS = 0.08
+"""No pacing window is shorter than 1.08 s: the margin absorbs the jitter between taking a permit
+and the call reaching API Particulier's one-second counter (integer budgets run at b / 1.08)."""
+DISPATCH_HEADROOM = 0.97
+"""The dispatcher's release rate as a share of the pacer's: a little under it, so the pacer does not
+build a backlog, its waits stay short, and it catches up after a slow moment."""
 
 
 @dataclass
 class DispatchReport:
     enqueued: int = 0
     tenants: int = 0
+    failed_tenants: int = 0
     skipped_maintenance: bool = False
     per_tenant: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"enqueued": self.enqueued, "tenants": self.tenants, "skipped_maintenance": self.skipped_maintenance}
+        return {
+            "enqueued": self.enqueued,
+            "tenants": self.tenants,
+            "failed_tenants": self.failed_tenants,
+            "skipped_maintenance": self.skipped_maintenance,
+        }
 
 
-def tenant_slots(tenant: Tenant, interval_seconds: int) -> tuple[float, int]:
-    """(budget in requests per second, refreshes allowed this interval) for one tenant."""
-    budget = min(max(tenant.refresh_budget_rps, 0.0), MAX_REFRESH_BUDGET_RPS)
-    window = min(interval_seconds, MAX_DELAY_SECONDS)
-    return budget, int(math.floor(budget * window))
+def tenant_budget(tenant: Tenant) -> float:
+    """The tenant's budget in requests per second, within the API's limit."""
+    return min(max(tenant.refresh_budget_rps, 0.0), MAX_REFRESH_BUDGET_RPS)
+
+
+def pace_rule(budget: float) -> tuple[int, float]:
+    """(calls, seconds): qf_refresh's pacer lets a tenant start at most that many calls in any such window.
+
+    ``ceil(budget)`` calls per ``ceil(budget) / budget`` seconds, and never less than one second and
+    the margin: the budget on average, never more than ``ceil(budget)`` calls in any second
+    (2.5 req/s: 3 calls per 1.2 s; 4 req/s: 4 calls per 1.08 s).
+    """
+    permits = max(1, math.ceil(budget))
+    return permits, max(permits / budget, 1.0 + PACE_MARGIN_SECONDS)
+
+
+MIN_PACE_BUDGET = 0.1
+"""A tenant without a budget still gets its manual refreshes through, one per ~11 s."""
+
+
+def tenant_pace_rule(tenant: Tenant) -> tuple[int, float]:
+    return pace_rule(max(tenant_budget(tenant), MIN_PACE_BUDGET))
+
+
+def tenant_slots(tenant: Tenant, horizon_seconds: float) -> tuple[float, int]:
+    """(release rate in refreshes per second, refreshes to enqueue) for one tenant and one interval:
+    every release (``release_delays``) falls strictly within the horizon."""
+    budget = tenant_budget(tenant)
+    if budget <= 0:
+        return 0.0, 0
+    permits, window = pace_rule(budget)
+    rate = DISPATCH_HEADROOM * permits / window
+    last_delay = math.ceil(min(horizon_seconds, MAX_DELAY_SECONDS + 1)) - 1  # whole seconds, < horizon
+    if last_delay < 0:
+        return rate, 0
+    return rate, math.ceil(rate * (last_delay + 1))  # the i with floor(i / rate) <= last_delay
+
+
+def release_delays(count: int, rate: float) -> list[int]:
+    """``DelaySeconds`` of a tenant's ``count`` messages released at ``rate`` per second.
+
+    Rounded down: message ``i`` is released less than a second before ``i / rate``, so the pacer
+    never waits long for it and never idles for lack of it; no second releases more than
+    ``ceil(rate)`` messages.
+    """
+    return [min(MAX_DELAY_SECONDS, math.floor(i / rate)) for i in range(count)]
 
 
 def refresh_message(siret: str, user_id: str, reason: str) -> str:
@@ -57,42 +121,62 @@ class RefreshDispatcher:
     interval_seconds: int = 300
     clock: Clock = utc_now
 
+    def horizon_seconds(self, now: dt.datetime) -> float:
+        """How far ahead this dispatch may release refreshes: its interval, never into the maintenance."""
+        until_maintenance = (next_maintenance_starts_at(now) - now).total_seconds()
+        return min(float(self.interval_seconds), until_maintenance)
+
     def run(self, tenants: list[Tenant] | None = None) -> DispatchReport:
         now = self.clock()
         report = DispatchReport()
         if in_maintenance(now):
             report.skipped_maintenance = True
+            logger.info("refresh dispatch skipped (maintenance)")
             return report
-        for tenant in tenants if tenants is not None else self.tenants.all():
+        horizon = self.horizon_seconds(now)
+        releases: list[tuple[int, int, str, str]] = []  # (delay, tenant order, siret, user_id)
+        for order, tenant in enumerate(tenants if tenants is not None else self.tenants.all()):
             if tenant.refresh_status != "active":
                 continue
-            budget, slots = tenant_slots(tenant, self.interval_seconds)
+            rate, slots = tenant_slots(tenant, horizon)
             if slots <= 0:
                 continue
-            due = self.families.due(tenant.siret, now.isoformat(), slots)
-            if not due:
+            try:
+                due = self.families.due(tenant.siret, now.isoformat(), slots)
+            except Exception:  # one tenant's trouble must not starve the others
+                report.failed_tenants += 1
+                logger.exception("refresh dispatch failed for a tenant", extra={"tenant_siret": tenant.siret})
                 continue
-            report.tenants += 1
-            self._enqueue(tenant.siret, due, budget, now)
-            report.per_tenant[tenant.siret] = len(due)
-            report.enqueued += len(due)
+            delays = release_delays(len(due), rate)
+            releases += [
+                (delay, order, tenant.siret, user_id) for delay, user_id in zip(delays, due, strict=True)
+            ]
+        # Sent in release order, tenants interleaved: each second's release reaches the queue (and then
+        # a batch of qf_refresh) as a mix of tenants, not one tenant's run that would wait on its pacer.
+        releases.sort(key=lambda release: (release[0], release[1]))
+        self._enqueue(releases, now, report)
+        report.tenants = len(report.per_tenant)
         logger.info("refresh dispatch done", extra=report.as_dict())
         return report
 
-    def _enqueue(self, siret: str, user_ids: list[str], budget: float, now: dt.datetime) -> None:
+    def _enqueue(
+        self, releases: list[tuple[int, int, str, str]], now: dt.datetime, report: DispatchReport
+    ) -> None:
         hold = (now + IN_FLIGHT_HOLD).isoformat()
-        for start in range(0, len(user_ids), 10):
-            chunk = user_ids[start : start + 10]
+        for start in range(0, len(releases), SEND_BATCH):
+            chunk = releases[start : start + SEND_BATCH]
             entries = [
                 {
                     "Id": str(i),
                     "MessageBody": refresh_message(siret, user_id, "monthly"),
-                    "DelaySeconds": min(MAX_DELAY_SECONDS, int((start + i) / budget)),
+                    "DelaySeconds": delay,
                 }
-                for i, user_id in enumerate(chunk)
+                for i, (delay, _, siret, user_id) in enumerate(chunk)
             ]
             response = self.sqs.send_message_batch(QueueUrl=self.refresh_queue_url, Entries=entries)
             failed = {int(f["Id"]) for f in response.get("Failed", [])}
-            for i, user_id in enumerate(chunk):
+            for i, (_, _, siret, user_id) in enumerate(chunk):
                 if i not in failed:
                     self.families.defer(siret, user_id, hold)
+                    report.per_tenant[siret] = report.per_tenant.get(siret, 0) + 1
+                    report.enqueued += 1

@@ -7,36 +7,58 @@ Outcomes (ARCHITECTURE.md §Refresh outcomes):
 * 404 → ``not_found``: retried next cycle, ``refresh.failed`` after ``NOT_FOUND_ALERT_AFTER`` in a row.
 * 422 → identity rejected: the family leaves the refresh cycle (a new dossier is needed), event.
 * 401 → the tenant's token expired: the tenant's refreshes stop (``refresh_status``), event once;
-  prolonging the token through the API resumes them (the family stays due).
+  the family stays due, and so do the families whose messages arrive while the tenant is stopped,
+  so prolonging the token through the API resumes them at the next dispatch.
 * 403 → the tenant is forbidden: same, with ``forbidden``.
 * 409/429/502/503/504/transport → retried: the message's visibility is pushed to the server's
-  ``Retry-After`` / ``retry_in`` (or an exponential backoff), up to the queue's
-  ``maxReceiveCount``; on the last attempt ``refresh.failed`` is published before the DLQ.
+  ``Retry-After`` (429) or ``meta.retry_in`` (503), else an exponential backoff, up to the queue's
+  ``maxReceiveCount``; on the last attempt ``refresh.failed`` is published before the DLQ. A 429 or
+  503 also holds the tenant's pacer: its other refreshes wait too instead of earning more 429s.
 * Sunday 23:00–23:45 (maintenance): no call; the message waits for the end of the window.
+
+Every call first reserves the tenant's next slot on the pacer (``qfbridge.store.pacing``) and waits
+for it: the budget holds whatever the SQS delivery timing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from qfbridge.api_particulier import ApiParticulierClient
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
 from qfbridge.observability import logger, metrics
-from qfbridge.services.intake import qf_event_detail
+from qfbridge.services.dispatch import tenant_pace_rule
+from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRepository, QfEntry, RefreshState
+from qfbridge.store.pacing import Permit, TenantPacer
 from qfbridge.store.secrets import SecretStore
-from qfbridge.store.tenants import TenantRepository
+from qfbridge.store.tenants import RefreshStatus, Tenant, TenantRepository
 
 NOT_FOUND_ALERT_AFTER = 3
 MAX_VISIBILITY_SECONDS = 43_200
+MAX_PACING_WAIT_SECONDS = 1.0
+"""Longest a refresh waits in the function for its slot (it holds its batch meanwhile); further away,
+the message goes back to the queue until then."""
+RECHECK_AFTER_WAIT_SECONDS = 0.3
+"""Before a wait this long ends, the tenant's status is read again: a 401 met meanwhile stops the call."""
+RECHECK_LEAD_SECONDS = 0.06
+"""How long before its slot a waiting call reads the tenant's status (the read must not make it late)."""
+LATE_TOLERANCE_SECONDS = 0.05
+"""A call starting later than this after its slot gives the slot up (the pacer's margin is 80 ms)."""
+PACING_ATTEMPTS = 6
+SERVER_TIMED_RETRIES = ("throttled", "maintenance")
+"""Retries whose delay the server dictates; the others back off exponentially."""
 
 
-class RetryLater(Exception):  # noqa: N818 - a signal to the handler, not an error of the domain
+class RetryLater(Exception):
     """The refresh must be attempted again after ``delay_seconds`` (the message stays on the queue)."""
 
     def __init__(self, kind: str, delay_seconds: int) -> None:
@@ -55,6 +77,23 @@ def backoff_seconds(attempt: int, base: int) -> int:
     return int(min(MAX_VISIBILITY_SECONDS, base * (2 ** max(0, attempt - 1))))
 
 
+def whole_seconds(wait: float) -> int:
+    """A visibility delay that never wakes up early (and is at least one second)."""
+    return int(min(MAX_VISIBILITY_SECONDS, max(1, math.ceil(wait))))
+
+
+def next_due_at(now: dt.datetime) -> str:
+    return dt.datetime.combine(next_refresh_date(now.date()), dt.time(6, 0), tzinfo=dt.UTC).isoformat()
+
+
+def qf_changed(previous: QfEntry | None, entry: QfEntry) -> bool:
+    """Whether the editor must hear of the new QF: a new value (or provider), not just a new month."""
+    if previous is None:
+        return True
+    old, new = previous.quotient_familial, entry.quotient_familial
+    return (old.valeur, old.fournisseur) != (new.valeur, new.fournisseur)
+
+
 @dataclass
 class RefreshService:
     tenants: TenantRepository
@@ -62,103 +101,245 @@ class RefreshService:
     secrets: SecretStore
     events: EventPublisher
     client: ApiParticulierClient
+    pacer: TenantPacer | None = None
     max_attempts: int = 10
     retry_base_seconds: int = 30
     clock: Clock = utc_now
+    sleep: Callable[[float], None] = time.sleep
 
     def refresh(self, message: dict[str, Any], *, attempt: int = 1) -> RefreshResult:
         siret, user_id = str(message["siret"]), str(message["user_id"])
-        tenant = self.tenants.get(siret)
-        if tenant is None or tenant.refresh_status != "active":
-            return RefreshResult("skipped_tenant_stopped")
+        looked = self._look(siret)
+        if looked is None:
+            return RefreshResult("skipped_no_tenant")
+        tenant, permit = looked
+        if tenant.refresh_status != "active":
+            return self._keep_due(siret, user_id)
         family = self.families.get(siret, user_id)
         if family is None or family.pivot_identity is None:
             return RefreshResult("skipped_no_identity")
         now = self.clock()
         ends = maintenance_ends_at(now)
         if ends is not None:
-            raise RetryLater("maintenance", max(1, int((ends - now).total_seconds()) + 1))
+            self._retry(
+                siret, user_id, family.refresh, "maintenance", (ends - now).total_seconds(), now, attempt
+            )
 
         token = self.secrets.read_tenant(siret).api_particulier_token
         if token is None:
-            self.tenants.update(siret, refresh_status="no_token")
-            return RefreshResult("skipped_no_token")
+            self.tenants.stop_refreshes(siret, "no_token", now.isoformat())
+            return self._keep_due(siret, user_id)
+        if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt):
+            return self._keep_due(siret, user_id)
         outcome = self.client.fetch_quotient_familial(
             family.pivot_identity, siret, token.get_secret_value(), no_cache=True
         )
         metrics.add_metric(name=f"Refresh_{outcome.kind}", unit="Count", value=1)
-        logger.info("refresh answered", extra={"tenant_siret": siret, "user_id": user_id,
-                                               "outcome": outcome.kind,
-                                               "request_id": getattr(outcome, "request_id", None)})
-        return self._apply(siret, user_id, family.qf, family.refresh, outcome, now, attempt)
+        logger.info(
+            "refresh answered",
+            extra={"tenant_siret": siret, "user_id": user_id, "attempt": attempt, **outcome.log_fields()},
+        )
+        return self._apply(siret, user_id, family.qf, family.refresh, outcome, self.clock(), attempt)
 
-    def _apply(self, siret: str, user_id: str, current: QfEntry | None, state: RefreshState,
-               outcome: RefreshOutcome, now: dt.datetime, attempt: int) -> RefreshResult:
-        next_due = dt.datetime.combine(next_refresh_date(now.date()), dt.time(6, 0), tzinfo=dt.UTC).isoformat()
+    # ------------------------------------------------------------------ pacing
+    def _look(self, siret: str) -> tuple[Tenant, Permit | None] | None:
+        """The tenant (and, when pacing, its permit free soonest): one read."""
+        if self.pacer is None:
+            tenant = self.tenants.get(siret)
+            return None if tenant is None else (tenant, None)
+        return self.pacer.look(siret, rule=tenant_pace_rule, now=self._epoch)
+
+    def _wait_for_permit(
+        self, tenant: Tenant, permit: Permit | None, user_id: str, state: RefreshState, attempt: int
+    ) -> bool:
+        """Wait for one of the tenant's call permits and take it; False when the tenant was stopped meanwhile.
+
+        The permit is taken when the call is about to start; if the process still reaches the call
+        late (busy, descheduled), the permit is spent and another one sought: a late call could
+        squeeze the calls after it into one of API Particulier's seconds.
+        """
+        if self.pacer is None or permit is None:
+            return True
+        for _ in range(PACING_ATTEMPTS):
+            wait = permit.free_at - self._epoch()
+            if wait > MAX_PACING_WAIT_SECONDS:  # back a little before the permit frees, then a short wait
+                now = self.clock()
+                self._retry(tenant.siret, user_id, state, "paced", math.floor(wait), now, attempt)
+            if wait > RECHECK_AFTER_WAIT_SECONDS:
+                self.sleep(wait - RECHECK_LEAD_SECONDS)
+                current = self.tenants.get(tenant.siret)
+                if current is None or current.refresh_status != "active":
+                    return False
+            wait = permit.free_at - self._epoch()
+            if wait > 0:
+                self.sleep(wait)
+            at = self._epoch()
+            if self.pacer.take(tenant.siret, permit, at=at) and self._epoch() - at <= LATE_TOLERANCE_SECONDS:
+                return True
+            looked = self.pacer.look(tenant.siret, rule=tenant_pace_rule, now=self._epoch)
+            if looked is None or looked[0].refresh_status != "active":
+                return False
+            permit = looked[1]
+        now = self.clock()
+        self._retry(tenant.siret, user_id, state, "paced", 1.0, now, attempt)
+
+    def _epoch(self) -> float:
+        return self.clock().timestamp()
+
+    def _keep_due(self, siret: str, user_id: str) -> RefreshResult:
+        """The tenant's refreshes are stopped: the family stays due for when they resume."""
+        self.families.defer(siret, user_id, self.clock().isoformat())
+        return RefreshResult("skipped_tenant_stopped")
+
+    # ------------------------------------------------------------------ outcomes
+    def _apply(
+        self,
+        siret: str,
+        user_id: str,
+        current: QfEntry | None,
+        state: RefreshState,
+        outcome: RefreshOutcome,
+        now: dt.datetime,
+        attempt: int,
+    ) -> RefreshResult:
+        next_due = next_due_at(now)
         base = {"last_attempt_at": now.isoformat(), "last_outcome": outcome.kind}
         if isinstance(outcome, QfFound):
             if outcome.quotient_familial is None:  # the token lacks the QF scope
-                self.families.record_refresh(siret, user_id, entry=None, next_refresh_at=next_due,
-                                             state=RefreshState(status="failed", **base))
+                self.families.record_refresh(
+                    siret,
+                    user_id,
+                    entry=None,
+                    next_refresh_at=next_due,
+                    state=RefreshState(status="failed", **base),
+                )
                 self._failed(siret, user_id, "qf_missing_in_answer", attempt)
                 return RefreshResult("qf_missing")
             qf = outcome.quotient_familial
-            entry = QfEntry(quotient_familial=qf, source="refresh", source_id=f"{qf.annee:04d}-{qf.mois:02d}",
-                            received_at=now.isoformat())
-            self.families.record_refresh(siret, user_id, entry=entry, next_refresh_at=next_due,
-                                         state=RefreshState(status="ok", **base))
-            previous = current.quotient_familial if current else None
-            changed = previous is None or previous.model_dump() != qf.model_dump()
+            entry = QfEntry(
+                quotient_familial=qf,
+                source="refresh",
+                source_id=f"{qf.annee:04d}-{qf.mois:02d}",
+                received_at=now.isoformat(),
+            )
+            stored = self.families.record_refresh(
+                siret, user_id, entry=entry, next_refresh_at=next_due, state=RefreshState(status="ok", **base)
+            )
+            changed = stored and qf_changed(current, entry)
             if changed:
-                self.events.publish("qf.updated", qf_event_detail(
-                    siret, user_id, entry, previous.valeur if previous else None))
+                previous = current.quotient_familial.valeur if current else None
+                self.events.publish("qf.updated", qf_event_detail(siret, user_id, entry, previous))
             return RefreshResult("qf_found", changed=changed)
         if outcome.kind == "not_found":
             count = state.not_found_count + 1
-            self.families.record_refresh(siret, user_id, entry=None, next_refresh_at=next_due,
-                                         state=RefreshState(status="not_found", not_found_count=count, **base))
+            self.families.record_refresh(
+                siret,
+                user_id,
+                entry=None,
+                next_refresh_at=next_due,
+                state=RefreshState(status="not_found", not_found_count=count, **base),
+            )
             if count >= NOT_FOUND_ALERT_AFTER:
                 self._failed(siret, user_id, "not_found", attempt, detail=f"{count}_in_a_row")
             return RefreshResult("not_found")
         if outcome.kind == "identity_rejected":
-            self.families.record_refresh(siret, user_id, entry=None, next_refresh_at=None,
-                                         state=RefreshState(status="identity_rejected", **base))
+            self.families.record_refresh(
+                siret,
+                user_id,
+                entry=None,
+                next_refresh_at=None,
+                state=RefreshState(status="identity_rejected", **base),
+            )
             self._failed(siret, user_id, "identity_rejected", attempt)
             return RefreshResult("identity_rejected")
         if outcome.kind in ("token_expired", "forbidden"):
+            # The family did nothing wrong: it stays due (now) and is refreshed once the tenant resumes.
+            self.families.record_refresh(
+                siret,
+                user_id,
+                entry=None,
+                next_refresh_at=now.isoformat(),
+                state=RefreshState(status=outcome.kind, not_found_count=state.not_found_count, **base),
+            )
             self._stop_tenant(siret, outcome.kind, now)
             return RefreshResult(outcome.kind)
         if outcome.retryable:
-            if attempt >= self.max_attempts:
-                self.families.record_refresh(siret, user_id, entry=None, next_refresh_at=next_due,
-                                             state=RefreshState(status="failed", **base))
-                self._failed(siret, user_id, outcome.kind, attempt)
-                raise RetryLater(outcome.kind, 0)  # last attempt: let SQS move it to the DLQ
-            wait = outcome.retry_after_seconds
-            delay = int(wait) + 1 if wait is not None else backoff_seconds(attempt, self.retry_base_seconds)
-            raise RetryLater(outcome.kind, min(delay, MAX_VISIBILITY_SECONDS))
-        self.families.record_refresh(siret, user_id, entry=None, next_refresh_at=next_due,
-                                     state=RefreshState(status="failed", **base))
+            if outcome.kind in SERVER_TIMED_RETRIES and outcome.retry_after_seconds is not None:
+                wait = outcome.retry_after_seconds
+                if self.pacer is not None:
+                    self.pacer.hold(siret, until=now.timestamp() + wait)
+            else:
+                wait = backoff_seconds(attempt, self.retry_base_seconds)
+            self._retry(siret, user_id, state, outcome.kind, wait, now, attempt)
+        self.families.record_refresh(
+            siret,
+            user_id,
+            entry=None,
+            next_refresh_at=next_due,
+            state=RefreshState(status="failed", not_found_count=state.not_found_count, **base),
+        )
         self._failed(siret, user_id, outcome.kind, attempt)
         return RefreshResult(outcome.kind)
 
+    def _retry(
+        self,
+        siret: str,
+        user_id: str,
+        state: RefreshState,
+        kind: str,
+        wait: float,
+        now: dt.datetime,
+        attempt: int,
+    ) -> NoReturn:
+        """Send the message back to the queue for ``wait`` seconds; the last attempt alerts first."""
+        if attempt >= self.max_attempts:
+            self.families.record_refresh(
+                siret,
+                user_id,
+                entry=None,
+                next_refresh_at=next_due_at(now),
+                state=RefreshState(
+                    status="failed",
+                    last_attempt_at=now.isoformat(),
+                    last_outcome=kind,
+                    not_found_count=state.not_found_count,
+                ),
+            )
+            self._failed(siret, user_id, kind, attempt)
+            raise RetryLater(kind, 0)  # let SQS move it to the DLQ at its next receive
+        delay = whole_seconds(wait) if wait > 0 else 0
+        raise RetryLater(kind, delay)
+
     def _stop_tenant(self, siret: str, kind: str, now: dt.datetime) -> None:
-        tenant = self.tenants.get(siret)
-        if tenant is None or tenant.refresh_status == kind:
-            return
-        self.tenants.update(siret, refresh_status=kind, refresh_stopped_at=now.isoformat())
+        status: RefreshStatus = "token_expired" if kind == "token_expired" else "forbidden"
+        if not self.tenants.stop_refreshes(siret, status, now.isoformat()):
+            return  # already stopped (a concurrent refresh met the same answer): announced once
         if kind == "token_expired":
-            self.events.publish("tenant.token_expired", {
-                "tenant_siret": siret,
-                "expires_on": tenant.token_expires_on.isoformat() if tenant.token_expires_on else None,
-                "detected_by": "api_particulier_401",
-            })
+            tenant = self.tenants.get(siret)
+            expires_on = tenant.token_expires_on if tenant else None
+            self.events.publish(
+                "tenant.token_expired",
+                {
+                    "tenant_siret": siret,
+                    "expires_on": expires_on.isoformat() if expires_on else None,
+                    "detected_by": "api_particulier_401",
+                },
+            )
         else:
-            self.events.publish("refresh.failed", {"tenant_siret": siret, "user_id": None, "outcome": "forbidden"})
+            self.events.publish(
+                "refresh.failed", {"tenant_siret": siret, "user_id": None, "outcome": "forbidden"}
+            )
         logger.warning("tenant refreshes stopped", extra={"tenant_siret": siret, "reason": kind})
 
-    def _failed(self, siret: str, user_id: str, outcome: str, attempt: int, detail: str | None = None) -> None:
-        body: dict[str, Any] = {"tenant_siret": siret, "user_id": user_id, "outcome": outcome, "attempts": attempt}
+    def _failed(
+        self, siret: str, user_id: str, outcome: str, attempt: int, detail: str | None = None
+    ) -> None:
+        body: dict[str, Any] = {
+            "tenant_siret": siret,
+            "user_id": user_id,
+            "outcome": outcome,
+            "attempts": attempt,
+        }
         if detail:
             body["detail_code"] = detail
         self.events.publish("refresh.failed", body)

@@ -60,17 +60,27 @@ class TokenWatchService:
             kind, threshold = alert
             expires_on = tenant.token_expires_on.isoformat()
             if kind == "expired":
-                self.events.publish("tenant.token_expired", {
-                    "tenant_siret": tenant.siret, "expires_on": expires_on, "detected_by": "token_watch",
-                })
+                self.events.publish(
+                    "tenant.token_expired",
+                    {
+                        "tenant_siret": tenant.siret,
+                        "expires_on": expires_on,
+                        "detected_by": "token_watch",
+                    },
+                )
                 self.tenants.update(tenant.siret, token_alerts_sent=[*tenant.token_alerts_sent, "expired"])
                 report.expired.append(tenant.siret)
             else:
                 days_left = (tenant.token_expires_on - today).days
-                self.events.publish("tenant.token_expiring", {
-                    "tenant_siret": tenant.siret, "expires_on": expires_on, "days_left": days_left,
-                    "threshold": threshold,
-                })
+                self.events.publish(
+                    "tenant.token_expiring",
+                    {
+                        "tenant_siret": tenant.siret,
+                        "expires_on": expires_on,
+                        "days_left": days_left,
+                        "threshold": threshold,
+                    },
+                )
                 # Thresholds already passed are marked too: one event per day at most, never a burst.
                 sent = {str(t) for t in THRESHOLDS_DAYS if t >= threshold} | set(tenant.token_alerts_sent)
                 self.tenants.update(tenant.siret, token_alerts_sent=sorted(sent))

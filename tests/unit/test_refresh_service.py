@@ -1,0 +1,284 @@
+"""The refresh use case and its rate governance at the service level, with an injected clock:
+the Sunday maintenance window, the dispatcher's release schedule, and the pacer's rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from qfbridge.api_particulier.outcomes import QfFound
+from qfbridge.domain.identity import PivotIdentity
+from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.services.dispatch import (
+    PACE_MARGIN_SECONDS,
+    RefreshDispatcher,
+    pace_rule,
+    release_delays,
+    tenant_slots,
+)
+from qfbridge.services.refresh import RefreshService, RetryLater
+from qfbridge.store.families import FamilyRecord, RefreshState
+from qfbridge.store.pacing import earliest_permit
+from qfbridge.store.secrets import TenantCredentials
+from qfbridge.store.tenants import Tenant
+
+PARIS = dt.timezone(dt.timedelta(hours=1))  # winter time: Paris is UTC+1 in December
+SIRET = "21690123000012"
+SUNDAY_23_10 = dt.datetime(2026, 12, 6, 23, 10, tzinfo=PARIS)
+SUNDAY_22_58 = dt.datetime(2026, 12, 6, 22, 58, tzinfo=PARIS)
+MONDAY_10_00 = dt.datetime(2026, 12, 7, 10, 0, tzinfo=PARIS)
+PIVOT = PivotIdentity(
+    family_name="MARTIN",
+    given_name="JULIE",
+    gender="female",
+    birthdate=dt.date(1985, 3, 4),
+    birthplace="69123",
+)
+QF = QuotientFamilial(fournisseur="CNAF", valeur=650, annee=2026, mois=12, annee_calcul=2026, mois_calcul=11)
+
+
+# --- Fakes of the repositories (what the services use of them) ---------------------------------------
+
+
+@dataclass
+class Tenants:
+    tenant: Tenant
+
+    def get(self, siret: str) -> Tenant | None:
+        return self.tenant if siret == self.tenant.siret else None
+
+    def all(self) -> list[Tenant]:
+        return [self.tenant]
+
+    def stop_refreshes(self, siret: str, status: str, stopped_at: str) -> bool:
+        if self.tenant.refresh_status != "active":
+            return False
+        self.tenant = self.tenant.model_copy(update={"refresh_status": status})
+        return True
+
+
+@dataclass
+class Families:
+    due_ids: list[str] = field(default_factory=list)
+    deferred: dict[str, str] = field(default_factory=dict)
+    recorded: list[dict[str, Any]] = field(default_factory=list)
+
+    def get(self, siret: str, user_id: str) -> FamilyRecord:
+        return FamilyRecord(siret=siret, user_id=user_id, pivot_identity=PIVOT, refresh=RefreshState())
+
+    def due(self, siret: str, until: str, limit: int) -> list[str]:
+        return self.due_ids[:limit]
+
+    def defer(self, siret: str, user_id: str, next_refresh_at: str) -> None:
+        self.deferred[user_id] = next_refresh_at
+
+    def record_refresh(self, siret: str, user_id: str, **fields: Any) -> bool:
+        self.recorded.append(fields)
+        return True
+
+
+@dataclass
+class Secrets:
+    def read_tenant(self, siret: str) -> TenantCredentials:
+        return TenantCredentials(api_particulier_token="token")  # type: ignore[arg-type]
+
+
+@dataclass
+class Events:
+    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
+        self.published.append((detail_type, detail))
+
+
+@dataclass
+class Client:
+    calls: int = 0
+
+    def fetch_quotient_familial(self, *args: Any, **kwargs: Any) -> QfFound:
+        self.calls += 1
+        return QfFound(status=200, quotient_familial=QF)
+
+
+@dataclass
+class Sqs:
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        self.sent.extend(Entries)
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
+
+
+def active_tenant(budget: float = 4.0) -> Tenant:
+    return Tenant(
+        siret=SIRET, name="Commune", cog="69123", refresh_status="active", refresh_budget_rps=budget
+    )
+
+
+def refresh_service(now: dt.datetime, client: Client, events: Events, families: Families) -> RefreshService:
+    return RefreshService(
+        tenants=Tenants(active_tenant()),
+        families=families,
+        secrets=Secrets(),
+        events=events,  # type: ignore[arg-type]
+        client=client,
+        clock=lambda: now,
+        sleep=lambda seconds: None,  # type: ignore[arg-type]
+    )
+
+
+# --- Maintenance --------------------------------------------------------------------------------------
+
+
+def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calling() -> None:
+    # Given Sunday 23:10 Paris, in API Particulier's maintenance window (23:00–23:45)
+    client, events, families = Client(), Events(), Families()
+    service = refresh_service(SUNDAY_23_10, client, events, families)
+    # When a refresh message arrives
+    with pytest.raises(RetryLater) as retry:
+        service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=1)
+    # Then API Particulier is not called and the message comes back when the window closes (35 min)
+    assert client.calls == 0
+    assert retry.value.kind == "maintenance" and retry.value.delay_seconds == 35 * 60
+    assert families.recorded == [] and events.published == []
+
+
+def test_the_same_refresh_outside_the_window_calls_and_stores() -> None:
+    client, events, families = Client(), Events(), Families()
+    result = refresh_service(MONDAY_10_00, client, events, families).refresh(
+        {"siret": SIRET, "user_id": "f-1"}
+    )
+    assert client.calls == 1 and result.outcome == "qf_found" and result.changed
+    assert families.recorded[0]["state"].status == "ok"
+    assert (
+        families.recorded[0]["next_refresh_at"] == "2027-01-04T06:00:00+00:00"
+    )  # first working day after Jan 2–3
+    assert [kind for kind, _ in events.published] == ["qf.updated"]
+
+
+def test_a_maintenance_wait_on_the_last_attempt_reports_before_the_dlq() -> None:
+    client, events, families = Client(), Events(), Families()
+    service = refresh_service(SUNDAY_23_10, client, events, families)
+    with pytest.raises(RetryLater) as retry:
+        service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=service.max_attempts)
+    assert retry.value.delay_seconds == 0
+    assert events.published == [
+        (
+            "refresh.failed",
+            {"tenant_siret": SIRET, "user_id": "f-1", "outcome": "maintenance", "attempts": 10},
+        )
+    ]
+
+
+def test_the_dispatcher_enqueues_nothing_during_the_maintenance() -> None:
+    sqs, families = Sqs(), Families(due_ids=["f-1", "f-2"])
+    dispatcher = RefreshDispatcher(
+        Tenants(active_tenant()),
+        families,
+        sqs,
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: SUNDAY_23_10,
+    )
+    report = dispatcher.run()
+    assert report.skipped_maintenance and report.enqueued == 0 and sqs.sent == []
+
+
+def test_the_dispatcher_releases_nothing_into_the_coming_maintenance() -> None:
+    # Given 2 minutes before the window opens, and a tenant with far more due families than that fits
+    sqs, families = Sqs(), Families(due_ids=[f"f-{i}" for i in range(1000)])
+    dispatcher = RefreshDispatcher(
+        Tenants(active_tenant(budget=4)),
+        families,
+        sqs,
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: SUNDAY_22_58,
+    )
+    # When it dispatches
+    report = dispatcher.run()
+    # Then only what can be released before 23:00 is enqueued, the last one under two minutes ahead
+    assert 0 < report.enqueued == len(sqs.sent) < 4 * 120
+    assert max(entry["DelaySeconds"] for entry in sqs.sent) < 120
+    assert set(families.deferred) == {entry_user(entry) for entry in sqs.sent}
+
+
+def entry_user(entry: dict[str, Any]) -> str:
+    import json
+
+    return str(json.loads(entry["MessageBody"])["user_id"])
+
+
+# --- Release schedule and pacing rule -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0, 1.5, 2.5, 4.0, 20.0])
+def test_the_pacer_never_allows_more_than_ceil_budget_calls_in_a_second_nor_more_than_the_budget(
+    budget: float,
+) -> None:
+    permits, window = pace_rule(budget)
+    assert permits == math.ceil(budget)
+    assert window >= 1.0 + PACE_MARGIN_SECONDS  # so no sliding second ever holds more than `permits`
+    assert permits / window <= budget + 1e-9
+
+
+@pytest.mark.parametrize("budget", [0.5, 1.0, 2.0, 4.0, 7.5])
+def test_the_release_schedule_stays_under_the_pacer_in_every_window(budget: float) -> None:
+    tenant = active_tenant(budget)
+    rate, slots = tenant_slots(tenant, 300)
+    permits, window = pace_rule(budget)
+    assert rate < permits / window and rate * 300 <= slots < rate * 300 + 1
+    delays = release_delays(slots, rate)
+    assert delays == sorted(delays) and delays[0] == 0 and delays[-1] < 300
+    # Message i is released within the second before i / rate: no second releases more than ceil(rate)
+    assert all(i / rate - 1 < delay <= i / rate + 1e-9 for i, delay in enumerate(delays))
+    per_second: dict[int, int] = {}
+    for delay in delays:
+        per_second[delay] = per_second.get(delay, 0) + 1
+    assert max(per_second.values()) <= math.ceil(rate)
+
+
+def test_the_dispatcher_interleaves_tenants_in_release_order() -> None:
+    other = Tenant(
+        siret="21750056000019", name="Autre", cog="75056", refresh_status="active", refresh_budget_rps=2
+    )
+
+    @dataclass
+    class TwoTenants(Tenants):
+        def all(self) -> list[Tenant]:
+            return [self.tenant, other]
+
+    sqs, families = Sqs(), Families(due_ids=[f"f-{i}" for i in range(6)])
+    RefreshDispatcher(
+        TwoTenants(active_tenant(4)),
+        families,
+        sqs,
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    ).run()
+    delays = [entry["DelaySeconds"] for entry in sqs.sent]
+    assert delays == sorted(delays) and len(sqs.sent) == 12
+    first_second = [json_body(e)["siret"] for e in sqs.sent if e["DelaySeconds"] == 0]
+    assert set(first_second) == {SIRET, other.siret}
+
+
+def json_body(entry: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    body: dict[str, Any] = json.loads(entry["MessageBody"])
+    return body
+
+
+def test_the_earliest_permit_is_the_one_used_longest_ago_and_respects_a_hold() -> None:
+    rng = random.Random(1)
+    uses: list[Decimal | None] = [Decimal("100.0"), Decimal("100.5"), None]
+    assert earliest_permit(uses, window=1.08, now=100.6, hold=0, rng=rng).index == 2  # never used: free now
+    busy = [Decimal("100.0"), Decimal("100.5")]
+    permit = earliest_permit(busy, window=1.08, now=100.6, hold=0, rng=rng)
+    assert permit.index == 0 and permit.free_at == pytest.approx(101.08)
+    held = earliest_permit(busy, window=1.08, now=100.6, hold=103.0, rng=rng)
+    assert held.free_at == 103.0
