@@ -69,8 +69,15 @@ def service() -> IntakeService:
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord) -> None:
     result = service().handle(json.loads(record.body))
-    logger.info("notification handled", extra={"kind": result.kind, "outcome": result.outcome,
-                                               "case_id": result.case_id, "resumed": result.resumed})
+    logger.info(
+        "notification handled",
+        extra={
+            "kind": result.kind,
+            "outcome": result.outcome,
+            "case_id": result.case_id,
+            "resumed": result.resumed,
+        },
+    )
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -79,4 +86,6 @@ def record_handler(record: SQSRecord) -> None:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     # One processor per invocation: it holds the batch's state, and invocations must not share it.
     processor = BatchProcessor(event_type=EventType.SQS)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

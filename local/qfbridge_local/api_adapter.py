@@ -45,8 +45,14 @@ def principal_for(authorization: str | None) -> dict[str, str] | None:
     }
 
 
-def build_event(method: str, raw_path: str, headers: dict[str, list[str]], body: bytes, stage: str,
-                identity: dict[str, str]) -> dict[str, Any]:
+def build_event(
+    method: str,
+    raw_path: str,
+    headers: dict[str, list[str]],
+    body: bytes,
+    stage: str,
+    identity: dict[str, str],
+) -> dict[str, Any]:
     parts = urlsplit(raw_path)
     query = parse_qs(parts.query, keep_blank_values=True)
     text_body: str | None
@@ -82,7 +88,11 @@ def build_event(method: str, raw_path: str, headers: dict[str, list[str]], body:
             "protocol": "HTTP/1.1",
             "domainName": LOCAL_ACCOUNT_ID,
             "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {**identity, "sourceIp": "127.0.0.1", "userAgent": headers.get("user-agent", [""])[-1]},
+            "identity": {
+                **identity,
+                "sourceIp": "127.0.0.1",
+                "userAgent": headers.get("user-agent", [""])[-1],
+            },
         },
         "body": text_body,
         "isBase64Encoded": is_base64,
@@ -106,14 +116,22 @@ class ApiAdapter:
             def _handle(self) -> None:
                 if self.command not in GATEWAY_METHODS:
                     # Outside what an ANY method covers: API Gateway matches no method and refuses.
-                    self._reply(403, {"Content-Type": "application/json",
-                                      "x-amzn-ErrorType": "MissingAuthenticationTokenException"},
-                                json.dumps({"message": "Missing Authentication Token"}).encode())
+                    self._reply(
+                        403,
+                        {
+                            "Content-Type": "application/json",
+                            "x-amzn-ErrorType": "MissingAuthenticationTokenException",
+                        },
+                        json.dumps({"message": "Missing Authentication Token"}).encode(),
+                    )
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_PAYLOAD_BYTES:
-                    self._reply(413, {"Content-Type": "application/json"},
-                                json.dumps({"message": "Request Too Long"}).encode())
+                    self._reply(
+                        413,
+                        {"Content-Type": "application/json"},
+                        json.dumps({"message": "Request Too Long"}).encode(),
+                    )
                     self.close_connection = True
                     return
                 body = self.rfile.read(length) if length else b""
@@ -122,15 +140,24 @@ class ApiAdapter:
                     headers.setdefault(key.lower(), []).append(value)
                 identity = principal_for(self.headers.get("Authorization"))
                 if identity is None:
-                    self._reply(403, {"Content-Type": "application/json", "x-amzn-ErrorType": "MissingAuthenticationTokenException"},
-                                json.dumps({"message": "Missing Authentication Token"}).encode())
+                    self._reply(
+                        403,
+                        {
+                            "Content-Type": "application/json",
+                            "x-amzn-ErrorType": "MissingAuthenticationTokenException",
+                        },
+                        json.dumps({"message": "Missing Authentication Token"}).encode(),
+                    )
                     return
                 event = build_event(self.command, self.path, headers, body, adapter.stage, identity)
                 try:
                     result = adapter.function.invoke(event)
                 except Exception:
-                    self._reply(502, {"Content-Type": "application/json"},
-                                json.dumps({"message": "Internal server error"}).encode())
+                    self._reply(
+                        502,
+                        {"Content-Type": "application/json"},
+                        json.dumps({"message": "Internal server error"}).encode(),
+                    )
                     return
                 status = int(result.get("statusCode", 200))
                 out_headers = dict(result.get("headers") or {})

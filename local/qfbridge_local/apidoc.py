@@ -55,8 +55,10 @@ def render_markdown(document: dict[str, Any]) -> str:
             if parameters:
                 lines += ["| parameter | in | required | type |", "|---|---|---|---|"]
                 for p in parameters:
-                    lines.append(f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
-                                 f"{_schema_name(p.get('schema'))} |")
+                    lines.append(
+                        f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
+                        f"{_schema_name(p.get('schema'))} |"
+                    )
                 lines.append("")
             body = operation.get("requestBody", {}).get("content", {})
             for media, content in body.items():
@@ -69,7 +71,9 @@ def render_markdown(document: dict[str, Any]) -> str:
                     answers: dict[str, Any] = response.get("content", {})
                     first: dict[str, Any] = next(iter(answers.values()), {})
                     body_schema = first.get("schema")
-                    lines.append(f"| {status} | {response.get('description', '')} | {_schema_name(body_schema)} |")
+                    lines.append(
+                        f"| {status} | {response.get('description', '')} | {_schema_name(body_schema)} |"
+                    )
                 lines.append("")
     schemas = document.get("components", {}).get("schemas", {})
     if schemas:
@@ -85,8 +89,10 @@ def render_markdown(document: dict[str, Any]) -> str:
                 lines += ["| field | type | required | description |", "|---|---|---|---|"]
                 for field, spec in properties.items():
                     description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")
-                    lines.append(f"| `{field}` | {_schema_name(spec)} | {'yes' if field in required else 'no'} | "
-                                 f"{description} |")
+                    lines.append(
+                        f"| `{field}` | {_schema_name(spec)} | {'yes' if field in required else 'no'} | "
+                        f"{description} |"
+                    )
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
@@ -103,13 +109,15 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
         "JSON Schema in `docs/events/<name>.schema.json`. Events carry ids and QF values, never",
         "identities. Delivery is at least once: use the ids to deduplicate.",
         "",
-        "Example rule pattern: `{\"source\": [\"qfbridge\"], \"detail-type\": [\"qf.updated\"]}`.",
+        'Example rule pattern: `{"source": ["qfbridge"], "detail-type": ["qf.updated"]}`.',
         "",
         "| event | when |",
         "|---|---|",
     ]
     for name in sorted(schemas):
-        lines.append(f"| `{name}` | {str(schemas[name].get('description', '')).split('. ')[0].rstrip('.')}. |")
+        lines.append(
+            f"| `{name}` | {str(schemas[name].get('description', '')).split('. ')[0].rstrip('.')}. |"
+        )
     lines.append("")
     for name in sorted(schemas):
         schema = schemas[name]
@@ -117,7 +125,9 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
         required = set(schema.get("required", []))
         lines += ["| field | type | required | description |", "|---|---|---|---|"]
         for field, spec in schema.get("properties", {}).items():
-            kind = spec.get("type") or ("enum: " + ", ".join(str(v) for v in spec["enum"]) if "enum" in spec else "any")
+            kind = spec.get("type") or (
+                "enum: " + ", ".join(str(v) for v in spec["enum"]) if "enum" in spec else "any"
+            )
             if isinstance(kind, list):
                 kind = " or ".join(kind)
             description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")

@@ -155,7 +155,9 @@ def provision(stack: Stack, endpoint: str) -> dict[str, Any]:
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": queue.max_receive_count}
             )
-        queue_urls[queue.logical_id] = sqs.create_queue(QueueName=queue.name, Attributes=attributes)["QueueUrl"]
+        queue_urls[queue.logical_id] = sqs.create_queue(QueueName=queue.name, Attributes=attributes)[
+            "QueueUrl"
+        ]
 
     for bus in stack.buses.values():
         events.create_event_bus(Name=bus)
@@ -173,7 +175,9 @@ def provision(stack: Stack, endpoint: str) -> dict[str, Any]:
     for group in stack.log_groups.values():
         logs.create_log_group(logGroupName=group["name"])
         if "RetentionInDays" in group:
-            logs.put_retention_policy(logGroupName=group["name"], retentionInDays=int(group["RetentionInDays"]))
+            logs.put_retention_policy(
+                logGroupName=group["name"], retentionInDays=int(group["RetentionInDays"])
+            )
 
     return {"queue_urls": queue_urls}
 

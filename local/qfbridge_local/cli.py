@@ -26,23 +26,31 @@ from . import operator as ops
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stack-name", default="qfbridge-dev", help="CloudFormation stack (default: qfbridge-dev)")
+    parser.add_argument(
+        "--stack-name", default="qfbridge-dev", help="CloudFormation stack (default: qfbridge-dev)"
+    )
     parser.add_argument("--api-url", help="editor API base URL (default: the stack's ApiUrl output)")
     parser.add_argument("--agent-id", help="X-Agent-Id sent with API requests (audit trail)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qfbridge", description="qfbridge: the editor-side bridge of the Formulaire QF.")
+    parser = argparse.ArgumentParser(
+        prog="qfbridge", description="qfbridge: the editor-side bridge of the Formulaire QF."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the laptop runtime and print what happened")
     demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    demo.add_argument("--seed", type=int, default=2026, help="seed of the synthetic population (default: 2026)")
+    demo.add_argument(
+        "--seed", type=int, default=2026, help="seed of the synthetic population (default: 2026)"
+    )
 
     local = sub.add_parser("local", help="the laptop runtime")
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="ACTION")
     serve = local_sub.add_parser("serve", help="serve the API on 127.0.0.1 and run the schedules")
-    serve.add_argument("--config", required=True, help="TOML configuration file (see config/local.example.toml)")
+    serve.add_argument(
+        "--config", required=True, help="TOML configuration file (see config/local.example.toml)"
+    )
 
     openapi = sub.add_parser("openapi", help="print or write the editor API's OpenAPI document")
     openapi.add_argument("--write", metavar="PATH", help="write to PATH instead of stdout")
@@ -58,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     directory = sub.add_parser("directory", help="the families directory of a collectivité")
     directory_sub = directory.add_subparsers(dest="directory_command", required=True, metavar="ACTION")
-    importing = directory_sub.add_parser("import", help="import families from a CSV file (progress bar, row report)")
+    importing = directory_sub.add_parser(
+        "import", help="import families from a CSV file (progress bar, row report)"
+    )
     importing.add_argument("siret")
     importing.add_argument("file")
     importing.add_argument("--report", help="write the per-row error report (CSV) to this path")
@@ -72,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="dead-letter queues")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    for action, text in (("inspect", "show what waits in a DLQ (ids and reasons, no personal data)"),
-                         ("redrive", "move a DLQ's messages back to their queue")):
+    for action, text in (
+        ("inspect", "show what waits in a DLQ (ids and reasons, no personal data)"),
+        ("redrive", "move a DLQ's messages back to their queue"),
+    ):
         p = dlq_sub.add_parser(action, help=text)
         p.add_argument("queue", choices=["dossiers", "refresh"])
         p.add_argument("--stack-name", default="qfbridge-dev")

@@ -58,7 +58,9 @@ class DemoSummary:
     token_alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        per_dossier = self.hubee_new_dossier_calls / self.dossiers_deposited if self.dossiers_deposited else 0.0
+        per_dossier = (
+            self.hubee_new_dossier_calls / self.dossiers_deposited if self.dossiers_deposited else 0.0
+        )
         return {
             "tenants": self.tenants,
             "families": self.families,
@@ -89,8 +91,12 @@ class Narrator:
         if not self.quiet:
             from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                      TextColumn("{task.completed}/{task.total}"))
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+            )
             self._progress.__enter__()
             self._task = self._progress.add_task("qfbridge demo", total=len(STEPS))
         return self
@@ -132,31 +138,40 @@ def _drain_events(rt: LocalRuntime, url: str) -> list[dict[str, Any]]:
             return received
         for message in batch:
             received.append(json.loads(message["Body"]))
-        sqs.delete_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
-        ])
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+        )
 
 
 def _pivot(household: Household, parent: int = 0) -> PivotIdentity:
     return PivotIdentity.model_validate(household.formulaire(parent=parent)["pivot_identity"])
 
 
-def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, families_per_tenant: int = 12) -> DemoSummary:
+def run_demo(
+    *, quiet: bool = False, seed: int = 2026, tenants: int = 3, families_per_tenant: int = 12
+) -> DemoSummary:
     summary = DemoSummary()
     rng = random.Random(seed)
     today = dt.date.today()
     with ExitStack() as stack, Narrator(quiet=quiet) as narrator:
         hubee = stack.enter_context(HubeeSandbox(seed=seed))
         particulier = stack.enter_context(ApiParticulierSandbox(seed=seed))
-        rt = stack.enter_context(LocalRuntime.start(RuntimeOptions(env_overrides={
-            "POWERTOOLS_LOG_LEVEL": os.environ.get("QFBRIDGE_DEMO_LOG_LEVEL", "WARNING"),
-            "HUBEE_API_URL": hubee.api_url,
-            "HUBEE_TOKEN_URL": hubee.token_url,
-            "API_PARTICULIER_URL": particulier.url,
-            "DOSSIER_LEASE_SECONDS": "30",
-            "REFRESH_RETRY_BASE_SECONDS": "1",
-            "FORM_LINK_TTL_DAYS": "60",
-        })))
+        rt = stack.enter_context(
+            LocalRuntime.start(
+                RuntimeOptions(
+                    env_overrides={
+                        "POWERTOOLS_LOG_LEVEL": os.environ.get("QFBRIDGE_DEMO_LOG_LEVEL", "WARNING"),
+                        "HUBEE_API_URL": hubee.api_url,
+                        "HUBEE_TOKEN_URL": hubee.token_url,
+                        "API_PARTICULIER_URL": particulier.url,
+                        "DOSSIER_LEASE_SECONDS": "30",
+                        "REFRESH_RETRY_BASE_SECONDS": "1",
+                        "FORM_LINK_TTL_DAYS": "60",
+                    }
+                )
+            )
+        )
         events_url = _capture_events(rt)
         api = stack.enter_context(EditorApiClient(rt.api_url, agent_id="demo-agent"))
 
@@ -166,24 +181,40 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
         directory: dict[str, list[Household]] = {}
         for index, town in enumerate(towns):
             expiry = today + dt.timedelta(days=25 if index == 0 else 400)
-            api.call("PUT", f"/v1/tenants/{town.siret}", json_body={
-                "name": town.name, "cog": town.cog, "redirect_hosts": ["portail.example-editeur.fr"],
-                "token_expires_on": expiry.isoformat(), "refresh_budget_rps": 4 + index,
-            })
+            api.call(
+                "PUT",
+                f"/v1/tenants/{town.siret}",
+                json_body={
+                    "name": town.name,
+                    "cog": town.cog,
+                    "redirect_hosts": ["portail.example-editeur.fr"],
+                    "token_expires_on": expiry.isoformat(),
+                    "refresh_budget_rps": 4 + index,
+                },
+            )
             # The last two collectivités share one HubEE credential (an editor's delegated access).
             client_id = f"demo-{min(index, tenants - 2) if tenants > 1 else 0}"
             token = f"demo-token-{index}"
-            api.call("PUT", f"/v1/tenants/{town.siret}/credentials", json_body={
-                "hubee_client_id": client_id, "hubee_client_secret": f"secret-{client_id}",
-                "api_particulier_token": token,
-            })
+            api.call(
+                "PUT",
+                f"/v1/tenants/{town.siret}/credentials",
+                json_body={
+                    "hubee_client_id": client_id,
+                    "hubee_client_secret": f"secret-{client_id}",
+                    "api_particulier_token": token,
+                },
+            )
             hubee.add_subscription(client_id, f"secret-{client_id}", [(town.siret, town.cog)])
             particulier.add_token(token, {town.siret})
             families = households(families_per_tenant, seed=seed + index, id_prefix=f"t{index}-famille")
             directory[town.siret] = families
-            api.call("POST", f"/v1/tenants/{town.siret}/families:batch", json_body={
-                "families": [h.family.model_dump(mode="json") for h in families],
-            })
+            api.call(
+                "POST",
+                f"/v1/tenants/{town.siret}/families:batch",
+                json_body={
+                    "families": [h.family.model_dump(mode="json") for h in families],
+                },
+            )
             summary.families += len(families)
         summary.tenants = len(towns)
         narrator.done()
@@ -193,10 +224,14 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
         links: dict[str, str] = {}
         for town in towns:
             for household in directory[town.siret][: families_per_tenant // 2]:
-                issued = api.call("POST", f"/v1/tenants/{town.siret}/form-links", json_body={
-                    "user_id": household.family.user_id,
-                    "redirect_uri": "https://portail.example-editeur.fr/famille/quotient",
-                })
+                issued = api.call(
+                    "POST",
+                    f"/v1/tenants/{town.siret}/form-links",
+                    json_body={
+                        "user_id": household.family.user_id,
+                        "redirect_uri": "https://portail.example-editeur.fr/famille/quotient",
+                    },
+                )
                 links[household.family.user_id] = issued["external_id"]
         narrator.done()
 
@@ -215,23 +250,35 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
                     continue
                 case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, form).case_id)
                 deposited.append((town, household))
-                particulier.add_household([_pivot(household, p) for p in range(len(household.family.parents))],
-                                          household.qf)
+                particulier.add_household(
+                    [_pivot(household, p) for p in range(len(household.family.parents))], household.qf
+                )
             # A parent the directory does not know yet: an agent will have to look.
             stranger = households(1, seed=seed * 7 + len(deposited), id_prefix="inconnu")[0]
             case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, stranger.formulaire()).case_id)
             # A dossier whose bytes were damaged on the way: rejected, flagged, nothing lost.
-            case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, stranger.formulaire(),
-                                                        json_bytes=b'{"pivot_identity": {"family_name": ').case_id)
+            case_ids.append(
+                hubee.deposit_formulaire_qf(
+                    town.siret,
+                    town.cog,
+                    stranger.formulaire(),
+                    json_bytes=b'{"pivot_identity": {"family_name": ',
+                ).case_id
+            )
             summary.dossiers_deposited += 2
         summary.dossiers_deposited += len(deposited)
         # Twins' parents: two directory families with the same parent identity; only an agent can choose.
         twin_town = towns[-1]
         twin = directory[twin_town.siret][-1]
         copy = twin.family.model_copy(update={"user_id": f"{twin.family.user_id}-bis"})
-        api.call("PUT", f"/v1/tenants/{twin_town.siret}/families/{copy.user_id}",
-                 json_body={"parents": [p.model_dump(mode="json") for p in copy.parents], "enfants": []})
-        case_ids.append(hubee.deposit_formulaire_qf(twin_town.siret, twin_town.cog, twin.formulaire()).case_id)
+        api.call(
+            "PUT",
+            f"/v1/tenants/{twin_town.siret}/families/{copy.user_id}",
+            json_body={"parents": [p.model_dump(mode="json") for p in copy.parents], "enfants": []},
+        )
+        case_ids.append(
+            hubee.deposit_formulaire_qf(twin_town.siret, twin_town.cog, twin.formulaire()).case_id
+        )
         particulier.add_household([_pivot(twin)], twin.qf)
         summary.dossiers_deposited += 1
         narrator.done()
@@ -258,7 +305,11 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
                     decision = {"decision": "link", "user_id": candidates[0]["user_id"]}
                 else:
                     decision = {"decision": "reject", "reason": "unknown_family"}
-                api.call("POST", f"/v1/tenants/{town.siret}/dossiers/{item['reference']}/resolve", json_body=decision)
+                api.call(
+                    "POST",
+                    f"/v1/tenants/{town.siret}/dossiers/{item['reference']}/resolve",
+                    json_body=decision,
+                )
         rt.drain()
         rt.poll()
         rt.drain()
@@ -272,9 +323,17 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
                 new_value = max(0, household.qf.valeur + rng.choice([-120, -60, 80, 150]))
                 hid = particulier_household_id(particulier, household)
                 if hid is not None:
-                    particulier.set_qf(hid, QuotientFamilial(
-                        fournisseur=household.qf.fournisseur, valeur=new_value, annee=month.year,
-                        mois=month.month, annee_calcul=month.year, mois_calcul=month.month))
+                    particulier.set_qf(
+                        hid,
+                        QuotientFamilial(
+                            fournisseur=household.qf.fournisseur,
+                            valeur=new_value,
+                            annee=month.year,
+                            mois=month.month,
+                            annee_calcul=month.year,
+                            mois_calcul=month.month,
+                        ),
+                    )
         fast_forward_due_dates(rt)
         rt.poll()
         rt.drain()
@@ -290,7 +349,9 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
         for town in towns:
             cursor = None
             while True:
-                page = api.call("GET", f"/v1/tenants/{town.siret}/dossiers", params={"cursor": cursor, "limit": 100})
+                page = api.call(
+                    "GET", f"/v1/tenants/{town.siret}/dossiers", params={"cursor": cursor, "limit": 100}
+                )
                 for item in page["items"]:
                     summary.dossiers[item["status"]] += 1
                     if item["status"] == "linked" and item.get("link_method"):
@@ -301,7 +362,9 @@ def run_demo(*, quiet: bool = False, seed: int = 2026, tenants: int = 3, familie
         for event in _drain_events(rt, events_url):
             summary.events[event["detail-type"]] += 1
             if event["detail-type"] == "tenant.token_expiring":
-                summary.token_alerts.append({k: event["detail"][k] for k in ("tenant_siret", "days_left", "threshold")})
+                summary.token_alerts.append(
+                    {k: event["detail"][k] for k in ("tenant_siret", "days_left", "threshold")}
+                )
         families_repo = FamilyRepository(rt.environment["FAMILIES_TABLE"])
         for town in towns:
             for household in directory[town.siret]:
@@ -335,8 +398,12 @@ def fast_forward_due_dates(rt: LocalRuntime) -> int:
     paginator = table.get_paginator("scan")  # a demo-only shortcut: the pipeline itself never scans
     for page in paginator.paginate(TableName=name, FilterExpression="attribute_exists(next_refresh_at)"):
         for item in page["Items"]:
-            table.update_item(TableName=name, Key={"pk": item["pk"], "sk": item["sk"]},
-                              UpdateExpression="SET next_refresh_at = :now", ExpressionAttributeValues={":now": {"S": now}})
+            table.update_item(
+                TableName=name,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET next_refresh_at = :now",
+                ExpressionAttributeValues={":now": {"S": now}},
+            )
             moved += 1
     return moved
 

@@ -28,8 +28,15 @@ class ApiError(Exception):
 
 
 class EditorApiClient:
-    def __init__(self, base_url: str, *, credentials: Credentials | None = None, region: str = LOCAL_REGION,
-                 agent_id: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        credentials: Credentials | None = None,
+        region: str = LOCAL_REGION,
+        agent_id: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials or Credentials(
             LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"], LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"]
@@ -47,8 +54,15 @@ class EditorApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: dict[str, Any] | None = None,
-                headers: dict[str, str] | None = None) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
         url = self.base_url + path
         if params:
             query = str(httpx.QueryParams({k: v for k, v in params.items() if v is not None}))

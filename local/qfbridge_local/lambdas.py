@@ -82,7 +82,9 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         handler = self.load()
         context = LambdaContext(
-            function_name=self.name, memory_limit_in_mb=self.spec.memory_size, timeout_seconds=self.spec.timeout
+            function_name=self.name,
+            memory_limit_in_mb=self.spec.memory_size,
+            timeout_seconds=self.spec.timeout,
         )
         started = time.perf_counter()
         error: str | None = None

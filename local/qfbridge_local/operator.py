@@ -111,8 +111,14 @@ def tenants_list(args: argparse.Namespace) -> int:
     with api_client(args) as api:
         for tenant in _all_tenants(api):
             left = _days_left(tenant, today)
-            table.add_row(tenant["siret"], tenant["name"], tenant["status"], str(tenant.get("token_expires_on") or "-"),
-                          "-" if left is None else str(left), str(tenant.get("refresh_budget_rps")))
+            table.add_row(
+                tenant["siret"],
+                tenant["name"],
+                tenant["status"],
+                str(tenant.get("token_expires_on") or "-"),
+                "-" if left is None else str(left),
+                str(tenant.get("refresh_budget_rps")),
+            )
     console.print(table)
     return 0
 
@@ -130,9 +136,20 @@ def tokens_report(args: argparse.Namespace) -> int:
     for column in ("SIRET", "name", "expires on", "days left", "status"):
         table.add_column(column)
     for left, tenant in rows:
-        state = "unknown expiry" if left is None else "EXPIRED" if left <= 0 else f"alert {min(t for t in (90, 60, 30, 15) if left <= t) if left <= 90 else '-'}"
-        table.add_row(tenant["siret"], tenant["name"], str(tenant.get("token_expires_on") or "-"),
-                      "-" if left is None else str(left), state)
+        state = (
+            "unknown expiry"
+            if left is None
+            else "EXPIRED"
+            if left <= 0
+            else f"alert {min(t for t in (90, 60, 30, 15) if left <= t) if left <= 90 else '-'}"
+        )
+        table.add_row(
+            tenant["siret"],
+            tenant["name"],
+            str(tenant.get("token_expires_on") or "-"),
+            "-" if left is None else str(left),
+            state,
+        )
     console.print(table)
     return 0
 
@@ -145,7 +162,9 @@ def family_from_row(row: dict[str, str]) -> dict[str, Any]:
     parents = []
     for n in (1, 2):
         prefix = f"parent{n}_"
-        fields = {k[len(prefix):]: v.strip() for k, v in row.items() if k.startswith(prefix) and v and v.strip()}
+        fields = {
+            k[len(prefix) :]: v.strip() for k, v in row.items() if k.startswith(prefix) and v and v.strip()
+        }
         if fields:
             parents.append(fields)
     enfants = []
@@ -169,17 +188,23 @@ def directory_import(args: argparse.Namespace) -> int:
         task = progress.add_task("importing families", total=len(families))
         for start in range(0, len(families), BATCH_SIZE):
             chunk = families[start : start + BATCH_SIZE]
-            result = api.call("POST", f"/v1/tenants/{args.siret}/families:batch", json_body={"families": chunk})
+            result = api.call(
+                "POST", f"/v1/tenants/{args.siret}/families:batch", json_body={"families": chunk}
+            )
             created += result["created"]
             updated += result["updated"]
             for row in result["results"]:
                 if row["status"] == "invalid":
-                    errors.append({
-                        "line": start + row["index"] + 2,  # header is line 1
-                        "user_id": row.get("user_id") or "",
-                        "code": row.get("code") or "invalid",
-                        "fields": " ".join(".".join(str(p) for p in e["loc"]) for e in row.get("errors", [])),
-                    })
+                    errors.append(
+                        {
+                            "line": start + row["index"] + 2,  # header is line 1
+                            "user_id": row.get("user_id") or "",
+                            "code": row.get("code") or "invalid",
+                            "fields": " ".join(
+                                ".".join(str(p) for p in e["loc"]) for e in row.get("errors", [])
+                            ),
+                        }
+                    )
             progress.advance(task, len(chunk))
     console.print(f"{created} created, {updated} updated, {len(errors)} invalid")
     if errors:
@@ -201,12 +226,19 @@ def dossiers_review(args: argparse.Namespace) -> int:
     with api_client(args) as api:
         cursor = None
         while True:
-            page = api.call("GET", f"/v1/tenants/{args.siret}/dossiers",
-                            params={"status": "needs_review", "cursor": cursor})
+            page = api.call(
+                "GET",
+                f"/v1/tenants/{args.siret}/dossiers",
+                params={"status": "needs_review", "cursor": cursor},
+            )
             for item in page["items"]:
                 count += 1
-                table.add_row(str(item["reference"]), item["received_at"][:16], str(item["candidates"]),
-                              str(item.get("external_id_status") or "-"))
+                table.add_row(
+                    str(item["reference"]),
+                    item["received_at"][:16],
+                    str(item["candidates"]),
+                    str(item.get("external_id_status") or "-"),
+                )
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -216,15 +248,21 @@ def dossiers_review(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- DLQs
-_QUEUE_OUTPUTS = {"dossiers": ("DossiersQueueUrl", "DossiersDeadLetterQueueUrl"),
-                  "refresh": ("RefreshQueueUrl", "RefreshDeadLetterQueueUrl")}
+_QUEUE_OUTPUTS = {
+    "dossiers": ("DossiersQueueUrl", "DossiersDeadLetterQueueUrl"),
+    "refresh": ("RefreshQueueUrl", "RefreshDeadLetterQueueUrl"),
+}
 
 
 def _dlq_messages(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
     while len(messages) < limit:
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=min(10, limit - len(messages)),
-                                    AttributeNames=["All"], VisibilityTimeout=30).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=min(10, limit - len(messages)),
+            AttributeNames=["All"],
+            VisibilityTimeout=30,
+        ).get("Messages", [])
         if not batch:
             break
         messages.extend(batch)
@@ -240,7 +278,8 @@ def describe_message(body: str) -> dict[str, Any]:
     notification = data.get("notification") or {}
     return {
         "kind": data.get("kind") or ("refresh" if "user_id" in data else "unknown"),
-        "tenant": data.get("siret") or (notification.get("recipient") or {}).get("companyRegister")
+        "tenant": data.get("siret")
+        or (notification.get("recipient") or {}).get("companyRegister")
         or data.get("credential_holder"),
         "case_id": notification.get("caseId") or data.get("case_id"),
         "user_id": data.get("user_id"),
@@ -256,10 +295,17 @@ def dlq_inspect(args: argparse.Namespace) -> int:
         table.add_column(column)
     for message in messages:
         info = describe_message(message["Body"])
-        table.add_row(message["MessageId"], message["Attributes"].get("ApproximateReceiveCount", "?"),
-                      str(info["kind"]), str(info["tenant"] or "-"), str(info["case_id"] or info["user_id"] or "-"))
+        table.add_row(
+            message["MessageId"],
+            message["Attributes"].get("ApproximateReceiveCount", "?"),
+            str(info["kind"]),
+            str(info["tenant"] or "-"),
+            str(info["case_id"] or info["user_id"] or "-"),
+        )
         # Inspection must not hide the message: make it visible again at once.
-        sqs.change_message_visibility(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+        sqs.change_message_visibility(
+            QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
     console.print(table)
     console.print(f"{len(messages)} message(s)")
     return 0
@@ -285,14 +331,22 @@ def audit_query(args: argparse.Namespace) -> int:
 
     group = args.log_group or stack_outputs(args.stack_name)["AuditLogGroupName"]
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.since_days)
-    records = read_records(group, tenant_siret=args.siret, user_id=args.user_id, reference=args.reference,
-                           start=since)
+    records = read_records(
+        group, tenant_siret=args.siret, user_id=args.user_id, reference=args.reference, start=since
+    )
     table = Table(title=f"Audit trail — {args.siret}" + (f" / {args.user_id}" if args.user_id else ""))
     for column in ("time", "principal", "agent", "route", "action", "target", "outcome"):
         table.add_column(column)
     for r in records:
-        table.add_row(r["time"], r["principal"], r.get("agent_id") or "-", r["route"], r["action"],
-                      r.get("user_id") or r.get("reference") or "-", r["outcome"])
+        table.add_row(
+            r["time"],
+            r["principal"],
+            r.get("agent_id") or "-",
+            r["route"],
+            r["action"],
+            r.get("user_id") or r.get("reference") or "-",
+            r["outcome"],
+        )
     console.print(table)
     console.print(f"{len(records)} record(s)")
     return 0

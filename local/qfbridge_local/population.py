@@ -16,19 +16,127 @@ from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.siret import complete_siret
 
 SURNAMES = [
-    "MARTIN", "BERNARD", "THOMAS", "PETIT", "ROBERT", "RICHARD", "DURAND", "DUBOIS", "MOREAU", "LAURENT",
-    "SIMON", "MICHEL", "LEFÈVRE", "LEROY", "ROUX", "DAVID", "BERTRAND", "MOREL", "FOURNIER", "GIRARD",
-    "BONNET", "DUPONT", "LAMBERT", "FONTAINE", "ROUSSEAU", "VINCENT", "MULLER", "LEFÈBVRE", "FAURE", "ANDRÉ",
-    "MERCIER", "BLANC", "GUÉRIN", "BOYER", "GARNIER", "CHEVALIER", "FRANÇOIS", "LEGRAND", "GAUTHIER", "GARCIA",
-    "PERRIN", "ROBIN", "CLÉMENT", "MORIN", "NICOLAS", "HENRY", "ROUSSEL", "MATHIEU", "GAUTIER", "MASSON",
-    "DE LA FONTAINE", "N'DIAYE", "LE GALL", "SAINT-JUST", "D'ARTAGNAN", "NGUYEN", "DA SILVA", "BEN SALEM",
+    "MARTIN",
+    "BERNARD",
+    "THOMAS",
+    "PETIT",
+    "ROBERT",
+    "RICHARD",
+    "DURAND",
+    "DUBOIS",
+    "MOREAU",
+    "LAURENT",
+    "SIMON",
+    "MICHEL",
+    "LEFÈVRE",
+    "LEROY",
+    "ROUX",
+    "DAVID",
+    "BERTRAND",
+    "MOREL",
+    "FOURNIER",
+    "GIRARD",
+    "BONNET",
+    "DUPONT",
+    "LAMBERT",
+    "FONTAINE",
+    "ROUSSEAU",
+    "VINCENT",
+    "MULLER",
+    "LEFÈBVRE",
+    "FAURE",
+    "ANDRÉ",
+    "MERCIER",
+    "BLANC",
+    "GUÉRIN",
+    "BOYER",
+    "GARNIER",
+    "CHEVALIER",
+    "FRANÇOIS",
+    "LEGRAND",
+    "GAUTHIER",
+    "GARCIA",
+    "PERRIN",
+    "ROBIN",
+    "CLÉMENT",
+    "MORIN",
+    "NICOLAS",
+    "HENRY",
+    "ROUSSEL",
+    "MATHIEU",
+    "GAUTIER",
+    "MASSON",
+    "DE LA FONTAINE",
+    "N'DIAYE",
+    "LE GALL",
+    "SAINT-JUST",
+    "D'ARTAGNAN",
+    "NGUYEN",
+    "DA SILVA",
+    "BEN SALEM",
 ]
-GIVEN_F = ["MARIE", "JULIE", "CAMILLE", "LÉA", "CHLOÉ", "EMMA", "SARAH", "INÈS", "ANNE", "CLAIRE", "HÉLÈNE",
-           "SOPHIE", "LAURE", "ZOÉ", "AMÉLIE", "MARIE-CLAIRE", "ANNE-SOPHIE", "NADIA", "FATOU", "AÏCHA"]
-GIVEN_M = ["JEAN", "PIERRE", "LUC", "PAUL", "HUGO", "LOUIS", "NATHAN", "THÉO", "ÉLIOT", "MARC", "ANTOINE",
-           "FRANÇOIS", "JÉRÔME", "JEAN-PHILIPPE", "KARIM", "MAMADOU", "YANN", "NOÉ", "GAËL", "BENOÎT"]
-COMMUNES = ["75056", "69123", "13055", "31555", "06088", "44109", "67482", "34172", "33063", "59350",
-            "35238", "26079", "04107", "2A004", "2B033", "08480"]
+GIVEN_F = [
+    "MARIE",
+    "JULIE",
+    "CAMILLE",
+    "LÉA",
+    "CHLOÉ",
+    "EMMA",
+    "SARAH",
+    "INÈS",
+    "ANNE",
+    "CLAIRE",
+    "HÉLÈNE",
+    "SOPHIE",
+    "LAURE",
+    "ZOÉ",
+    "AMÉLIE",
+    "MARIE-CLAIRE",
+    "ANNE-SOPHIE",
+    "NADIA",
+    "FATOU",
+    "AÏCHA",
+]
+GIVEN_M = [
+    "JEAN",
+    "PIERRE",
+    "LUC",
+    "PAUL",
+    "HUGO",
+    "LOUIS",
+    "NATHAN",
+    "THÉO",
+    "ÉLIOT",
+    "MARC",
+    "ANTOINE",
+    "FRANÇOIS",
+    "JÉRÔME",
+    "JEAN-PHILIPPE",
+    "KARIM",
+    "MAMADOU",
+    "YANN",
+    "NOÉ",
+    "GAËL",
+    "BENOÎT",
+]
+COMMUNES = [
+    "75056",
+    "69123",
+    "13055",
+    "31555",
+    "06088",
+    "44109",
+    "67482",
+    "34172",
+    "33063",
+    "59350",
+    "35238",
+    "26079",
+    "04107",
+    "2A004",
+    "2B033",
+    "08480",
+]
 FOREIGN_COUNTRIES = ["99350", "99134", "99127", "99109"]  # Maroc, Espagne, Italie, Allemagne
 
 
@@ -46,10 +154,13 @@ class Household:
     family: Family
     qf: QuotientFamilial
 
-    def formulaire(self, *, parent: int = 0, external_id: str | None = None,
-                   qf: QuotientFamilial | None = None) -> dict[str, Any]:
+    def formulaire(
+        self, *, parent: int = 0, external_id: str | None = None, qf: QuotientFamilial | None = None
+    ) -> dict[str, Any]:
         """FormulaireQF.json as the form deposits it when ``parent`` confirms the household's QF."""
-        return formulaire_for(self.family, self.qf if qf is None else qf, parent=parent, external_id=external_id)
+        return formulaire_for(
+            self.family, self.qf if qf is None else qf, parent=parent, external_id=external_id
+        )
 
 
 def collectivites(count: int, seed: int = 7) -> list[Collectivite]:
@@ -58,7 +169,9 @@ def collectivites(count: int, seed: int = 7) -> list[Collectivite]:
     for i in range(count):
         cog = COMMUNES[i % len(COMMUNES)]
         prefix = f"21{cog[:2].replace('A', '0').replace('B', '0')}{rng.randrange(10_000, 99_999):05d}{i:04d}"
-        result.append(Collectivite(siret=complete_siret(prefix[:13]), name=f"Commune de test {i + 1}", cog=cog))
+        result.append(
+            Collectivite(siret=complete_siret(prefix[:13]), name=f"Commune de test {i + 1}", cog=cog)
+        )
     return result
 
 
@@ -97,12 +210,21 @@ def households(count: int, seed: int = 11, *, id_prefix: str = "famille") -> lis
         rng.shuffle(parents)
         children_name = father_name if couple else mother_birth
         enfants = [
-            DirectoryChild(nom=children_name, prenoms=rng.choice(GIVEN_F + GIVEN_M), date_naissance=_birthdate(rng, 2010, 2023))
+            DirectoryChild(
+                nom=children_name,
+                prenoms=rng.choice(GIVEN_F + GIVEN_M),
+                date_naissance=_birthdate(rng, 2010, 2023),
+            )
             for _ in range(rng.choice([1, 1, 2, 2, 3]))
         ]
-        qf = QuotientFamilial(fournisseur=rng.choice(["CNAF", "CNAF", "CNAF", "MSA"]),
-                              valeur=rng.randrange(150, 2600, 10), annee=last_month.year, mois=last_month.month,
-                              annee_calcul=last_month.year, mois_calcul=last_month.month)
+        qf = QuotientFamilial(
+            fournisseur=rng.choice(["CNAF", "CNAF", "CNAF", "MSA"]),
+            valeur=rng.randrange(150, 2600, 10),
+            annee=last_month.year,
+            mois=last_month.month,
+            annee_calcul=last_month.year,
+            mois_calcul=last_month.month,
+        )
         result.append(Household(Family(user_id=f"{id_prefix}-{i:05d}", parents=parents, enfants=enfants), qf))
     return result
 
@@ -117,12 +239,18 @@ def _person_json(parent: DirectoryParent) -> dict[str, Any]:
     }
 
 
-def formulaire_for(family: Family, qf: QuotientFamilial, *, parent: int = 0,
-                   external_id: str | None = None) -> dict[str, Any]:
+def formulaire_for(
+    family: Family, qf: QuotientFamilial, *, parent: int = 0, external_id: str | None = None
+) -> dict[str, Any]:
     usager = family.parents[parent]
     enfants = [
-        {"nom_naissance": c.nom, "nom_usage": None, "prenoms": c.prenoms, "date_naissance": c.date_naissance.isoformat(),
-         "sexe": "F" if c.prenoms in GIVEN_F else "M"}
+        {
+            "nom_naissance": c.nom,
+            "nom_usage": None,
+            "prenoms": c.prenoms,
+            "date_naissance": c.date_naissance.isoformat(),
+            "sexe": "F" if c.prenoms in GIVEN_F else "M",
+        }
         for c in family.enfants
     ]
     abroad = (usager.code_pays_naissance or "99100") != "99100"
@@ -148,9 +276,15 @@ def formulaire_for(family: Family, qf: QuotientFamilial, *, parent: int = 0,
             "annee": qf.annee,
             "mois": qf.mois,
             "allocataires": [
-                {"nomNaissance": p.nom_naissance, "nomUsuel": p.nom_usage, "prenoms": p.prenoms,
-                 "anneeDateDeNaissance": f"{p.date_naissance.year}", "moisDateDeNaissance": f"{p.date_naissance.month:02d}",
-                 "jourDateDeNaissance": f"{p.date_naissance.day:02d}", "sexe": p.sexe}
+                {
+                    "nomNaissance": p.nom_naissance,
+                    "nomUsuel": p.nom_usage,
+                    "prenoms": p.prenoms,
+                    "anneeDateDeNaissance": f"{p.date_naissance.year}",
+                    "moisDateDeNaissance": f"{p.date_naissance.month:02d}",
+                    "jourDateDeNaissance": f"{p.date_naissance.day:02d}",
+                    "sexe": p.sexe,
+                }
                 for p in family.parents
             ],
             "enfants": [],

@@ -119,12 +119,16 @@ class LocalRuntime:
         self.environment = self._exit.enter_context(aws_environment(endpoint, env))
         self.functions = {lid: LocalFunction(spec) for lid, spec in self.stack.functions.items()}
         self.triggers = TriggerEmulator(
-            self.stack, self.functions, endpoint, self.queue_urls,
+            self.stack,
+            self.functions,
+            endpoint,
+            self.queue_urls,
             retry_delay_seconds=self.options.retry_delay_seconds,
         )
         if self.options.serve_api and API_FUNCTION in self.functions:
-            self.api = ApiAdapter(self.functions[API_FUNCTION], stage=self.stack.stage,
-                                  port=self.options.api_port).start()
+            self.api = ApiAdapter(
+                self.functions[API_FUNCTION], stage=self.stack.stage, port=self.options.api_port
+            ).start()
             self._exit.callback(self.api.stop)
 
     def stop(self) -> None:
@@ -175,7 +179,10 @@ class LocalRuntime:
     def queue_depth(self, logical_id: str) -> int:
         attrs = self.client("sqs").get_queue_attributes(
             QueueUrl=self.queue_url(logical_id),
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                            "ApproximateNumberOfMessagesDelayed"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
         )["Attributes"]
         return sum(int(v) for v in attrs.values())

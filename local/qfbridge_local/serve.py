@@ -22,10 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from .runtime import LocalRuntime, RuntimeOptions
 
 HUBEE_URLS = {
-    "bas": ("https://api.bas.hubee.numerique.gouv.fr", "https://auth.bas.hubee.numerique.gouv.fr/oauth2/token"),
+    "bas": (
+        "https://api.bas.hubee.numerique.gouv.fr",
+        "https://auth.bas.hubee.numerique.gouv.fr/oauth2/token",
+    ),
     "prod": ("https://api.hubee.numerique.gouv.fr", "https://auth.hubee.numerique.gouv.fr/oauth2/token"),
 }
-API_PARTICULIER_URLS = {"staging": "https://staging.particulier.api.gouv.fr", "prod": "https://particulier.api.gouv.fr"}
+API_PARTICULIER_URLS = {
+    "staging": "https://staging.particulier.api.gouv.fr",
+    "prod": "https://particulier.api.gouv.fr",
+}
 
 
 class RuntimeSection(BaseModel):
@@ -95,7 +101,10 @@ class Server:
             env |= {"HUBEE_API_URL": self.hubee.api_url, "HUBEE_TOKEN_URL": self.hubee.token_url}
         else:
             api_url, token_url = HUBEE_URLS[hubee.environment]
-            env |= {"HUBEE_API_URL": hubee.api_url or api_url, "HUBEE_TOKEN_URL": hubee.token_url or token_url}
+            env |= {
+                "HUBEE_API_URL": hubee.api_url or api_url,
+                "HUBEE_TOKEN_URL": hubee.token_url or token_url,
+            }
         particulier = self.config.api_particulier
         if particulier.mode == "sandbox" and not particulier.base_url:
             from .sandboxes.api_particulier import ApiParticulierSandbox
@@ -104,10 +113,16 @@ class Server:
             env["API_PARTICULIER_URL"] = self.particulier.url
         else:
             env["API_PARTICULIER_URL"] = particulier.base_url or API_PARTICULIER_URLS[particulier.environment]
-        self.runtime = self._exit.enter_context(LocalRuntime.start(RuntimeOptions(
-            stage=self.config.runtime.stage, env_overrides=env, api_port=self.config.runtime.api_port,
-            retry_delay_seconds=5,
-        )))
+        self.runtime = self._exit.enter_context(
+            LocalRuntime.start(
+                RuntimeOptions(
+                    stage=self.config.runtime.stage,
+                    env_overrides=env,
+                    api_port=self.config.runtime.api_port,
+                    retry_delay_seconds=5,
+                )
+            )
+        )
         return self
 
     def run(self) -> None:

@@ -141,8 +141,15 @@ class Stack:
 
 
 class _Resolver:
-    def __init__(self, template: dict[str, Any], parameters: Mapping[str, str], names: Mapping[str, str],
-                 endpoint: str, region: str, account: str) -> None:
+    def __init__(
+        self,
+        template: dict[str, Any],
+        parameters: Mapping[str, str],
+        names: Mapping[str, str],
+        endpoint: str,
+        region: str,
+        account: str,
+    ) -> None:
         self.template = template
         self.parameters = dict(parameters)
         self.names = names
@@ -219,7 +226,7 @@ class _Resolver:
     def resolve(self, node: Any) -> Any:
         if isinstance(node, dict):
             if len(node) == 1:
-                (key, value), = node.items()
+                ((key, value),) = node.items()
                 if key == "Ref":
                     return self.ref(value)
                 if key == "Fn::Sub":
@@ -308,14 +315,21 @@ def resolve_stack(
                 global_secondary_indexes=props.get("GlobalSecondaryIndexes") or [],
                 ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None,
                 billing_mode=props.get("BillingMode", "PROVISIONED"),
-                pitr=bool((props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")),
+                pitr=bool(
+                    (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled")
+                ),
                 sse=bool((props.get("SSESpecification") or {}).get("SSEEnabled")),
             )
         elif rtype == "AWS::SQS::Queue":
             attributes = {
                 key: str(props[key])
-                for key in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
-                            "ReceiveMessageWaitTimeSeconds", "SqsManagedSseEnabled")
+                for key in (
+                    "VisibilityTimeout",
+                    "MessageRetentionPeriod",
+                    "DelaySeconds",
+                    "ReceiveMessageWaitTimeSeconds",
+                    "SqsManagedSseEnabled",
+                )
                 if key in props
             }
             raw_redrive = (res.get("Properties") or {}).get("RedrivePolicy")
@@ -349,25 +363,30 @@ def resolve_stack(
                 eprops = event.get("Properties") or {}
                 if event["Type"] == "SQS":
                     queue_lid = raw_events[ename]["Properties"]["Queue"]["Fn::GetAtt"][0]
-                    spec.sqs_mappings.append(SqsMapping(
-                        function_logical_id=lid,
-                        queue_logical_id=queue_lid,
-                        batch_size=int(eprops.get("BatchSize", 10)),
-                        report_batch_item_failures="ReportBatchItemFailures"
-                        in (eprops.get("FunctionResponseTypes") or []),
-                        maximum_concurrency=(
-                            int(eprops["ScalingConfig"]["MaximumConcurrency"])
-                            if "ScalingConfig" in eprops else None
-                        ),
-                        batching_window_seconds=int(eprops.get("MaximumBatchingWindowInSeconds", 0)),
-                    ))
+                    spec.sqs_mappings.append(
+                        SqsMapping(
+                            function_logical_id=lid,
+                            queue_logical_id=queue_lid,
+                            batch_size=int(eprops.get("BatchSize", 10)),
+                            report_batch_item_failures="ReportBatchItemFailures"
+                            in (eprops.get("FunctionResponseTypes") or []),
+                            maximum_concurrency=(
+                                int(eprops["ScalingConfig"]["MaximumConcurrency"])
+                                if "ScalingConfig" in eprops
+                                else None
+                            ),
+                            batching_window_seconds=int(eprops.get("MaximumBatchingWindowInSeconds", 0)),
+                        )
+                    )
                 elif event["Type"] in ("Schedule", "ScheduleV2"):
-                    spec.schedules.append(ScheduleSpec(
-                        function_logical_id=lid,
-                        name=ename,
-                        expression=str(eprops["ScheduleExpression"]),
-                        input=json.loads(eprops.get("Input") or "{}"),
-                    ))
+                    spec.schedules.append(
+                        ScheduleSpec(
+                            function_logical_id=lid,
+                            name=ename,
+                            expression=str(eprops["ScheduleExpression"]),
+                            input=json.loads(eprops.get("Input") or "{}"),
+                        )
+                    )
                 elif event["Type"] == "Api":
                     spec.api_events.append(eprops)
             functions[lid] = spec

@@ -61,33 +61,36 @@ class SqsEventSource:
         records = []
         for message in messages:
             attributes = dict(message.get("Attributes", {}))
-            records.append({
-                "messageId": message["MessageId"],
-                "receiptHandle": message["ReceiptHandle"],
-                "body": message["Body"],
-                "attributes": {
-                    "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
-                    "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
-                    "SenderId": attributes.get("SenderId", LOCAL_ACCOUNT_ID),
-                    "ApproximateFirstReceiveTimestamp": attributes.get(
-                        "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
-                    ),
-                },
-                "messageAttributes": {
-                    name: {
-                        "stringValue": value.get("StringValue"),
-                        "binaryValue": value.get("BinaryValue"),
-                        "stringListValues": [],
-                        "binaryListValues": [],
-                        "dataType": value["DataType"],
-                    }
-                    for name, value in (message.get("MessageAttributes") or {}).items()
-                },
-                "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-                "eventSource": "aws:sqs",
-                "eventSourceARN": self.queue_arn,
-                "awsRegion": LOCAL_REGION,
-            })
+            records.append(
+                {
+                    "messageId": message["MessageId"],
+                    "receiptHandle": message["ReceiptHandle"],
+                    "body": message["Body"],
+                    "attributes": {
+                        "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+                        "SentTimestamp": attributes.get("SentTimestamp", str(int(time.time() * 1000))),
+                        "SenderId": attributes.get("SenderId", LOCAL_ACCOUNT_ID),
+                        "ApproximateFirstReceiveTimestamp": attributes.get(
+                            "ApproximateFirstReceiveTimestamp", str(int(time.time() * 1000))
+                        ),
+                    },
+                    "messageAttributes": {
+                        name: {
+                            "stringValue": value.get("StringValue"),
+                            "binaryValue": value.get("BinaryValue"),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                            "dataType": value["DataType"],
+                        }
+                        for name, value in (message.get("MessageAttributes") or {}).items()
+                    },
+                    "md5OfBody": message.get("MD5OfBody")
+                    or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": LOCAL_REGION,
+                }
+            )
         return {"Records": records}
 
     def receive(self) -> list[dict[str, Any]]:
@@ -114,7 +117,9 @@ class SqsEventSource:
         try:
             response = self.function.invoke(event)
             if self.mapping.report_batch_item_failures:
-                failures = (response or {}).get("batchItemFailures", []) if isinstance(response, dict) else None
+                failures = (
+                    (response or {}).get("batchItemFailures", []) if isinstance(response, dict) else None
+                )
                 if failures is None:
                     failed_ids = set(by_id)
                 else:
@@ -195,8 +200,15 @@ class SqsEventSource:
 class TriggerEmulator:
     """All the SQS mappings and schedules of a stack."""
 
-    def __init__(self, stack: Stack, functions: dict[str, LocalFunction], endpoint: str,
-                 queue_urls: dict[str, str], *, retry_delay_seconds: int = 0) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        functions: dict[str, LocalFunction],
+        endpoint: str,
+        queue_urls: dict[str, str],
+        *,
+        retry_delay_seconds: int = 0,
+    ) -> None:
         self.stack = stack
         self.functions = functions
         self.sources: list[SqsEventSource] = []
@@ -204,14 +216,16 @@ class TriggerEmulator:
         for fn in functions.values():
             for mapping in fn.spec.sqs_mappings:
                 queue_name = stack.queues[mapping.queue_logical_id].name
-                self.sources.append(SqsEventSource(
-                    mapping=mapping,
-                    function=fn,
-                    queue_url=queue_urls[mapping.queue_logical_id],
-                    queue_arn=f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:{queue_name}",
-                    endpoint=endpoint,
-                    retry_delay_seconds=retry_delay_seconds,
-                ))
+                self.sources.append(
+                    SqsEventSource(
+                        mapping=mapping,
+                        function=fn,
+                        queue_url=queue_urls[mapping.queue_logical_id],
+                        queue_arn=f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT_ID}:{queue_name}",
+                        endpoint=endpoint,
+                        retry_delay_seconds=retry_delay_seconds,
+                    )
+                )
 
     def source_for(self, queue_logical_id: str) -> SqsEventSource:
         for source in self.sources:

@@ -14,8 +14,13 @@ SCHEMA = Path(__file__).resolve().parents[2] / "local/qfbridge_local/schemas/dem
 
 def test_the_demo_exits_0_and_every_dossier_has_an_outcome() -> None:
     # When the demo runs as an editor would run it, in a fresh process
-    done = subprocess.run([sys.executable, "-m", "qfbridge_local.cli", "demo", "--json"], capture_output=True,
-                          text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "qfbridge_local.cli", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     # Then it succeeds and stdout is exactly the JSON summary, valid against the schema in the repo
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
@@ -35,9 +40,18 @@ def test_the_demo_exits_0_and_every_dossier_has_an_outcome() -> None:
 
 def test_the_demo_summary_schema_rejects_an_unknown_outcome() -> None:
     schema = json.loads(SCHEMA.read_text())
-    bad = {"tenants": 1, "families": 0, "dossiers_deposited": 1, "dossiers": {"lost": 1}, "hubee_calls": 0,
-           "hubee_calls_per_new_dossier": 0, "api_particulier_calls": 0, "refresh": {}, "events": {},
-           "audit_records": 0}
+    bad = {
+        "tenants": 1,
+        "families": 0,
+        "dossiers_deposited": 1,
+        "dossiers": {"lost": 1},
+        "hubee_calls": 0,
+        "hubee_calls_per_new_dossier": 0,
+        "api_particulier_calls": 0,
+        "refresh": {},
+        "events": {},
+        "audit_records": 0,
+    }
     try:
         jsonschema.validate(bad, schema)
     except jsonschema.ValidationError:

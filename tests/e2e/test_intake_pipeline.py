@@ -25,8 +25,11 @@ def hubee() -> Iterator[HubeeSandbox]:
 def runtime(hubee: HubeeSandbox) -> Iterator[LocalRuntime]:
     options = RuntimeOptions(
         serve_api=False,
-        env_overrides={"HUBEE_API_URL": hubee.api_url, "HUBEE_TOKEN_URL": hubee.token_url,
-                       "DOSSIER_LEASE_SECONDS": "0"},
+        env_overrides={
+            "HUBEE_API_URL": hubee.api_url,
+            "HUBEE_TOKEN_URL": hubee.token_url,
+            "DOSSIER_LEASE_SECONDS": "0",
+        },
     )
     with LocalRuntime.start(options) as rt:
         yield rt
@@ -34,16 +37,28 @@ def runtime(hubee: HubeeSandbox) -> Iterator[LocalRuntime]:
 
 def onboard(rt: LocalRuntime, hubee: HubeeSandbox, siret: str, cog: str, client_id: str) -> None:
     env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(Tenant(
-        siret=siret, name="Commune", cog=cog, hubee_client_id=client_id, has_credentials=True,
-    ))
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(siret, TenantCredentials(
-        hubee_client_id=client_id, hubee_client_secret=f"secret-{client_id}",  # type: ignore[arg-type]
-    ))
+    TenantRepository(env["TENANTS_TABLE"]).put(
+        Tenant(
+            siret=siret,
+            name="Commune",
+            cog=cog,
+            hubee_client_id=client_id,
+            has_credentials=True,
+        )
+    )
+    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
+        siret,
+        TenantCredentials(
+            hubee_client_id=client_id,
+            hubee_client_secret=f"secret-{client_id}",  # type: ignore[arg-type]
+        ),
+    )
     hubee.add_subscription(client_id, f"secret-{client_id}", [(siret, cog)])
 
 
-def test_a_new_dossier_is_linked_by_identity_and_acknowledged(runtime: LocalRuntime, hubee: HubeeSandbox) -> None:
+def test_a_new_dossier_is_linked_by_identity_and_acknowledged(
+    runtime: LocalRuntime, hubee: HubeeSandbox
+) -> None:
     # Given a tenant whose directory holds a family, and that family's parent filling the form
     town = collectivites(1)[0]
     onboard(runtime, hubee, town.siret, town.cog, "client-a")

@@ -72,8 +72,16 @@ def test_every_documented_command_exists() -> None:
         assert walked >= 1
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["local", "serve", "--help"],
-                                  ["dlq", "redrive", "--help"], ["audit", "query", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["demo", "--help"],
+        ["local", "serve", "--help"],
+        ["dlq", "redrive", "--help"],
+        ["audit", "query", "--help"],
+    ],
+)
 def test_cli_help_works(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(argv)
@@ -97,8 +105,12 @@ def test_every_documented_event_has_a_schema_and_every_audit_action_exists() -> 
     actions = _audit_actions()
     assert {"family.read", "dossier.resolve", "family.erase"} <= actions
     for text in TEXT.values():
-        for name in re.findall(r"`((?:dossier|qf|refresh|tenant|family|form_link|credentials)\.[a-z_.]+)`", text):
-            assert name in EVENT_SCHEMAS or name in actions, f"`{name}` is documented but is no event nor audit action"
+        for name in re.findall(
+            r"`((?:dossier|qf|refresh|tenant|family|form_link|credentials)\.[a-z_.]+)`", text
+        ):
+            assert name in EVENT_SCHEMAS or name in actions, (
+                f"`{name}` is documented but is no event nor audit action"
+            )
 
 
 def test_every_documented_make_target_exists() -> None:

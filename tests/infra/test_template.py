@@ -40,7 +40,9 @@ def test_the_five_functions_of_the_architecture_are_declared() -> None:
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
-def test_every_function_handler_resolves_to_a_callable(logical_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_function_handler_resolves_to_a_callable(
+    logical_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     props = FUNCTIONS[logical_id]["Properties"]
     code_dir = (DEFAULT_TEMPLATE.parent / props["CodeUri"]).resolve()
     module_name, attribute = props["Handler"].rsplit(".", 1)
@@ -58,8 +60,10 @@ def test_every_function_handler_resolves_to_a_callable(logical_id: str, monkeypa
 
 def test_every_sqs_event_source_reports_batch_item_failures() -> None:
     sources = [
-        (lid, event) for lid, f in FUNCTIONS.items()
-        for event in (f["Properties"].get("Events") or {}).values() if event["Type"] == "SQS"
+        (lid, event)
+        for lid, f in FUNCTIONS.items()
+        for event in (f["Properties"].get("Events") or {}).values()
+        if event["Type"] == "SQS"
     ]
     assert len(sources) == 2
     for lid, event in sources:
@@ -97,7 +101,9 @@ def test_every_dlq_depth_and_every_function_has_an_alarm() -> None:
     watched_queues = {
         d["Value"]["Fn::GetAtt"][0] for a in alarms for d in a["Dimensions"] if d["Name"] == "QueueName"
     }
-    watched_functions = {d["Value"]["Ref"] for a in alarms for d in a["Dimensions"] if d["Name"] == "FunctionName"}
+    watched_functions = {
+        d["Value"]["Ref"] for a in alarms for d in a["Dimensions"] if d["Name"] == "FunctionName"
+    }
     assert watched_queues == {"DossiersDeadLetterQueue", "RefreshDeadLetterQueue"}
     assert watched_functions == set(FUNCTIONS)
 
@@ -120,9 +126,13 @@ def test_no_policy_grants_full_access_or_wildcard_actions_on_data(logical_id: st
             service, verb = action.split(":", 1)
             assert "*" not in verb, f"{logical_id}: wildcard action {action}"
             assert service in DATA_SERVICES or service in ("xray", "cloudwatch"), action
-        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        resources = (
+            statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        )
         if "*" in resources:
-            assert set(actions) <= RESOURCELESS_ACTIONS, f"{logical_id}: {statement.get('Sid')} on every resource"
+            assert set(actions) <= RESOURCELESS_ACTIONS, (
+                f"{logical_id}: {statement.get('Sid')} on every resource"
+            )
 
 
 def test_tables_have_point_in_time_recovery_encryption_and_on_demand_billing() -> None:

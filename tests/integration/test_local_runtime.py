@@ -35,7 +35,9 @@ def _expected_from_template(template: dict[str, Any], stage: str) -> dict[str, A
             max_receive = None
             if redrive:
                 raw = redrive["maxReceiveCount"]
-                max_receive = int(template["Parameters"][raw["Ref"]]["Default"] if isinstance(raw, dict) else raw)
+                max_receive = int(
+                    template["Parameters"][raw["Ref"]]["Default"] if isinstance(raw, dict) else raw
+                )
             queues[f"qfbridge-{stage}-{lid}"] = {
                 "visibility_timeout": int(props.get("VisibilityTimeout", 30)),
                 "dead_letter_queue": (
@@ -93,11 +95,16 @@ def test_a_batch_with_one_failing_record_retries_only_that_record_until_the_dlq(
     sqs = local_runtime.client("sqs")
     queue = local_runtime.queue_url("DossiersQueue")
     good = [{"kind": "review_resolved", "case_id": f"unknown-{i}"} for i in range(2)]
-    bad = {"kind": "dossier", "credential_holder": "21260079000001", "credential_tenants": [],
-           "notification": {"id": "n-bad", "processCode": "FormulaireQF", "caseId": "c-bad", "eventId": None}}
-    sqs.send_message_batch(QueueUrl=queue, Entries=[
-        {"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate([*good, bad])
-    ])
+    bad = {
+        "kind": "dossier",
+        "credential_holder": "21260079000001",
+        "credential_tenants": [],
+        "notification": {"id": "n-bad", "processCode": "FormulaireQF", "caseId": "c-bad", "eventId": None},
+    }
+    sqs.send_message_batch(
+        QueueUrl=queue,
+        Entries=[{"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate([*good, bad])],
+    )
     source = local_runtime.triggers.source_for("DossiersQueue")  # type: ignore[union-attr]
     # When the emulated event source mapping runs until the queue is empty
     local_runtime.drain(timeout=60)
@@ -113,14 +120,29 @@ def test_a_batch_with_one_failing_record_retries_only_that_record_until_the_dlq(
 
 def test_the_sqs_event_has_the_shape_lambda_delivers(local_runtime: LocalRuntime) -> None:
     source = local_runtime.triggers.source_for("RefreshQueue")  # type: ignore[union-attr]
-    event = source._event([{"MessageId": "m1", "ReceiptHandle": "r1", "Body": "{}", "Attributes": {
-        "ApproximateReceiveCount": "2", "SentTimestamp": "1"}}])
+    event = source._event(
+        [
+            {
+                "MessageId": "m1",
+                "ReceiptHandle": "r1",
+                "Body": "{}",
+                "Attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "1"},
+            }
+        ]
+    )
     record = event["Records"][0]
     assert record["eventSource"] == "aws:sqs"
     assert record["eventSourceARN"].endswith(":qfbridge-dev-RefreshQueue")
     assert record["attributes"]["ApproximateReceiveCount"] == "2"
-    assert set(record) >= {"messageId", "receiptHandle", "body", "attributes", "messageAttributes", "md5OfBody",
-                           "awsRegion"}
+    assert set(record) >= {
+        "messageId",
+        "receiptHandle",
+        "body",
+        "attributes",
+        "messageAttributes",
+        "md5OfBody",
+        "awsRegion",
+    }
 
 
 def test_handlers_reach_moto_through_the_standard_endpoint_configuration(local_runtime: LocalRuntime) -> None:

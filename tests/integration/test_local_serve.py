@@ -22,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 def _start(config: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "qfbridge_local.cli", "local", "serve", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
         env={**os.environ, "POWERTOOLS_LOG_LEVEL": "ERROR"},
     )
     assert process.stdout is not None
@@ -59,8 +62,11 @@ def test_local_serve_serves_the_api_polls_the_configured_hubee_and_stops_cleanly
             # When the editor registers its collectivité and its credentials through the served API
             with EditorApiClient(api_url) as api:
                 api.call("PUT", f"/v1/tenants/{town.siret}", json_body={"name": town.name, "cog": town.cog})
-                api.call("PUT", f"/v1/tenants/{town.siret}/credentials",
-                         json_body={"hubee_client_id": "serve-client", "hubee_client_secret": "serve-secret"})
+                api.call(
+                    "PUT",
+                    f"/v1/tenants/{town.siret}/credentials",
+                    json_body={"hubee_client_id": "serve-client", "hubee_client_secret": "serve-secret"},
+                )
                 assert api.call("GET", f"/v1/tenants/{town.siret}")["status"] == "active"
             # Then the schedules poll that HubEE
             deadline = time.monotonic() + 30

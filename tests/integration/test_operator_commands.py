@@ -25,8 +25,9 @@ def _api(rt: LocalRuntime) -> list[str]:
     return ["--api-url", rt.api_url, "--agent-id", "ops-test"]
 
 
-def test_tenants_onboard_from_csv_and_toml_then_list(runtime: LocalRuntime, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_tenants_onboard_from_csv_and_toml_then_list(
+    runtime: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     towns = collectivites(3, seed=41)
     soon = (dt.date.today() + dt.timedelta(days=20)).isoformat()
     csv_file = tmp_path / "tenants.csv"
@@ -36,7 +37,9 @@ def test_tenants_onboard_from_csv_and_toml_then_list(runtime: LocalRuntime, tmp_
         f"12345678901234,Bad SIRET,75056,,,\n"
     )
     toml_file = tmp_path / "tenants.toml"
-    toml_file.write_text(f'[[tenants]]\nsiret = "{towns[1].siret}"\nname = "Toml town"\ncog = "{towns[1].cog}"\n')
+    toml_file.write_text(
+        f'[[tenants]]\nsiret = "{towns[1].siret}"\nname = "Toml town"\ncog = "{towns[1].cog}"\n'
+    )
     assert main(["tenants", "onboard", str(csv_file), *_api(runtime)]) == 1  # one bad row
     out = capsys.readouterr().out
     assert "row 2" in out and "invalid_siret" in out and "1 onboarded, 1 failed" in out
@@ -49,19 +52,26 @@ def test_tenants_onboard_from_csv_and_toml_then_list(runtime: LocalRuntime, tmp_
     assert towns[0].siret in report and "alert 30" in report
 
 
-def test_directory_import_reports_bad_rows_without_their_values(runtime: LocalRuntime, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_import_reports_bad_rows_without_their_values(
+    runtime: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     town = collectivites(1, seed=43)[0]
     main(["tenants", "onboard", str(_tenant_file(tmp_path, town.siret, town.cog)), *_api(runtime)])
     rows = []
     for household in households(5, seed=3):
         parent = household.family.parents[0]
-        rows.append({
-            "user_id": household.family.user_id, "parent1_nom_naissance": parent.nom_naissance,
-            "parent1_prenoms": parent.prenoms, "parent1_sexe": parent.sexe,
-            "parent1_date_naissance": parent.date_naissance.isoformat(),
-            "enfants": ";".join(f"{c.prenoms}|{c.nom}|{c.date_naissance.isoformat()}" for c in household.family.enfants),
-        })
+        rows.append(
+            {
+                "user_id": household.family.user_id,
+                "parent1_nom_naissance": parent.nom_naissance,
+                "parent1_prenoms": parent.prenoms,
+                "parent1_sexe": parent.sexe,
+                "parent1_date_naissance": parent.date_naissance.isoformat(),
+                "enfants": ";".join(
+                    f"{c.prenoms}|{c.nom}|{c.date_naissance.isoformat()}" for c in household.family.enfants
+                ),
+            }
+        )
     rows[2]["parent1_date_naissance"] = "31/02/1980"  # not a date
     path = tmp_path / "directory.csv"
     with path.open("w", newline="") as fh:
@@ -76,27 +86,39 @@ def test_directory_import_reports_bad_rows_without_their_values(runtime: LocalRu
     assert "31/02/1980" not in report.read_text()
 
 
-def test_dossiers_review_lists_waiting_dossiers(runtime: LocalRuntime, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_dossiers_review_lists_waiting_dossiers(
+    runtime: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     town = collectivites(1, seed=47)[0]
     main(["tenants", "onboard", str(_tenant_file(tmp_path, town.siret, town.cog)), *_api(runtime)])
     table = runtime.client("dynamodb")
     now = dt.datetime.now(dt.UTC).isoformat()
-    table.put_item(TableName=runtime.environment["DOSSIERS_TABLE"], Item={
-        "case_id": {"S": "case-review-1"}, "tenant_siret": {"S": town.siret}, "received_at": {"S": now},
-        "reference": {"S": "0123456789ABC"}, "outcome": {"S": "needs_review"},
-        "tenant_outcome": {"S": f"{town.siret}#needs_review"}, "steps": {"M": {}}, "candidates": {"L": []},
-    })
+    table.put_item(
+        TableName=runtime.environment["DOSSIERS_TABLE"],
+        Item={
+            "case_id": {"S": "case-review-1"},
+            "tenant_siret": {"S": town.siret},
+            "received_at": {"S": now},
+            "reference": {"S": "0123456789ABC"},
+            "outcome": {"S": "needs_review"},
+            "tenant_outcome": {"S": f"{town.siret}#needs_review"},
+            "steps": {"M": {}},
+            "candidates": {"L": []},
+        },
+    )
     assert main(["dossiers", "review", town.siret, *_api(runtime)]) == 0
     out = capsys.readouterr().out
     assert "0123456789ABC" in out and "1 dossier(s) waiting" in out
 
 
-def test_dlq_inspect_then_redrive_moves_messages_back(runtime: LocalRuntime,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_dlq_inspect_then_redrive_moves_messages_back(
+    runtime: LocalRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
     sqs = runtime.client("sqs")
     dlq, queue = runtime.queue_url("RefreshDeadLetterQueue"), runtime.queue_url("RefreshQueue")
-    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps({"siret": "21260079000001", "user_id": "famille-1"}))
+    sqs.send_message(
+        QueueUrl=dlq, MessageBody=json.dumps({"siret": "21260079000001", "user_id": "famille-1"})
+    )
     urls = ["--dlq-url", dlq, "--queue-url", queue]
     assert main(["dlq", "inspect", "refresh", *urls]) == 0
     out = capsys.readouterr().out
@@ -108,8 +130,9 @@ def test_dlq_inspect_then_redrive_moves_messages_back(runtime: LocalRuntime,
     assert sqs.receive_message(QueueUrl=dlq).get("Messages", []) == []
 
 
-def test_audit_query_shows_who_read_a_family(runtime: LocalRuntime, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_query_shows_who_read_a_family(
+    runtime: LocalRuntime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from qfbridge_local.editor_client import EditorApiClient
 
     town = collectivites(1, seed=53)[0]
@@ -119,8 +142,17 @@ def test_audit_query_shows_who_read_a_family(runtime: LocalRuntime, tmp_path: Pa
         body = household.family.model_dump(mode="json")
         api.call("PUT", f"/v1/tenants/{town.siret}/families/{body.pop('user_id')}", json_body=body)
         api.call("GET", f"/v1/tenants/{town.siret}/families/{household.family.user_id}")
-    code = main(["audit", "query", town.siret, "--user-id", household.family.user_id,
-                 "--log-group", runtime.environment["AUDIT_LOG_GROUP"]])
+    code = main(
+        [
+            "audit",
+            "query",
+            town.siret,
+            "--user-id",
+            household.family.user_id,
+            "--log-group",
+            runtime.environment["AUDIT_LOG_GROUP"],
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "agent-007" in out and "2 record(s)" in out
 

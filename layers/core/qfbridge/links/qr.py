@@ -19,6 +19,7 @@ MAX_URL_LENGTH = 2048
 
 def _make(url: str) -> segno.QRCode:
     import segno  # deferred: only the QR and poster routes need it
+
     if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
         raise ValidationError("QR code content must be a URL of 1-2048 characters", code="invalid_qr_content")
     return segno.make_qr(url, error="m", boost_error=False)

@@ -98,7 +98,11 @@ def verify_download(download: Download, declared_size: int | None) -> None:
     try:
         verify_digest(download.content, download.digest)
     except DossierError as exc:
-        if exc.code != "digest_mismatch" or download.undecoded_sha256 is None or not download.digest_matches():
+        if (
+            exc.code != "digest_mismatch"
+            or download.undecoded_sha256 is None
+            or not download.digest_matches()
+        ):
             raise
 
 
@@ -146,7 +150,9 @@ class IntakeService:
         notification = Notification.model_validate(message["notification"])
         if notification.process_code not in (None, FORMULAIRE_QF):
             # Another démarche's notification: neither read, recorded nor deleted (its consumer's).
-            logger.warning("notification of another processCode ignored", extra={"case_id": notification.case_id})
+            logger.warning(
+                "notification of another processCode ignored", extra={"case_id": notification.case_id}
+            )
             return IntakeResult(kind=str(kind), outcome="ignored", case_id=notification.case_id)
         holder = str(message["credential_holder"])
         allowed = {str(s) for s in message.get("credential_tenants", [])}
@@ -158,7 +164,9 @@ class IntakeService:
     def _client(self, holder: str) -> HubeeClient:
         secret = self.secrets.read_tenant(holder)
         if not secret.hubee_client_id or secret.hubee_client_secret is None:
-            raise DossierError("HubEE credentials are missing for the polling tenant.", code="credentials_missing")
+            raise DossierError(
+                "HubEE credentials are missing for the polling tenant.", code="credentials_missing"
+            )
         credentials = HubeeCredentials(
             client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
         )
@@ -179,8 +187,9 @@ class IntakeService:
         return IntakeResult(kind="event", outcome="acknowledged", case_id=notification.case_id)
 
     # ------------------------------------------------------------------ new dossiers
-    def _intake_dossier(self, client: HubeeClient, notification: Notification, holder: str,
-                        allowed: set[str]) -> IntakeResult:
+    def _intake_dossier(
+        self, client: HubeeClient, notification: Notification, holder: str, allowed: set[str]
+    ) -> IntakeResult:
         case_id = str(notification.case_id)
         now = self.clock()
         recipient = notification.recipient.company_register if notification.recipient else None
@@ -205,8 +214,14 @@ class IntakeService:
         holder_tenant = self.tenants.get(holder)
         return holder_tenant is None or holder_tenant.hubee_client_id != tenant.hubee_client_id
 
-    def _resume(self, client: HubeeClient, notification: Notification, record: DossierRecord,
-                recipient: str | None, allowed: set[str]) -> IntakeResult:
+    def _resume(
+        self,
+        client: HubeeClient,
+        notification: Notification,
+        record: DossierRecord,
+        recipient: str | None,
+        allowed: set[str],
+    ) -> IntakeResult:
         case_id = record.case_id
         now = self.clock()
         resumed = bool(record.steps)
@@ -235,10 +250,20 @@ class IntakeService:
         parsed: ParsedDossier | None = None
         if not record.done("persisted"):
             try:
-                parsed = snapshot_parsed(record.parsed) if record.parsed else self._download_and_parse(client, case)
+                parsed = (
+                    snapshot_parsed(record.parsed)
+                    if record.parsed
+                    else self._download_and_parse(client, case)
+                )
             except DossierError as exc:
-                record = self.dossiers.mark(case_id, "parsed", self.clock(), tenant_siret=record.tenant_siret,
-                                            outcome="rejected", reason=exc.code)
+                record = self.dossiers.mark(
+                    case_id,
+                    "parsed",
+                    self.clock(),
+                    tenant_siret=record.tenant_siret,
+                    outcome="rejected",
+                    reason=exc.code,
+                )
                 return self._reject(client, notification, record, case, exc.code)
             self.dossiers.mark(case_id, "parsed", self.clock(), parsed=dossier_snapshot(parsed))
             self.crash_after("parsed")
@@ -249,8 +274,13 @@ class IntakeService:
         # Statuses: SI_RECEIVED always, then DONE once linked.
         if not record.done("si_received"):
             if status_rank(case.status) < status_rank(CaseStatus.SI_RECEIVED):
-                client.post_status_event(case_id, case.status or CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED,
-                                         MESSAGES[CaseStatus.SI_RECEIVED], author=AUTHOR)
+                client.post_status_event(
+                    case_id,
+                    case.status or CaseStatus.HUBEE_NOTIFIED,
+                    CaseStatus.SI_RECEIVED,
+                    MESSAGES[CaseStatus.SI_RECEIVED],
+                    author=AUTHOR,
+                )
                 case_status = CaseStatus.SI_RECEIVED.value
             else:
                 case_status = case.status or CaseStatus.SI_RECEIVED.value
@@ -291,8 +321,10 @@ class IntakeService:
             except DossierError as exc:
                 if exc.code not in RETRIED_INTEGRITY_ERRORS or attempt >= INTEGRITY_ATTEMPTS:
                     raise
-                logger.info("attachment damaged in transit, downloading it again",
-                            extra={"case_id": case_id, "error_code": exc.code, "attempt": attempt})
+                logger.info(
+                    "attachment damaged in transit, downloading it again",
+                    extra={"case_id": case_id, "error_code": exc.code, "attempt": attempt},
+                )
                 attempt += 1
                 continue
             return download.content
@@ -312,7 +344,9 @@ class IntakeService:
         if xml_attachment is not None and xml_attachment.is_downloadable:
             content = self._download_verified(client, case.id, xml_attachment)
             return parse_formulaire_qf_xml(content, max_bytes=MAX_ATTACHMENT_BYTES)
-        raise DossierError("No FormulaireQF attachment is available for download.", code="attachment_unavailable")
+        raise DossierError(
+            "No FormulaireQF attachment is available for download.", code="attachment_unavailable"
+        )
 
     # ------------------------------------------------------------------ reconciliation
     def _signer(self) -> LinkSigner:
@@ -357,7 +391,9 @@ class IntakeService:
                 check = cross_check(identity, existing.family)
                 evidence = [r.code for r in check.reasons]
                 if check.strong_mismatch:
-                    candidates = [{"user_id": user_id, "score": 0.0, "reasons": evidence, "via": "external_id"}]
+                    candidates = [
+                        {"user_id": user_id, "score": 0.0, "reasons": evidence, "via": "external_id"}
+                    ]
                     user_id = None
                 else:
                     method = "external_id"
@@ -378,43 +414,88 @@ class IntakeService:
             if self.families.get(siret, user_id) is None:
                 # A link to an account the directory does not know yet: create the family shell.
                 self.families.ensure_exists(siret, user_id)
-            entry = QfEntry(quotient_familial=parsed.quotient_familial, source="dossier",
-                            source_id=record.case_id, received_at=now.isoformat())
+            entry = QfEntry(
+                quotient_familial=parsed.quotient_familial,
+                source="dossier",
+                source_id=record.case_id,
+                received_at=now.isoformat(),
+            )
             update = self.families.link_update(
-                siret, user_id, pivot=parsed.pivot_identity, entry=entry, members=members_of(parsed),
-                case_id=record.case_id, next_refresh_at=next_refresh_date(now.date()).isoformat(),
+                siret,
+                user_id,
+                pivot=parsed.pivot_identity,
+                entry=entry,
+                members=members_of(parsed),
+                case_id=record.case_id,
+                next_refresh_at=next_refresh_date(now.date()).isoformat(),
             )
             self.dossiers.persist_link_transaction(
-                record, update, now, outcome="linked", user_id=user_id, link_method=method,
-                candidates=candidates, evidence=evidence, **fields,
+                record,
+                update,
+                now,
+                outcome="linked",
+                user_id=user_id,
+                link_method=method,
+                candidates=candidates,
+                evidence=evidence,
+                **fields,
             )
             metrics.add_metric(name=f"DossiersLinked_{method}", unit="Count", value=1)
             if self.audit is not None:
-                self.audit.write(AuditRecord(
-                    request_id=record.case_id, actor="service", principal=SERVICE_PRINCIPAL,
-                    tenant_siret=siret, route="pipeline:reconcile", action=f"dossier.auto_link.{method}",
-                    user_id=user_id, reference=record.reference, outcome="success",
-                ))
+                self.audit.write(
+                    AuditRecord(
+                        request_id=record.case_id,
+                        actor="service",
+                        principal=SERVICE_PRINCIPAL,
+                        tenant_siret=siret,
+                        route="pipeline:reconcile",
+                        action=f"dossier.auto_link.{method}",
+                        user_id=user_id,
+                        reference=record.reference,
+                        outcome="success",
+                    )
+                )
         else:
-            self.dossiers.mark(record.case_id, "persisted", now, tenant_siret=siret, outcome="needs_review",
-                               candidates=candidates, evidence=evidence, **fields)
+            self.dossiers.mark(
+                record.case_id,
+                "persisted",
+                now,
+                tenant_siret=siret,
+                outcome="needs_review",
+                candidates=candidates,
+                evidence=evidence,
+                **fields,
+            )
             metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
 
     # ------------------------------------------------------------------ endings
-    def _reject(self, client: HubeeClient, notification: Notification, record: DossierRecord, case: Case,
-                reason: str) -> IntakeResult:
+    def _reject(
+        self, client: HubeeClient, notification: Notification, record: DossierRecord, case: Case, reason: str
+    ) -> IntakeResult:
         """Record the dossier as rejected, tell HubEE (unless the case is not ours) and acknowledge it."""
         case_id = record.case_id
         post_status = reason not in NOT_OURS
         if record.outcome != "rejected":
-            record = self.dossiers.mark(case_id, "rejected", self.clock(), tenant_siret=record.tenant_siret,
-                                        outcome="rejected", reason=reason)
+            record = self.dossiers.mark(
+                case_id,
+                "rejected",
+                self.clock(),
+                tenant_siret=record.tenant_siret,
+                outcome="rejected",
+                reason=reason,
+            )
         if post_status and not record.done("final_status"):
             if status_rank(case.status) < status_rank(CaseStatus.SI_INTG_ERROR):
-                client.post_status_event(case_id, case.status or CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_INTG_ERROR,
-                                         MESSAGES[CaseStatus.SI_INTG_ERROR], author=AUTHOR)
-            record = self.dossiers.mark(case_id, "final_status", self.clock(),
-                                        hubee_status=CaseStatus.SI_INTG_ERROR.value)
+                client.post_status_event(
+                    case_id,
+                    case.status or CaseStatus.HUBEE_NOTIFIED,
+                    CaseStatus.SI_INTG_ERROR,
+                    MESSAGES[CaseStatus.SI_INTG_ERROR],
+                    author=AUTHOR,
+                )
+            record = self.dossiers.mark(
+                case_id, "final_status", self.clock(), hubee_status=CaseStatus.SI_INTG_ERROR.value
+            )
         metrics.add_metric(name="DossiersRejected", unit="Count", value=1)
         logger.warning("dossier rejected", extra={"case_id": case_id, "reason": reason})
         if reason not in LEFT_PENDING:
@@ -422,20 +503,23 @@ class IntakeService:
         self._publish(record)
         return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
 
-    def _post_final(self, client: HubeeClient, case: Case, record: DossierRecord,
-                    status: CaseStatus) -> DossierRecord:
+    def _post_final(
+        self, client: HubeeClient, case: Case, record: DossierRecord, status: CaseStatus
+    ) -> DossierRecord:
         current = case.status
         if record.done("si_received") and status_rank(current) < status_rank(CaseStatus.SI_RECEIVED):
             current = CaseStatus.SI_RECEIVED.value  # we posted it in this attempt
         if status_rank(current) < status_rank(status):
-            client.post_status_event(record.case_id, current or CaseStatus.SI_RECEIVED, status,
-                                     MESSAGES[status], author=AUTHOR)
+            client.post_status_event(
+                record.case_id, current or CaseStatus.SI_RECEIVED, status, MESSAGES[status], author=AUTHOR
+            )
         record = self.dossiers.mark(record.case_id, "final_status", self.clock(), hubee_status=status.value)
         self.crash_after("final_status")
         return record
 
-    def _delete_notification(self, client: HubeeClient, notification: Notification,
-                             record: DossierRecord) -> DossierRecord:
+    def _delete_notification(
+        self, client: HubeeClient, notification: Notification, record: DossierRecord
+    ) -> DossierRecord:
         client.delete_notification(notification.id)
         if not record.done("notification_deleted"):
             record = self.dossiers.mark(record.case_id, "notification_deleted", self.clock())
@@ -457,7 +541,9 @@ class IntakeService:
             events.append(("dossier.linked", detail))
             family = self.families.get(record.tenant_siret, str(record.user_id))
             if family is not None and family.qf is not None:
-                events.append(("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf)))
+                events.append(
+                    ("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf))
+                )
         elif record.outcome == "needs_review":
             detail |= {"candidates": len(record.candidates), "external_id_status": record.external_id_status}
             events.append(("dossier.needs_review", detail))
@@ -483,14 +569,20 @@ class IntakeService:
         record = self.dossiers.get(case_id) or record
         if record.done("review_published"):
             return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
-        detail: dict[str, Any] = {"tenant_siret": record.tenant_siret, "case_id": case_id,
-                                  "reference": record.reference, "outcome": record.outcome}
+        detail: dict[str, Any] = {
+            "tenant_siret": record.tenant_siret,
+            "case_id": case_id,
+            "reference": record.reference,
+            "outcome": record.outcome,
+        }
         events: list[tuple[str, dict[str, Any]]] = []
         if record.outcome == "linked":
             events.append(("dossier.linked", detail | {"user_id": record.user_id, "link_method": "review"}))
             family = self.families.get(record.tenant_siret, str(record.user_id))
             if family is not None and family.qf is not None:
-                events.append(("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf)))
+                events.append(
+                    ("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf))
+                )
         else:
             events.append(("dossier.rejected", detail | {"reason": record.reason or "review_rejected"}))
         self.events.publish_many(events)

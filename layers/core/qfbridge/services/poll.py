@@ -138,7 +138,11 @@ class PollService:
         return report
 
     async def _poll_group(
-        self, group: CredentialGroup, by_siret: dict[str, Tenant], report: PollReport, http: httpx.AsyncClient,
+        self,
+        group: CredentialGroup,
+        by_siret: dict[str, Tenant],
+        report: PollReport,
+        http: httpx.AsyncClient,
         prefetched: TenantCredentials | None = None,
     ) -> None:
         from qfbridge.observability import metrics
@@ -222,13 +226,18 @@ class PollService:
             response = self.sqs.send_message_batch(
                 QueueUrl=self.dossiers_queue_url,
                 Entries=[
-                    {"Id": str(i), "MessageBody": json.dumps(notification_message(n, group), separators=(",", ":"))}
+                    {
+                        "Id": str(i),
+                        "MessageBody": json.dumps(notification_message(n, group), separators=(",", ":")),
+                    }
                     for i, n in enumerate(chunk)
                 ],
             )
             if response.get("Failed"):
                 # Not sent now, not deleted either: HubEE redelivers it at the next poll.
-                raise HubeeError(f"{len(response['Failed'])} notification(s) could not be queued", code="enqueue_failed")
+                raise HubeeError(
+                    f"{len(response['Failed'])} notification(s) could not be queued", code="enqueue_failed"
+                )
 
     def _mark_success(self, group: CredentialGroup, by_siret: dict[str, Tenant]) -> None:
         now = self.clock().isoformat()
@@ -237,7 +246,9 @@ class PollService:
             if tenant and (tenant.hubee_status != "ok" or tenant.hubee_failures):
                 self.tenants.update(siret, hubee_status="ok", hubee_failures=0, hubee_checked_at=now)
 
-    def _mark_failure(self, group: CredentialGroup, by_siret: dict[str, Tenant], auth: bool, code: str) -> None:
+    def _mark_failure(
+        self, group: CredentialGroup, by_siret: dict[str, Tenant], auth: bool, code: str
+    ) -> None:
         status = "auth_failed" if auth else "error"
         now = self.clock()
         for siret in group.sirets:
@@ -245,7 +256,10 @@ class PollService:
             if tenant is None:
                 continue
             self.tenants.update(
-                siret, hubee_status=status, hubee_failures=tenant.hubee_failures + 1, hubee_checked_at=now.isoformat()
+                siret,
+                hubee_status=status,
+                hubee_failures=tenant.hubee_failures + 1,
+                hubee_checked_at=now.isoformat(),
             )
             if auth and tenant.hubee_status != "auth_failed":
                 self.events.publish(

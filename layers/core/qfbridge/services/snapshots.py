@@ -19,7 +19,9 @@ def dossier_snapshot(parsed: ParsedDossier) -> dict[str, Any]:
     return {
         "external_id": parsed.external_id,
         "pivot_identity": parsed.pivot_identity.model_dump(mode="json"),
-        "quotient_familial": parsed.quotient_familial.model_dump(mode="json") if parsed.quotient_familial else None,
+        "quotient_familial": parsed.quotient_familial.model_dump(mode="json")
+        if parsed.quotient_familial
+        else None,
         "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
         "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
         "source_version": parsed.source_version,
@@ -32,7 +34,8 @@ def snapshot_parsed(snapshot: dict[str, Any]) -> ParsedDossier:
         pivot_identity=PivotIdentity.model_validate(snapshot["pivot_identity"]),
         quotient_familial=(
             QuotientFamilial.model_validate(snapshot["quotient_familial"])
-            if snapshot.get("quotient_familial") else None
+            if snapshot.get("quotient_familial")
+            else None
         ),
         allocataires=tuple(Person.model_validate(p) for p in snapshot.get("allocataires", [])),
         enfants=tuple(Person.model_validate(p) for p in snapshot.get("enfants", [])),

@@ -75,16 +75,25 @@ class AuditTrail:
                 logGroupName=self.log_group,
                 logStreamName=stream,
                 logEvents=[
-                    {"timestamp": now_ms, "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True)}
+                    {
+                        "timestamp": now_ms,
+                        "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True),
+                    }
                     for r in records
                 ],
             )
             self.written += len(records)
 
 
-def read_records(log_group: str, *, tenant_siret: str | None = None, user_id: str | None = None,
-                 reference: str | None = None, start: dt.datetime | None = None,
-                 limit: int = 1000) -> list[dict[str, Any]]:
+def read_records(
+    log_group: str,
+    *,
+    tenant_siret: str | None = None,
+    user_id: str | None = None,
+    reference: str | None = None,
+    start: dt.datetime | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
     """Audit records of a tenant / family / dossier, oldest first (Logs Insights does the same at scale)."""
     kwargs: dict[str, Any] = {"logGroupName": log_group}
     if start is not None:

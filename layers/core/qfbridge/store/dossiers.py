@@ -71,8 +71,14 @@ class DossierRepository:
         item = self._table.get_item(Key={"case_id": case_id}, ConsistentRead=True).get("Item")
         return DossierRecord.model_validate(plain(item)) if item else None
 
-    def start(self, case_id: str, tenant_siret: str, notification_id: str, now: dt.datetime,
-              lease_seconds: int = 300) -> DossierRecord:
+    def start(
+        self,
+        case_id: str,
+        tenant_siret: str,
+        notification_id: str,
+        now: dt.datetime,
+        lease_seconds: int = 300,
+    ) -> DossierRecord:
         """Create the record on first sight (or find it again) and take the processing lease.
 
         The lease keeps two deliveries of the same case (HubEE duplicates, concurrent batches) from
@@ -91,18 +97,20 @@ class DossierRepository:
                     "notification_ids = list_append(if_not_exists(notification_ids, :empty), :n)"
                 ),
                 ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
-                ExpressionAttributeValues=to_dynamo({
-                    ":t": tenant_siret,
-                    ":r": now.isoformat(),
-                    ":o": "received",
-                    ":to": f"{tenant_siret}#received",
-                    ":e": expires,
-                    ":s": {},
-                    ":empty": [],
-                    ":n": [notification_id],
-                    ":now": now_ts,
-                    ":lease": now_ts + lease_seconds,
-                }),
+                ExpressionAttributeValues=to_dynamo(
+                    {
+                        ":t": tenant_siret,
+                        ":r": now.isoformat(),
+                        ":o": "received",
+                        ":to": f"{tenant_siret}#received",
+                        ":e": expires,
+                        ":s": {},
+                        ":empty": [],
+                        ":n": [notification_id],
+                        ":now": now_ts,
+                        ":lease": now_ts + lease_seconds,
+                    }
+                ),
                 ReturnValues="ALL_NEW",
             )
         except self._table.meta.client.exceptions.ConditionalCheckFailedException as exc:
@@ -112,8 +120,9 @@ class DossierRepository:
     def release(self, case_id: str) -> None:
         self._table.update_item(Key={"case_id": case_id}, UpdateExpression="REMOVE lease_until")
 
-    def mark(self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None,
-             **fields: Any) -> DossierRecord:
+    def mark(
+        self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None, **fields: Any
+    ) -> DossierRecord:
         """Record a step as done, with the attributes it produced; returns the updated record."""
         names, values, expression = _step_update(step, now, tenant_siret, fields)
         response = self._table.update_item(
@@ -125,8 +134,9 @@ class DossierRepository:
         )
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
-    def mark_once(self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None,
-                  **fields: Any) -> DossierRecord | None:
+    def mark_once(
+        self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None, **fields: Any
+    ) -> DossierRecord | None:
         """``mark`` only if the step is not recorded yet; None when it already was.
 
         An agent's review decision is taken once: two concurrent decisions on the same dossier
@@ -146,8 +156,15 @@ class DossierRepository:
             return None
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
-    def persist_link_transaction(self, record: DossierRecord, family_update: dict[str, Any], now: dt.datetime,
-                                 *, step: str = "persisted", **fields: Any) -> bool:
+    def persist_link_transaction(
+        self,
+        record: DossierRecord,
+        family_update: dict[str, Any],
+        now: dt.datetime,
+        *,
+        step: str = "persisted",
+        **fields: Any,
+    ) -> bool:
         """Atomically store the link on the dossier and the QF on the family.
 
         ``step`` names the journal entry the transaction records (``persisted`` for intake,
@@ -155,7 +172,10 @@ class DossierRepository:
         Returns False when the transaction was already applied by an earlier attempt.
         """
         names = {"#steps": "steps", "#step": step, "#to": "tenant_outcome"}
-        values: dict[str, Any] = {":now": now.isoformat(), ":to": f"{record.tenant_siret}#{fields.get('outcome')}"}
+        values: dict[str, Any] = {
+            ":now": now.isoformat(),
+            ":to": f"{record.tenant_siret}#{fields.get('outcome')}",
+        }
         sets = ["#steps.#step = :now", "#to = :to"]
         for i, (key, value) in enumerate(fields.items()):
             names[f"#a{i}"] = key
@@ -186,7 +206,9 @@ class DossierRepository:
         return True
 
     def by_reference(self, reference: str) -> list[DossierRecord]:
-        response = self._table.query(IndexName="by_reference", KeyConditionExpression=key_condition("reference").eq(reference))
+        response = self._table.query(
+            IndexName="by_reference", KeyConditionExpression=key_condition("reference").eq(reference)
+        )
         return [DossierRecord.model_validate(plain(item)) for item in response.get("Items", [])]
 
     def require_for_tenant(self, tenant_siret: str, reference: str) -> DossierRecord:
@@ -195,8 +217,9 @@ class DossierRepository:
                 return record
         raise NotFoundError(f"No dossier {reference} for tenant {tenant_siret}.", code="dossier_not_found")
 
-    def list_page(self, tenant_siret: str, *, outcome: str | None, limit: int,
-                  cursor: str | None) -> tuple[list[DossierRecord], str | None]:
+    def list_page(
+        self, tenant_siret: str, *, outcome: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[DossierRecord], str | None]:
         if outcome:
             index, key_name, key_value = "by_tenant_outcome", "tenant_outcome", f"{tenant_siret}#{outcome}"
         else:
@@ -231,8 +254,9 @@ class DossierRepository:
             return
 
 
-def _step_update(step: str, now: dt.datetime, tenant_siret: str | None,
-                 fields: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any], str]:
+def _step_update(
+    step: str, now: dt.datetime, tenant_siret: str | None, fields: dict[str, Any]
+) -> tuple[dict[str, str], dict[str, Any], str]:
     """Names, values and SET expression recording ``step`` with the attributes it produced."""
     names = {"#steps": "steps", "#step": step}
     sets = ["#steps.#step = :now"]

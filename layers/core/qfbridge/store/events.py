@@ -47,15 +47,17 @@ class EventPublisher:
                 raise ValueError(f"unknown event type {detail_type}")
         for start in range(0, len(events), 10):
             chunk = events[start : start + 10]
-            response = _client().put_events(Entries=[
-                {
-                    "Source": SOURCE,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail, separators=(",", ":"), default=str),
-                    "EventBusName": self.bus_name,
-                }
-                for detail_type, detail in chunk
-            ])
+            response = _client().put_events(
+                Entries=[
+                    {
+                        "Source": SOURCE,
+                        "DetailType": detail_type,
+                        "Detail": json.dumps(detail, separators=(",", ":"), default=str),
+                        "EventBusName": self.bus_name,
+                    }
+                    for detail_type, detail in chunk
+                ]
+            )
             if response.get("FailedEntryCount"):
                 raise RuntimeError(f"EventBridge refused {response['FailedEntryCount']} event(s)")
             self.published.extend(chunk)

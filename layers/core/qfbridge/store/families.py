@@ -56,7 +56,9 @@ class QfEntry(BaseModel):
 class RefreshState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    status: str = "pending"  # pending | ok | not_found | identity_rejected | token_expired | forbidden | failed
+    status: str = (
+        "pending"  # pending | ok | not_found | identity_rejected | token_expired | forbidden | failed
+    )
     last_attempt_at: str | None = None
     last_outcome: str | None = None
     not_found_count: int = 0
@@ -126,12 +128,16 @@ class FamilyRepository:
                 item["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
                 batch.put_item(Item=to_dynamo(item))
                 for date in new_dates:
-                    batch.put_item(Item=to_dynamo({
-                        "pk": family_pk(siret),
-                        "sk": blocking_sk(date, family.user_id),
-                        "user_id": family.user_id,
-                        "family": directory,
-                    }))
+                    batch.put_item(
+                        Item=to_dynamo(
+                            {
+                                "pk": family_pk(siret),
+                                "sk": blocking_sk(date, family.user_id),
+                                "user_id": family.user_id,
+                                "family": directory,
+                            }
+                        )
+                    )
                 for date in old_dates - new_dates:
                     batch.delete_item(Key={"pk": family_pk(siret), "sk": blocking_sk(date, family.user_id)})
         return created
@@ -140,8 +146,11 @@ class FamilyRepository:
         """A family item for an account the directory has not sent yet (a link issued to it was used)."""
         try:
             self._table.put_item(
-                Item={"pk": family_pk(siret), "sk": family_sk(user_id),
-                      "updated_at": dt.datetime.now(dt.UTC).isoformat()},
+                Item={
+                    "pk": family_pk(siret),
+                    "sk": family_sk(user_id),
+                    "updated_at": dt.datetime.now(dt.UTC).isoformat(),
+                },
                 ConditionExpression="attribute_not_exists(pk)",
             )
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
@@ -163,8 +172,17 @@ class FamilyRepository:
         return [Family.model_validate(plain(item["family"])) for item in items]
 
     # ------------------------------------------------------------------ QF
-    def link_update(self, siret: str, user_id: str, *, pivot: PivotIdentity, entry: QfEntry,
-                    members: dict[str, Any], case_id: str, next_refresh_at: str) -> dict[str, Any]:
+    def link_update(
+        self,
+        siret: str,
+        user_id: str,
+        *,
+        pivot: PivotIdentity,
+        entry: QfEntry,
+        members: dict[str, Any],
+        case_id: str,
+        next_refresh_at: str,
+    ) -> dict[str, Any]:
         """The family half of the linking transaction (see ``DossierRepository.persist_link``)."""
         history_key = f"{entry.source}:{entry.source_id}"
         return {
@@ -180,24 +198,33 @@ class FamilyRepository:
                 ),
                 "ConditionExpression": "attribute_not_exists(qf_history_keys) OR NOT contains(qf_history_keys, :k)",
                 "ExpressionAttributeNames": {"#refresh": "refresh"},
-                "ExpressionAttributeValues": serialize({
-                    ":pivot": pivot.model_dump(mode="json"),
-                    ":qf": entry.model_dump(mode="json"),
-                    ":members": members,
-                    ":empty": [],
-                    ":entry": [entry.model_dump(mode="json")],
-                    ":case": [case_id],
-                    ":siret": siret,
-                    ":next": next_refresh_at,
-                    ":refresh": RefreshState().model_dump(mode="json"),
-                    ":k": history_key,
-                    ":key": {history_key},
-                }),
+                "ExpressionAttributeValues": serialize(
+                    {
+                        ":pivot": pivot.model_dump(mode="json"),
+                        ":qf": entry.model_dump(mode="json"),
+                        ":members": members,
+                        ":empty": [],
+                        ":entry": [entry.model_dump(mode="json")],
+                        ":case": [case_id],
+                        ":siret": siret,
+                        ":next": next_refresh_at,
+                        ":refresh": RefreshState().model_dump(mode="json"),
+                        ":k": history_key,
+                        ":key": {history_key},
+                    }
+                ),
             }
         }
 
-    def record_refresh(self, siret: str, user_id: str, *, entry: QfEntry | None, state: RefreshState,
-                       next_refresh_at: str | None) -> bool:
+    def record_refresh(
+        self,
+        siret: str,
+        user_id: str,
+        *,
+        entry: QfEntry | None,
+        state: RefreshState,
+        next_refresh_at: str | None,
+    ) -> bool:
         """Store a refresh's result; the QF entry is appended once per period (idempotent).
 
         ``next_refresh_at=None`` takes the family out of the due index (refreshes stopped).
@@ -220,18 +247,24 @@ class FamilyRepository:
                 self._table.update_item(
                     Key=key,
                     UpdateExpression=expression.replace(
-                        "SET ", "SET qf = :qf, qf_history = list_append(if_not_exists(qf_history, :empty), :entry), ", 1
-                    ) + " ADD qf_history_keys :key",
+                        "SET ",
+                        "SET qf = :qf, qf_history = list_append(if_not_exists(qf_history, :empty), :entry), ",
+                        1,
+                    )
+                    + " ADD qf_history_keys :key",
                     ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(qf_history_keys) "
                     "OR NOT contains(qf_history_keys, :k))",
                     ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=to_dynamo(values | {
-                        ":qf": entry.model_dump(mode="json"),
-                        ":empty": [],
-                        ":entry": [entry.model_dump(mode="json")],
-                        ":key": {history_key},
-                        ":k": history_key,
-                    }),
+                    ExpressionAttributeValues=to_dynamo(
+                        values
+                        | {
+                            ":qf": entry.model_dump(mode="json"),
+                            ":empty": [],
+                            ":entry": [entry.model_dump(mode="json")],
+                            ":key": {history_key},
+                            ":k": history_key,
+                        }
+                    ),
                 )
                 return True
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
@@ -254,7 +287,8 @@ class FamilyRepository:
         """User ids of the tenant's families due for a refresh at ``until`` (oldest first)."""
         response = self._table.query(
             IndexName="by_refresh_due",
-            KeyConditionExpression=key_condition("refresh_tenant").eq(siret) & key_condition("next_refresh_at").lte(until),
+            KeyConditionExpression=key_condition("refresh_tenant").eq(siret)
+            & key_condition("next_refresh_at").lte(until),
             Limit=limit,
         )
         return [str(item["sk"])[2:] for item in response.get("Items", [])]

@@ -48,7 +48,9 @@ class SecretStore:
                 self.tenant_secret_name(siret), max_age=CACHE_SECONDS, force_fetch=force_fetch
             )
         except GetParameterError as exc:
-            raise NotFoundError(f"No credentials stored for tenant {siret}.", code="credentials_missing") from exc
+            raise NotFoundError(
+                f"No credentials stored for tenant {siret}.", code="credentials_missing"
+            ) from exc
         return TenantCredentials.model_validate(json.loads(str(raw)))
 
     def write_tenant(self, siret: str, update: TenantCredentials) -> None:
@@ -84,11 +86,13 @@ class SecretStore:
         API replaces the whole set (PUT semantics) instead of merging into what it cannot read.
         """
         name = self.tenant_secret_name(siret)
-        document = json.dumps({
-            field: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for field, value in credentials
-            if value is not None
-        })
+        document = json.dumps(
+            {
+                field: value.get_secret_value() if isinstance(value, SecretStr) else value
+                for field, value in credentials
+                if value is not None
+            }
+        )
         client = _client()
         try:
             client.create_secret(

@@ -71,6 +71,10 @@ def decode_cursor(cursor: str | None, expected_keys: set[str]) -> dict[str, Any]
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, TypeError) as exc:
         raise ValidationError("The cursor is not one this API issued.", code="invalid_cursor") from exc
-    if not isinstance(value, dict) or set(value) != expected_keys or not all(isinstance(v, str) for v in value.values()):
+    if (
+        not isinstance(value, dict)
+        or set(value) != expected_keys
+        or not all(isinstance(v, str) for v in value.values())
+    ):
         raise ValidationError("The cursor is not one this API issued.", code="invalid_cursor")
     return value
