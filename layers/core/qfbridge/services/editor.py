@@ -23,14 +23,13 @@ from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.errors import ConflictError, LinkError, NotFoundError, QfbridgeError, ValidationError
 from qfbridge.domain.identity import Family
 from qfbridge.domain.reference import normalise_reference
-from qfbridge.domain.schedule import next_refresh_date
 from qfbridge.domain.siret import validate_cog_commune, validate_siret
 from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
 from qfbridge.services.dispatch import refresh_message
-from qfbridge.services.snapshots import members_of, snapshot_parsed
+from qfbridge.services.snapshots import persist_link, snapshot_parsed
 from qfbridge.store.dossiers import OUTCOMES, DossierRecord, DossierRepository
-from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
+from qfbridge.store.families import FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
@@ -399,30 +398,15 @@ class EditorService:
         parsed = snapshot_parsed(record.parsed)
         if parsed.quotient_familial is None:
             raise ConflictError("The dossier carries no quotient familial.", code="missing_quotient_familial")
-        now = self.clock()
-        self.families.ensure_exists(record.tenant_siret, user_id)
-        entry = QfEntry(
-            quotient_familial=parsed.quotient_familial,
-            source="review",
-            source_id=record.case_id,
-            received_at=now.isoformat(),
-        )
-        update = self.families.link_update(
-            record.tenant_siret,
-            user_id,
-            pivot=parsed.pivot_identity,
-            entry=entry,
-            members=members_of(parsed),
-            case_id=record.case_id,
-            next_refresh_at=next_refresh_date(now.date()).isoformat(),
-        )
-        applied = self.dossiers.persist_link_transaction(
+        applied = persist_link(
+            self.families,
+            self.dossiers,
             record,
-            update,
-            now,
+            parsed,
+            user_id,
+            source="review",
+            now=self.clock(),
             step=REVIEW_STEP,
-            outcome="linked",
-            user_id=user_id,
             link_method="review",
             resolved_by=resolved_by,
         )

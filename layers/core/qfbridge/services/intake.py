@@ -32,7 +32,6 @@ from qfbridge.domain.digest import verify_digest, verify_size
 from qfbridge.domain.dossier import ParsedDossier, parse_formulaire_qf_json, parse_formulaire_qf_xml
 from qfbridge.domain.errors import DossierError, LinkError
 from qfbridge.domain.reference import reference_from_case_external_id
-from qfbridge.domain.schedule import next_refresh_date
 from qfbridge.hubee import (
     Case,
     CaseStatus,
@@ -45,11 +44,11 @@ from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notificat
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, decide
-from qfbridge.services.snapshots import dossier_snapshot, members_of, qf_event_detail, snapshot_parsed
+from qfbridge.services.snapshots import dossier_snapshot, persist_link, qf_event_detail, snapshot_parsed
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository, QfEntry
+from qfbridge.store.families import FamilyRepository
 from qfbridge.store.links import LinkRepository
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
@@ -411,30 +410,14 @@ class IntakeService:
 
         now = self.clock()
         if user_id is not None and method is not None:
-            if self.families.get(siret, user_id) is None:
-                # A link to an account the directory does not know yet: create the family shell.
-                self.families.ensure_exists(siret, user_id)
-            entry = QfEntry(
-                quotient_familial=parsed.quotient_familial,
-                source="dossier",
-                source_id=record.case_id,
-                received_at=now.isoformat(),
-            )
-            update = self.families.link_update(
-                siret,
-                user_id,
-                pivot=parsed.pivot_identity,
-                entry=entry,
-                members=members_of(parsed),
-                case_id=record.case_id,
-                next_refresh_at=next_refresh_date(now.date()).isoformat(),
-            )
-            self.dossiers.persist_link_transaction(
+            persist_link(
+                self.families,
+                self.dossiers,
                 record,
-                update,
-                now,
-                outcome="linked",
-                user_id=user_id,
+                parsed,
+                user_id,
+                source="dossier",
+                now=now,
                 link_method=method,
                 candidates=candidates,
                 evidence=evidence,
