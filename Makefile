@@ -39,7 +39,7 @@ test: $(STAMP) lint
 
 # The full fault campaign (>= 500 dossiers over >= 10 tenants, ~8 minutes); make test runs a quick one.
 reliability: $(STAMP)
-	QFBRIDGE_CAMPAIGN=full $(BIN)/python -m pytest tests/reliability/test_fault_campaign.py -p no:xdist -q -s
+	QFBRIDGE_CAMPAIGN=full $(BIN)/python -m pytest tests/reliability/test_fault_campaign.py -p no:xdist -q
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
