@@ -87,6 +87,23 @@ def _one_run(rt: LocalRuntime, hubee: HubeeSandbox, counter: RequestCounter) -> 
 
 
 def run(counter: RequestCounter, *, tenants: int = TENANTS, latency_ms: float = LATENCY_MS) -> dict[str, Any]:
+    """The poll cycle with moto in its own process: DynamoDB and Secrets Manager are remote services
+    for the function, not CPU it shares (bench.moto_process)."""
+    from bench.moto_process import use_external_moto
+    from qfbridge_local import runtime
+
+    previous = runtime._SHARED_MOTO
+    moto = use_external_moto()
+    try:
+        result = _run(counter, tenants=tenants, latency_ms=latency_ms)
+    finally:
+        moto.stop()
+        runtime._SHARED_MOTO = previous
+    result["moto"] = "own process"
+    return result
+
+
+def _run(counter: RequestCounter, *, tenants: int, latency_ms: float) -> dict[str, Any]:
     with HubeeSandbox(seed=5, latency_ms=0.0) as hubee:
         options = RuntimeOptions(
             serve_api=False,

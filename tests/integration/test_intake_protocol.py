@@ -464,3 +464,25 @@ def test_a_digest_of_the_gzipped_bytes_is_accepted_but_corrupted_bytes_are_not()
     with pytest.raises(DossierError) as refused:
         verify_download(Download(content[:-1] + b"]", digest, undecoded_sha256=None), len(content))
     assert refused.value.code == "digest_mismatch"
+
+
+def test_corrected_credentials_are_used_at_the_next_poll_despite_the_pollers_cache(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given a tenant whose stored HubEE secret is wrong: the poll fails and the poller caches secrets
+    onboard(runtime, hubee, TOWN_A, "client-a", stored_secret="not-the-secret")
+    case = deposit(hubee, TOWN_A, households(1, seed=61)[0])
+    runtime.poll()
+    tenants = TenantRepository(runtime.environment["TENANTS_TABLE"])
+    assert tenants.require(TOWN_A.siret).hubee_status == "auth_failed"
+    # When the editor stores the right secret and the next poll runs (well within the cache's lifetime)
+    SecretStore(runtime.environment["TENANT_SECRETS_PREFIX"]).write_tenant(
+        TOWN_A.siret,
+        TenantCredentials(hubee_client_id="client-a", hubee_client_secret="secret-client-a"),
+    )
+    runtime.poll()
+    runtime.drain()
+    # Then the refused cached secret was read again: the tenant is back and its dossier arrived
+    assert tenants.require(TOWN_A.siret).hubee_status == "ok"
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome in ("linked", "needs_review")

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -99,6 +101,11 @@ class PollService:
     hubee: HubeeConfig
     concurrency: int = 20
     clock: Clock = utc_now
+    credentials_ttl_seconds: float = 3600.0
+    monotonic: Callable[[], float] = time.monotonic
+    _credentials: dict[str, tuple[float, TenantCredentials]] = field(default_factory=dict, repr=False)
+    """Credentials read in earlier ticks of this execution environment: HubEE secrets change rarely,
+    and a refused one is read again at once (``_poll_group``), so a tick reads only new holders'."""
 
     def run(self, tenants: list[Tenant] | None = None) -> PollReport:
         """Poll every credential; ``tenants`` spares listing them again when the caller has them."""
@@ -122,7 +129,14 @@ class PollService:
         groups = group_by_credential(tenants)
         by_siret = {t.siret: t for t in tenants}
         report = PollReport(credentials=len(groups))
-        prefetched = await self._prefetch_credentials([group.holder for group in groups])
+        now = self.monotonic()
+        prefetched = {
+            holder: secret for holder, (expires, secret) in self._credentials.items() if expires > now
+        }
+        missing = [group.holder for group in groups if group.holder not in prefetched]
+        fresh = await self._prefetch_credentials(missing)
+        self._credentials.update({h: (now + self.credentials_ttl_seconds, s) for h, s in fresh.items()})
+        prefetched.update(fresh)
         concurrency = max(1, self.concurrency)
         semaphore = asyncio.Semaphore(concurrency)
         # One connection pool for the whole run: the credentials share HubEE's hosts.
@@ -148,22 +162,16 @@ class PollService:
         from qfbridge.observability import metrics
 
         try:
-            secret = prefetched
-            if secret is None:
-                secret = await asyncio.to_thread(self.secrets.read_tenant, group.holder)
-            if not secret.hubee_client_id or secret.hubee_client_secret is None:
-                raise HubeeAuthError("HubEE credentials are incomplete for this tenant.")
-            credentials = HubeeCredentials(
-                client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
-            )
-            notifications: list[Notification] = []
-            async with AsyncHubeeClient(self.hubee, credentials, http=http) as client:
-                async for notification in client.iter_notifications(FORMULAIRE_QF, 25, True):
-                    # Never touch another démarche's notifications (other consumers may share credentials).
-                    if notification.process_code not in (None, FORMULAIRE_QF):
-                        continue
-                    notifications.append(notification)
-            await asyncio.to_thread(self._enqueue, notifications, group)
+            try:
+                notifications = await self._list_notifications(group, http, prefetched)
+            except HubeeAuthError:
+                if prefetched is None:
+                    raise
+                # A cached secret may have been replaced since (PUT …/credentials): read it again, once.
+                self._credentials.pop(group.holder, None)
+                notifications = await self._list_notifications(group, http, None)
+            if notifications:  # most ticks bring nothing: no thread hop (it would hold a concurrency slot)
+                await asyncio.to_thread(self._enqueue, notifications, group)
         except HubeeError as exc:
             report.failed_credentials.append(group.holder)
             auth = isinstance(exc, HubeeAuthError)
@@ -186,7 +194,28 @@ class PollService:
         report.notifications += len(notifications)
         report.new_dossiers += sum(1 for n in notifications if n.is_new_dossier)
         report.events += sum(1 for n in notifications if not n.is_new_dossier)
-        await asyncio.to_thread(self._mark_success, group, by_siret)
+        if any(_needs_reset(by_siret.get(siret)) for siret in group.sirets):
+            await asyncio.to_thread(self._mark_success, group, by_siret)
+
+    async def _list_notifications(
+        self, group: CredentialGroup, http: httpx.AsyncClient, secret: TenantCredentials | None
+    ) -> list[Notification]:
+        if secret is None:
+            secret = await asyncio.to_thread(self.secrets.read_tenant, group.holder, force_fetch=True)
+            self._credentials[group.holder] = (self.monotonic() + self.credentials_ttl_seconds, secret)
+        if not secret.hubee_client_id or secret.hubee_client_secret is None:
+            raise HubeeAuthError("HubEE credentials are incomplete for this tenant.")
+        credentials = HubeeCredentials(
+            client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
+        )
+        notifications: list[Notification] = []
+        async with AsyncHubeeClient(self.hubee, credentials, http=http) as client:
+            async for notification in client.iter_notifications(FORMULAIRE_QF, 25, True):
+                # Never touch another démarche's notifications (other consumers may share credentials).
+                if notification.process_code not in (None, FORMULAIRE_QF):
+                    continue
+                notifications.append(notification)
+        return notifications
 
     async def _prefetch_credentials(self, holders: list[str]) -> dict[str, TenantCredentials]:
         """The holders' secrets, 20 per BatchGetSecretValue call, instead of one GetSecretValue each.
@@ -266,6 +295,11 @@ class PollService:
                     "tenant.hubee_auth_failed",
                     {"tenant_siret": siret, "error_code": code, "detected_at": now.isoformat()},
                 )
+
+
+def _needs_reset(tenant: Tenant | None) -> bool:
+    """Whether a successful poll changes the tenant's HubEE status (else no write is needed)."""
+    return tenant is not None and (tenant.hubee_status != "ok" or tenant.hubee_failures > 0)
 
 
 def parse_time(value: str) -> dt.datetime:
