@@ -291,7 +291,9 @@ def run_demo(
         # Calls made for the new dossiers by their first intake: on their cases, plus the DELETE of
         # their notifications (the polls' listings and the token requests excluded).
         deletes = sum(count for (method, _route), count in hubee.calls.items() if method == "DELETE")
-        summary.hubee_new_dossier_calls = sum(sum(hubee.calls_by_case(c).values()) for c in case_ids) + deletes
+        summary.hubee_new_dossier_calls = (
+            sum(sum(hubee.calls_by_case(c).values()) for c in case_ids) + deletes
+        )
         rt.poll()  # the form closed the DONE cases: acknowledge their CLOSED events
         rt.drain()
         narrator.done()
