@@ -239,6 +239,7 @@ def run_demo(
         narrator.step("Parents confirm their QF on the form (HubEE sandbox deposits)")
         deposited: list[tuple[Collectivite, Household]] = []
         case_ids: list[str] = []
+        sandbox_ids: dict[str, str] = {}  # user id → the API Particulier sandbox's household id
         for town in towns:
             families = directory[town.siret]
             for i, household in enumerate(families):
@@ -250,7 +251,7 @@ def run_demo(
                     continue
                 case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, form).case_id)
                 deposited.append((town, household))
-                particulier.add_household(
+                sandbox_ids[household.family.user_id] = particulier.add_household(
                     [_pivot(household, p) for p in range(len(household.family.parents))], household.qf
                 )
             # A parent the directory does not know yet: an agent will have to look.
@@ -325,7 +326,7 @@ def run_demo(
         for _town, household in deposited:
             if rng.random() < 0.4:
                 new_value = max(0, household.qf.valeur + rng.choice([-120, -60, 80, 150]))
-                hid = particulier_household_id(particulier, household)
+                hid = sandbox_ids.get(household.family.user_id)
                 if hid is not None:
                     particulier.set_qf(
                         hid,
@@ -382,15 +383,6 @@ def run_demo(
         summary.audit_records = len(read_records(rt.environment["AUDIT_LOG_GROUP"], limit=100_000))
         narrator.done()
     return summary
-
-
-def particulier_household_id(sandbox: ApiParticulierSandbox, household: Household) -> str | None:
-    """The sandbox household seeded for ``household`` (by its first parent's identity)."""
-    target = _pivot(household)
-    for hid, seeded in sandbox._households.items():
-        if any(s.identity == target for s in seeded.identities):
-            return hid
-    return None
 
 
 def fast_forward_due_dates(rt: LocalRuntime) -> int:

@@ -260,12 +260,3 @@ class TriggerEmulator:
             else:
                 time.sleep(0.05)
         raise TimeoutError(f"queues not drained after {timeout}s")
-
-
-def queue_depths(endpoint: str, urls: dict[str, str]) -> dict[str, int]:
-    sqs = client("sqs", endpoint)
-    depths = {}
-    for lid, url in urls.items():
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-        depths[lid] = int(attrs["Attributes"]["ApproximateNumberOfMessages"])
-    return depths

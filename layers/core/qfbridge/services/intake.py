@@ -20,7 +20,6 @@ GET event, PATCH it RECEIVED, DELETE the notification.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -571,7 +570,3 @@ class IntakeService:
         self.events.publish_many(events)
         self.dossiers.mark(case_id, "review_published", self.clock())
         return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
-
-
-def utc(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import time
 from collections import defaultdict
@@ -300,7 +299,3 @@ class PollService:
 def _needs_reset(tenant: Tenant | None) -> bool:
     """Whether a successful poll changes the tenant's HubEE status (else no write is needed)."""
     return tenant is not None and (tenant.hubee_status != "ok" or tenant.hubee_failures > 0)
-
-
-def parse_time(value: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
