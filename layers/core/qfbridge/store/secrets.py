@@ -54,7 +54,10 @@ class SecretStore:
         return TenantCredentials.model_validate(json.loads(str(raw)))
 
     def write_tenant(self, siret: str, update: TenantCredentials) -> None:
-        """Merge the given credentials into the tenant's secret (created on first write)."""
+        """Merge the given credentials into the tenant's secret (created on first write).
+
+        Needs read access to the secret (operators, tests); the api uses ``replace_tenant``.
+        """
         name = self.tenant_secret_name(siret)
         client = _client()
         current: dict[str, Any] = {}
@@ -63,8 +66,8 @@ class SecretStore:
             exists = True
         except client.exceptions.ResourceNotFoundException:
             exists = False
-        except client.exceptions.ClientError:
-            exists = True  # no read permission (the api role): overwrite the fields given
+        # Any other error (no read permission: the api role) propagates: merging blind would drop
+        # the fields not given. The api replaces the whole set instead (replace_tenant).
         for field, value in update:
             if value is not None:
                 current[field] = value.get_secret_value() if isinstance(value, SecretStr) else value
