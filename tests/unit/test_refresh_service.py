@@ -282,3 +282,74 @@ def test_the_earliest_permit_is_the_one_used_longest_ago_and_respects_a_hold() -
     assert permit.index == 0 and permit.free_at == pytest.approx(101.08)
     held = earliest_permit(busy, window=1.08, now=100.6, hold=103.0, rng=rng)
     assert held.free_at == 103.0
+
+
+# --- The in-flight hold and the consumer ------------------------------------------------------------------
+
+
+def test_a_refresh_consumed_the_instant_it_is_sent_keeps_the_date_qf_refresh_wrote() -> None:
+    # Given an SQS whose consumer takes each message as soon as it is sent (delay 0 on AWS can be ms)
+    # and writes the family's real next date, as qf_refresh does
+    families = Families(due_ids=["f-1", "f-2", "f-3"])
+    written_by_consumer = "2027-01-04T06:00:00+00:00"
+
+    @dataclass
+    class InstantConsumer(Sqs):
+        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            for entry in Entries:
+                families.defer(SIRET, entry_user(entry), written_by_consumer)
+            return super().send_message_batch(QueueUrl, Entries)
+
+    # When the dispatcher enqueues them
+    RefreshDispatcher(
+        Tenants(active_tenant(4)),
+        families,
+        InstantConsumer(),
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    ).run()
+    # Then the in-flight hold does not overwrite what the consumer wrote
+    assert families.deferred == dict.fromkeys(["f-1", "f-2", "f-3"], written_by_consumer)
+
+
+def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> None:
+    families = Families(due_ids=["f-1", "f-2"])
+
+    @dataclass
+    class RefusesSecond(Sqs):
+        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            self.sent.extend(Entries[:1])
+            return {
+                "Successful": [{"Id": Entries[0]["Id"]}],
+                "Failed": [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in Entries[1:]],
+            }
+
+    report = RefreshDispatcher(
+        Tenants(active_tenant(4)),
+        families,
+        RefusesSecond(),
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    ).run()
+    assert report.enqueued == 1 and report.per_tenant == {SIRET: 1}
+    assert families.deferred["f-1"] > MONDAY_10_00.isoformat()  # held while in flight
+    assert families.deferred["f-2"] == MONDAY_10_00.isoformat()  # due again for the next dispatch
+
+
+def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
+    families = Families(due_ids=["f-1", "f-2"])
+
+    @dataclass
+    class Down(Sqs):
+        def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+            raise ConnectionError("sqs unreachable")
+
+    with pytest.raises(ConnectionError):
+        RefreshDispatcher(
+            Tenants(active_tenant(4)),
+            families,
+            Down(),
+            "queue-url",  # type: ignore[arg-type]
+            clock=lambda: MONDAY_10_00,
+        ).run()
+    assert families.deferred == dict.fromkeys(["f-1", "f-2"], MONDAY_10_00.isoformat())

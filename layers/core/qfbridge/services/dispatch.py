@@ -12,9 +12,9 @@ Rate governance has two levels (ARCHITECTURE.md §Refresh):
 The dispatcher runs a little slower than the pacer so the pacer never builds a backlog: waits stay
 under a second and the achieved rate stays close to the budget.
 
-Enqueued families have their due date pushed by ``IN_FLIGHT_HOLD`` so the next dispatch does not
-enqueue them again; qf_refresh then sets the real next date from the outcome (a lost message is
-simply retried after the hold). Nothing is released into the Sunday maintenance window.
+Families have their due date pushed by ``IN_FLIGHT_HOLD`` just before their message is sent, so the
+next dispatch does not enqueue them again; qf_refresh then sets the real next date from the outcome
+(a lost message is simply retried after the hold; one that could not be sent is due again at once). Nothing is released into the Sunday maintenance window.
 """
 
 from __future__ import annotations
@@ -162,9 +162,18 @@ class RefreshDispatcher:
     def _enqueue(
         self, releases: list[tuple[int, int, str, str]], now: dt.datetime, report: DispatchReport
     ) -> None:
+        """Hold each family, then send its message; a message that could not be sent gives its hold back.
+
+        The hold comes first because qf_refresh may take a message the instant it is sent (delay 0)
+        and write the family's real next date: a hold written after it would overwrite that date
+        (a stopped tenant's families would no longer be due, a refreshed one would be called again).
+        """
         hold = (now + IN_FLIGHT_HOLD).isoformat()
+        due_again = now.isoformat()
         for start in range(0, len(releases), SEND_BATCH):
             chunk = releases[start : start + SEND_BATCH]
+            for _, _, siret, user_id in chunk:
+                self.families.defer(siret, user_id, hold)
             entries = [
                 {
                     "Id": str(i),
@@ -173,10 +182,16 @@ class RefreshDispatcher:
                 }
                 for i, (delay, _, siret, user_id) in enumerate(chunk)
             ]
-            response = self.sqs.send_message_batch(QueueUrl=self.refresh_queue_url, Entries=entries)
+            try:
+                response = self.sqs.send_message_batch(QueueUrl=self.refresh_queue_url, Entries=entries)
+            except Exception:
+                for _, _, siret, user_id in chunk:
+                    self.families.defer(siret, user_id, due_again)
+                raise
             failed = {int(f["Id"]) for f in response.get("Failed", [])}
             for i, (_, _, siret, user_id) in enumerate(chunk):
-                if i not in failed:
-                    self.families.defer(siret, user_id, hold)
-                    report.per_tenant[siret] = report.per_tenant.get(siret, 0) + 1
-                    report.enqueued += 1
+                if i in failed:
+                    self.families.defer(siret, user_id, due_again)
+                    continue
+                report.per_tenant[siret] = report.per_tenant.get(siret, 0) + 1
+                report.enqueued += 1
