@@ -321,7 +321,9 @@ def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> Non
             self.sent.extend(Entries[:1])
             return {
                 "Successful": [{"Id": Entries[0]["Id"]}],
-                "Failed": [{"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in Entries[1:]],
+                "Failed": [
+                    {"Id": e["Id"], "Code": "InternalError", "SenderFault": False} for e in Entries[1:]
+                ],
             }
 
     report = RefreshDispatcher(
