@@ -148,10 +148,12 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
     matching = results.get("matching", {})
     budgets.append(
         Budget.at_most(
-            "matching.dynamodb_requests_per_match",
-            matching.get("dynamodb_requests_per_match", {}).get("max"),
+            "matching.dynamodb_requests_per_blocking_key",
+            matching.get("dynamodb_requests_per_blocking_key", {}).get("max"),
             1.0,
-            "one Query on the blocking entries" if "ms" in matching else matching.get("error", "not run"),
+            "one Query per blocking key (the usager's birth date, the conjoint's)"
+            if "ms" in matching
+            else matching.get("error", "not run"),
         )
     )
     budgets.append(

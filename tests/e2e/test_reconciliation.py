@@ -298,6 +298,33 @@ def test_an_ambiguous_dossier_waits_for_review_and_an_agent_links_it(world: Worl
     assert events[2][1]["quotient_familial"] == household.qf.valeur
 
 
+def test_a_parent_the_directory_does_not_know_reaches_review_through_the_conjoint(
+    world: World, town: Town
+) -> None:
+    # Given a two-parent household the editor's directory knows through one parent only
+    household = next(h for h in households(30, seed=505) if len(h.family.parents) == 2)
+    known, unknown = household.family.parents
+    assert known.date_naissance != unknown.date_naissance
+    user_id = household.family.user_id
+    town.api.call(
+        "PUT",
+        f"/v1/tenants/{town.siret}/families/{user_id}",
+        json_body={"parents": [known.model_dump(mode="json")], "enfants": []},
+    )
+
+    # When the other parent fills the public form (the dossier names the known one as conjoint)
+    case_id, reference = town.deposit_and_run(household.formulaire(parent=1))
+
+    # Then it is never linked automatically, but an agent is shown that family, found by the conjoint
+    detail = town.dossier(reference)
+    assert detail["status"] == "needs_review"
+    assert [c["user_id"] for c in detail["candidate_families"]] == [user_id]
+    assert "conjoint_only_match" in detail["candidate_families"][0]["reasons"]
+    assert family_qf(town, user_id) is None
+    assert world.hubee.status_events(case_id) == ["SI_RECEIVED"]
+    assert town.event_types() == ["dossier.needs_review"]
+
+
 def test_an_ambiguous_dossier_rejected_by_an_agent_is_refused_to_hubee(world: World, town: Town) -> None:
     # Given an ambiguous dossier waiting for review
     household, twin_id = twin_directory(town, seed=304)

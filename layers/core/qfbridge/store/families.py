@@ -158,18 +158,26 @@ class FamilyRepository:
 
     def candidates(self, siret: str, birthdate: dt.date) -> list[Family]:
         """The directory families with a parent born on ``birthdate``: one Query on the blocking entries."""
-        items: list[dict[str, Any]] = []
-        kwargs: dict[str, Any] = {
-            "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
-            & key_condition("sk").begins_with(f"B#{birthdate.isoformat()}#"),
-        }
-        while True:
-            response = self._table.query(**kwargs)
-            items.extend(response.get("Items", []))
-            if "LastEvaluatedKey" not in response:
-                break
-            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-        return [Family.model_validate(plain(item["family"])) for item in items]
+        return self.candidates_on(siret, [birthdate.isoformat()])
+
+    def candidates_on(self, siret: str, keys: Iterable[str]) -> list[Family]:
+        """The directory families with a parent born on any of ``keys`` (ISO dates), each family once:
+        one Query per key (the usager's birth date, and the conjoint's when the dossier names one)."""
+        found: dict[str, Family] = {}
+        for key in sorted(set(keys)):  # each key read once, in a stable order
+            kwargs: dict[str, Any] = {
+                "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
+                & key_condition("sk").begins_with(f"B#{key}#"),
+            }
+            while True:
+                response = self._table.query(**kwargs)
+                for item in response.get("Items", []):
+                    family = Family.model_validate(plain(item["family"]))
+                    found.setdefault(family.user_id, family)
+                if "LastEvaluatedKey" not in response:
+                    break
+                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return list(found.values())
 
     # ------------------------------------------------------------------ QF
     def link_update(
