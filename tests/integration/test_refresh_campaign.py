@@ -1,6 +1,10 @@
-"""The refresh campaign benchmark at a small scale, in the suite: several tenants with distinct
-budgets, each token granted exactly its budget by the sandbox, must see zero 429 and reach 85% of the
-summed budget (``bench/refresh_campaign.py`` runs the full-size campaign and writes its JSON)."""
+"""The refresh campaign at a small scale, in the suite: several tenants with distinct budgets, each
+token granted exactly its budget by the sandbox, must see zero 429, every family refreshed, and no
+tenant above its budget in any second.
+
+How close the achieved rate comes to the summed budget (at least 0.85) is a wall-clock figure: it is
+the ``refresh.ratio_of_summed_budget`` budget of ``make bench`` (``bench/refresh_campaign.py``, the
+full-size campaign), not asserted here, where the suite's other workers share the machine."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ def load_campaign() -> ModuleType:
 
 
 @pytest.mark.slow
-def test_a_campaign_over_four_budgets_has_no_429_and_reaches_85_percent_of_the_summed_budget() -> None:
+def test_a_campaign_over_four_budgets_refreshes_everyone_with_no_429_and_no_second_over_budget() -> None:
     # Given four tenants of 0.25, 0.75, 1.25 and 1.75 req/s (a small sum: the suite shares the laptop),
     # sixteen seconds of due families each
     campaign = load_campaign()
@@ -40,5 +44,3 @@ def test_a_campaign_over_four_budgets_has_no_429_and_reaches_85_percent_of_the_s
     for figures in result["per_tenant"].values():
         assert figures["max_calls_in_one_second"] <= max(1, int(figures["budget_rps"] + 0.999))
         assert figures["achieved_rps"] <= figures["budget_rps"]
-    # And the tenants together got at least 85% of what their budgets allow
-    assert result["ratio_of_summed_budget"] >= 0.85, result
