@@ -525,5 +525,6 @@ def test_concurrent_calls_are_served_in_parallel_with_latency(sandbox: HubeeSand
             await asyncio.gather(*(hubee.list_notifications() for _ in range(40)))
             return time.monotonic() - started
 
-    # 40 calls of 100 ms each: 4 s one after the other, well under half of it when served concurrently
-    assert asyncio.run(burst()) < 2.0
+    # 40 calls of 100 ms each: at least 4 s one after the other; concurrently ~0.1-0.5 s, and the bound
+    # leaves room for a machine the suite's other workers keep busy
+    assert asyncio.run(burst()) < 3.0
