@@ -161,7 +161,7 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "matching.p50_vs_raw_query",
             matching.get("ratio_to_floor"),
             matching.get("limit", 2.0),
-            f"× the same Query, low-level client = {matching.get('floor', {}).get('ms_p50')} ms p50"
+            f"× the same Queries, low-level client = {matching.get('floor', {}).get('ms_p50')} ms p50"
             if "ms" in matching
             else matching.get("error", "not run"),
         )

@@ -170,7 +170,7 @@ def run(
             "decide_p95": round(_percentile(decide_ms, 0.95), 3),
         },
         "floor": {
-            "what": "the same Query, low-level client, no deserialisation nor scoring",
+            "what": "the same Queries, low-level client, no deserialisation nor scoring",
             "ms_p50": round(floor_p50, 2),
             "ms_p95": round(_percentile(floor_ms, 0.95), 2),
         },
