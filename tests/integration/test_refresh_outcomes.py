@@ -261,15 +261,35 @@ def test_a_second_refresh_in_the_same_month_adds_no_history_entry_and_no_event(
     seeded = seed_families(runtime, sandbox, town, 1, seed=22)
     cycle(runtime)
     first = family(runtime, town, seeded[0].user_id)
-    # When it is refreshed again in the same month (a manual refresh, a redelivered message)
-    make_due(runtime, town, seeded)
-    cycle(runtime)
+    # When an agent refreshes it again in the same month (POST …/refresh)
+    editor_service(runtime).refresh_now(town.siret, seeded[0].user_id)
+    runtime.drain(timeout=60)
     # Then the API was asked twice, but the history holds one entry for the month and nothing is announced
     assert calls(sandbox, town.token) == [200, 200]
     second = family(runtime, town, seeded[0].user_id)
     assert len(second.qf_history) == len(first.qf_history) == 2
     assert second.qf == first.qf
     assert events.read("qf.updated") == []
+
+
+def test_a_monthly_message_for_a_family_just_refreshed_makes_no_second_call(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox, events: EventTap
+) -> None:
+    # Given a family refreshed by this month's cycle
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=27)
+    cycle(runtime)
+    first = family(runtime, town, seeded[0].user_id)
+    # When a monthly message for it arrives again within hours (SQS delivering twice, a manual refresh
+    # answered while the monthly one waited in the queue)
+    make_due(runtime, town, seeded)
+    cycle(runtime)
+    # Then API Particulier is not called again, and the family is as it was, due next month
+    assert calls(sandbox, town.token) == [200]
+    second = family(runtime, town, seeded[0].user_id)
+    assert second.qf_history == first.qf_history and second.refresh == first.refresh
+    assert second.next_refresh_at == first.next_refresh_at
+    assert dlq_depth(runtime) == 0
 
 
 # --- 404 --------------------------------------------------------------------------------------------------

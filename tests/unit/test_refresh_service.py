@@ -68,9 +68,10 @@ class Families:
     due_ids: list[str] = field(default_factory=list)
     deferred: dict[str, str] = field(default_factory=dict)
     recorded: list[dict[str, Any]] = field(default_factory=list)
+    state: RefreshState = field(default_factory=RefreshState)
 
     def get(self, siret: str, user_id: str) -> FamilyRecord:
-        return FamilyRecord(siret=siret, user_id=user_id, pivot_identity=PIVOT, refresh=RefreshState())
+        return FamilyRecord(siret=siret, user_id=user_id, pivot_identity=PIVOT, refresh=self.state)
 
     def due(self, siret: str, until: str, limit: int) -> list[str]:
         return self.due_ids[:limit]
@@ -160,6 +161,42 @@ def test_the_same_refresh_outside_the_window_calls_and_stores() -> None:
         families.recorded[0]["next_refresh_at"] == "2027-01-04T06:00:00+00:00"
     )  # first working day after Jan 2–3
     assert [kind for kind, _ in events.published] == ["qf.updated"]
+
+
+def refreshed(status: str, hours_before_monday_10: float) -> RefreshState:
+    at = MONDAY_10_00 - dt.timedelta(hours=hours_before_monday_10)
+    return RefreshState(status=status, last_attempt_at=at.isoformat(), last_outcome="qf_found")
+
+
+def test_a_monthly_message_for_a_family_refreshed_an_hour_ago_makes_no_call() -> None:
+    # Given a family an agent refreshed manually an hour ago (or a monthly message SQS delivers again)
+    client, events, families = Client(), Events(), Families(state=refreshed("ok", 1))
+    # When the monthly message arrives
+    result = refresh_service(MONDAY_10_00, client, events, families).refresh(
+        {"siret": SIRET, "user_id": "f-1", "reason": "monthly"}
+    )
+    # Then API Particulier is not called again, nothing is recorded, and the family is due next month
+    assert result.outcome == "skipped_recent" and client.calls == 0
+    assert families.recorded == [] and events.published == []
+    assert families.deferred == {"f-1": "2027-01-04T06:00:00+00:00"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "state"),
+    [
+        ("manual", refreshed("ok", 1)),  # an agent's explicit request always calls
+        ("monthly", refreshed("ok", 7)),  # older than the in-flight hold
+        ("monthly", refreshed("not_found", 1)),  # the last refresh did not succeed
+    ],
+)
+def test_a_refresh_still_calls_when_the_last_success_is_not_recent_or_the_agent_asked(
+    reason: str, state: RefreshState
+) -> None:
+    client, events, families = Client(), Events(), Families(state=state)
+    result = refresh_service(MONDAY_10_00, client, events, families).refresh(
+        {"siret": SIRET, "user_id": "f-1", "reason": reason}
+    )
+    assert result.outcome == "qf_found" and client.calls == 1
 
 
 def test_a_maintenance_wait_on_the_last_attempt_reports_before_the_dlq() -> None:

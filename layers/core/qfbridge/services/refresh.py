@@ -15,6 +15,9 @@ Outcomes (ARCHITECTURE.md §Refresh outcomes):
   ``maxReceiveCount``; on the last attempt ``refresh.failed`` is published before the DLQ. A 429 or
   503 also holds the tenant's pacer: its other refreshes wait too instead of earning more 429s.
 * Sunday 23:00–23:45 (maintenance): no call; the message waits for the end of the window.
+* A monthly message for a family refreshed successfully within ``IN_FLIGHT_HOLD`` (a manual refresh
+  in the meantime, or SQS delivering the message again after it was handled) makes no call:
+  ``skipped_recent``. A manual refresh always calls.
 
 Every call first reserves the tenant's next slot on the pacer (``qfbridge.store.pacing``) and waits
 for it: the budget holds whatever the SQS delivery timing.
@@ -34,7 +37,7 @@ from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
 from qfbridge.observability import logger, metrics
-from qfbridge.services.dispatch import tenant_pace_rule
+from qfbridge.services.dispatch import IN_FLIGHT_HOLD, tenant_pace_rule
 from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRepository, QfEntry, RefreshState
@@ -86,6 +89,14 @@ def next_due_at(now: dt.datetime) -> str:
     return dt.datetime.combine(next_refresh_date(now.date()), dt.time(6, 0), tzinfo=dt.UTC).isoformat()
 
 
+def refreshed_since(state: RefreshState, since: dt.datetime) -> bool:
+    """Whether the family's last refresh succeeded at or after ``since``."""
+    if state.status != "ok" or state.last_attempt_at is None:
+        return False
+    at = dt.datetime.fromisoformat(state.last_attempt_at)
+    return (at if at.tzinfo else at.replace(tzinfo=dt.UTC)) >= since
+
+
 def qf_changed(previous: QfEntry | None, entry: QfEntry) -> bool:
     """Whether the editor must hear of the new QF: a new value (or provider), not just a new month."""
     if previous is None:
@@ -119,6 +130,10 @@ class RefreshService:
         if family is None or family.pivot_identity is None:
             return RefreshResult("skipped_no_identity")
         now = self.clock()
+        if message.get("reason") == "monthly" and refreshed_since(family.refresh, now - IN_FLIGHT_HOLD):
+            # Due again next month, whatever in-flight hold the dispatcher wrote meanwhile.
+            self.families.defer(siret, user_id, next_due_at(now))
+            return RefreshResult("skipped_recent")
         ends = maintenance_ends_at(now)
         if ends is not None:
             self._retry(
