@@ -9,10 +9,10 @@ The directory is generated in full (100,000 seeded households) and its blocking 
 moto cannot hold it: its Query walks every item of the table and computes the size of every item
 of the partition before applying the key condition (measured: ~1 ms per item, i.e. minutes per
 Query at 265,000 blocking entries), where DynamoDB seeks the sort key. So each sampled dossier's
-Queries run against a partition holding exactly the families the 100,000-family directory has with
-a parent born on one of its keys, written with ``FamilyRepository.upsert_many`` into a table of the families
-table's schema created for that dossier and dropped after it (moto's walk stays short): the same
-items come back as from the full directory. The load rate of ``upsert_many`` is measured on a chunk
+Queries run against a partition holding exactly the families the 100,000-family directory has
+with a parent born on one of its keys, written with ``FamilyRepository.upsert_many`` into a table
+of the families table's schema created for that dossier and dropped after it (moto's walk stays
+short): the same items come back as from the full directory. The load rate of ``upsert_many`` is measured on a chunk
 of 1,000 families of the directory.
 
 Floor: the same Queries made with boto3's low-level client (no deserialisation into families, no
