@@ -18,13 +18,16 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .api_adapter import ApiAdapter
 from .aws import MotoServer, aws_environment, client, provision
 from .lambdas import LocalFunction
 from .template import DEFAULT_TEMPLATE, Stack, resolve_stack
 from .triggers import TriggerEmulator
+
+if TYPE_CHECKING:
+    from qfbridge.services.editor import EditorService
 
 API_FUNCTION = "ApiFunction"
 POLL_FUNCTION = "HubeePollFunction"
@@ -165,6 +168,31 @@ class LocalRuntime:
     def drain(self, timeout: float = 120.0) -> int:
         assert self.triggers is not None
         return self.triggers.drain(timeout=timeout)
+
+    def editor_service(self) -> EditorService:
+        """The api function's EditorService, wired from this runtime's environment: acting as the
+        editor's software in-process, without HTTP or SigV4 (tests, the fault campaign)."""
+        from qfbridge.services.editor import EditorService
+        from qfbridge.store.dossiers import DossierRepository
+        from qfbridge.store.families import FamilyRepository
+        from qfbridge.store.links import LinkRepository
+        from qfbridge.store.secrets import SecretStore
+        from qfbridge.store.tenants import TenantRepository
+
+        env = self.environment
+        return EditorService(
+            tenants=TenantRepository(env["TENANTS_TABLE"]),
+            families=FamilyRepository(env["FAMILIES_TABLE"]),
+            dossiers=DossierRepository(env["DOSSIERS_TABLE"]),
+            links=LinkRepository(env["FORM_LINKS_TABLE"]),
+            secrets=SecretStore(env["TENANT_SECRETS_PREFIX"]),
+            sqs=self.client("sqs"),
+            refresh_queue_url=env["REFRESH_QUEUE_URL"],
+            dossiers_queue_url=env["DOSSIERS_QUEUE_URL"],
+            link_signing_secret_id=env["LINK_SIGNING_SECRET_ID"],
+            form_base_url=env["FORM_BASE_URL"],
+            form_link_ttl_days=int(env.get("FORM_LINK_TTL_DAYS", "60")),
+        )
 
     def invoke(self, function_logical_id: str, event: Mapping[str, Any]) -> Any:
         return self.functions[function_logical_id].invoke(dict(event))

@@ -20,10 +20,8 @@ import pytest
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
-from qfbridge.services.editor import EditorService, TenantConfig
-from qfbridge.store.dossiers import DossierRepository
+from qfbridge.services.editor import TenantConfig
 from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
-from qfbridge.store.links import LinkRepository
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
 from qfbridge.store.tenants import Tenant, TenantRepository
@@ -262,7 +260,7 @@ def test_a_second_refresh_in_the_same_month_adds_no_history_entry_and_no_event(
     cycle(runtime)
     first = family(runtime, town, seeded[0].user_id)
     # When an agent refreshes it again in the same month (POST …/refresh)
-    editor_service(runtime).refresh_now(town.siret, seeded[0].user_id)
+    runtime.editor_service().refresh_now(town.siret, seeded[0].user_id)
     runtime.drain(timeout=60)
     # Then the API was asked twice, but the history holds one entry for the month and nothing is announced
     assert calls(sandbox, town.token) == [200, 200]
@@ -362,22 +360,6 @@ def test_a_rejected_identity_takes_the_family_out_of_the_refresh_cycle(
 # --- 401 --------------------------------------------------------------------------------------------------
 
 
-def editor_service(rt: LocalRuntime) -> EditorService:
-    env = rt.environment
-    return EditorService(
-        tenants=TenantRepository(env["TENANTS_TABLE"]),
-        families=FamilyRepository(env["FAMILIES_TABLE"]),
-        dossiers=DossierRepository(env["DOSSIERS_TABLE"]),
-        links=LinkRepository(env["FORM_LINKS_TABLE"]),
-        secrets=SecretStore(env["TENANT_SECRETS_PREFIX"]),
-        sqs=rt.client("sqs"),
-        refresh_queue_url=env["REFRESH_QUEUE_URL"],
-        dossiers_queue_url=env["DOSSIERS_QUEUE_URL"],
-        link_signing_secret_id=env["LINK_SIGNING_SECRET_ID"],
-        form_base_url="https://form.example",
-    )
-
-
 def test_an_expired_token_stops_its_tenant_once_and_a_later_expiry_date_resumes_it(
     runtime: LocalRuntime, sandbox: ApiParticulierSandbox, events: EventTap
 ) -> None:
@@ -419,7 +401,7 @@ def test_an_expired_token_stops_its_tenant_once_and_a_later_expiry_date_resumes_
     # When the collectivité prolongs its token and the editor sets the new expiry date (PUT /v1/tenants)
     sandbox.prolong_token(expired.token)
     assert tenant.token_expires_on is not None
-    editor_service(runtime).put_tenant(
+    runtime.editor_service().put_tenant(
         expired.siret,
         TenantConfig(
             name=tenant.name,

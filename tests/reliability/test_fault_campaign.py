@@ -40,11 +40,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.hubee import HubeeClient, HubeeConfig
-from qfbridge.links.signing import LinkSigner
 from qfbridge.services.intake import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
-from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households
@@ -224,22 +222,8 @@ def onboard(rt: LocalRuntime, hubee: HubeeSandbox, towns: list[Collectivite], cl
 
 
 def issue_link(rt: LocalRuntime, siret: str, user_id: str) -> str:
-    """A signed form link, as the editor API issues it, for one family of the directory."""
-    env = rt.environment
-    keys, active = SecretStore(env["TENANT_SECRETS_PREFIX"]).read_link_keys(env["LINK_SIGNING_SECRET_ID"])
-    issued = LinkSigner(keys, active).issue(siret)
-    now = dt.datetime.now(dt.UTC)
-    LinkRepository(env["FORM_LINKS_TABLE"]).put(
-        StoredLink(
-            link_id=issued.link_id,
-            tenant_siret=siret,
-            user_id=user_id,
-            kid=issued.kid,
-            created_at=now.isoformat(),
-            expires_at=int((now + dt.timedelta(days=30)).timestamp()),
-        )
-    )
-    return issued.external_id
+    """A signed form link for one family of the directory, issued by the editor API's own service."""
+    return str(rt.editor_service().issue_form_link(siret, user_id, None).external_id)
 
 
 def deposit_everything(

@@ -19,7 +19,6 @@ paths log too:
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
 import io
 import json
 import logging
@@ -40,12 +39,10 @@ import pytest
 
 from qfbridge.hubee import HubeeClient, HubeeConfig, HubeeCredentials
 from qfbridge.hubee.models import Notification
-from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger as powertools_logger
 from qfbridge.services.poll import CredentialGroup, notification_message
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository
-from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households
@@ -212,21 +209,8 @@ def onboard(rt: LocalRuntime, town: Collectivite, client_id: str | None, secret:
 
 
 def issue_link(rt: LocalRuntime, siret: str, user_id: str) -> str:
-    env = rt.environment
-    keys, active = SecretStore(env["TENANT_SECRETS_PREFIX"]).read_link_keys(env["LINK_SIGNING_SECRET_ID"])
-    issued = LinkSigner(keys, active).issue(siret)
-    now = dt.datetime.now(dt.UTC)
-    LinkRepository(env["FORM_LINKS_TABLE"]).put(
-        StoredLink(
-            link_id=issued.link_id,
-            tenant_siret=siret,
-            user_id=user_id,
-            kid=issued.kid,
-            created_at=now.isoformat(),
-            expires_at=int((now + dt.timedelta(days=30)).timestamp()),
-        )
-    )
-    return issued.external_id
+    """A signed form link for one family of the directory, issued by the editor API's own service."""
+    return str(rt.editor_service().issue_form_link(siret, user_id, None).external_id)
 
 
 def tamper(external_id: str) -> str:
