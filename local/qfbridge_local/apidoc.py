@@ -20,6 +20,43 @@ def _schema_name(schema: dict[str, Any] | None) -> str:
     return f"`{schema.get('type', 'object')}`"
 
 
+def _constraints(schema: dict[str, Any] | None) -> str:
+    """What a value must be beyond its type: enum values, pattern, format, bounds."""
+    if not schema:
+        return ""
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            return "; ".join(c for c in (_constraints(s) for s in schema[key]) if c)
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        inner = _constraints(schema["items"])
+        parts = [f"items: {inner}"] if inner else []
+    else:
+        parts = []
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(f"`{v}`" for v in schema["enum"]))
+    if "const" in schema:
+        parts.append(f"`{schema['const']}`")
+    if "pattern" in schema:
+        parts.append(f"pattern `{schema['pattern']}`")
+    if "format" in schema:
+        parts.append(f"format {schema['format']}")
+    for key, label in (
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
+        if key in schema:
+            parts.append(f"{label} {schema[key]}")
+    if "default" in schema and schema["default"] is not None:
+        parts.append(f"default `{schema['default']}`")
+    return ", ".join(parts).replace("|", "\\|")
+
+
 def render_markdown(document: dict[str, Any]) -> str:
     info = document.get("info", {})
     lines = [
@@ -29,9 +66,10 @@ def render_markdown(document: dict[str, Any]) -> str:
         "",
         str(info.get("description", "")).strip(),
         "",
-        "Every request is signed with AWS SigV4 (API Gateway `AWS_IAM` authorization). An optional",
-        "`X-Agent-Id` header names the agent acting through the editor's software (audit trail).",
-        "Errors are `application/problem+json` bodies with a stable `code`.",
+        "Every request is signed with AWS SigV4 (API Gateway `AWS_IAM` authorization; security scheme",
+        "`sigv4`, examples in docs/integration.md). An optional `X-Agent-Id` header names the agent",
+        "acting through the editor's software (audit trail). Errors are `application/problem+json`",
+        "bodies with a stable `code`; a method a path does not have is answered 405 with an `Allow` header.",
         "",
         "| method | path | summary |",
         "|---|---|---|",
@@ -53,11 +91,11 @@ def render_markdown(document: dict[str, Any]) -> str:
                 lines += [str(operation["description"]).strip(), ""]
             parameters = operation.get("parameters", [])
             if parameters:
-                lines += ["| parameter | in | required | type |", "|---|---|---|---|"]
+                lines += ["| parameter | in | required | type | constraints |", "|---|---|---|---|---|"]
                 for p in parameters:
                     lines.append(
                         f"| `{p['name']}` | {p['in']} | {'yes' if p.get('required') else 'no'} | "
-                        f"{_schema_name(p.get('schema'))} |"
+                        f"{_schema_name(p.get('schema'))} | {_constraints(p.get('schema'))} |"
                     )
                 lines.append("")
             body = operation.get("requestBody", {}).get("content", {})
@@ -86,12 +124,15 @@ def render_markdown(document: dict[str, Any]) -> str:
             properties = schema.get("properties", {})
             if properties:
                 required = set(schema.get("required", []))
-                lines += ["| field | type | required | description |", "|---|---|---|---|"]
+                lines += [
+                    "| field | type | required | constraints | description |",
+                    "|---|---|---|---|---|",
+                ]
                 for field, spec in properties.items():
                     description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")
                     lines.append(
                         f"| `{field}` | {_schema_name(spec)} | {'yes' if field in required else 'no'} | "
-                        f"{description} |"
+                        f"{_constraints(spec)} | {description} |"
                     )
                 lines.append("")
     return "\n".join(lines).rstrip() + "\n"

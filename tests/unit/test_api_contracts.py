@@ -36,6 +36,7 @@ def test_openapi_documents_every_route_of_issue_6_with_problem_errors() -> None:
     operations = {(method.upper(), path) for path, item in document["paths"].items() for method in item}
     assert operations == {
         ("PUT", "/v1/tenants/{siret}"),
+        ("PATCH", "/v1/tenants/{siret}"),
         ("GET", "/v1/tenants/{siret}"),
         ("GET", "/v1/tenants"),
         ("PUT", "/v1/tenants/{siret}/credentials"),
@@ -62,8 +63,55 @@ def test_openapi_documents_every_route_of_issue_6_with_problem_errors() -> None:
                         status,
                     )
     assert "HTTPValidationError" not in document["components"]["schemas"]
+    assert document["security"] == [{"sigv4": []}]
+    assert document["components"]["securitySchemes"]["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     credentials = document["components"]["schemas"]["CredentialsBody"]["properties"]
     assert credentials["hubee_client_secret"]["writeOnly"] is True
+
+
+def success_schemas(document: dict[str, Any]) -> dict[str, list[str]]:
+    """operationId -> what is missing from its success answer (empty when it is complete)."""
+    missing: dict[str, list[str]] = {}
+    for item in document["paths"].values():
+        for operation in item.values():
+            problems: list[str] = []
+            successes = {s: r for s, r in operation["responses"].items() if s.startswith("2")}
+            if not successes:
+                problems.append("no 2xx response")
+            for status, response in successes.items():
+                if status == "204":
+                    continue
+                content = response.get("content") or {}
+                if not content or not all(media.get("schema") for media in content.values()):
+                    problems.append(f"{status} without a schema")
+            missing[operation["operationId"]] = problems
+    return missing
+
+
+def test_every_operation_documents_its_success_answer_with_a_schema() -> None:
+    document = openapi_document()
+
+    incomplete = {op: problems for op, problems in success_schemas(document).items() if problems}
+
+    assert incomplete == {}
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids)) and "get_tenant" in ids  # the handler's name: what clients call
+
+
+def test_the_completeness_check_catches_an_operation_without_a_success_schema() -> None:
+    document = openapi_document()
+    operation = document["paths"]["/v1/tenants/{siret}"]["get"]
+    operation["responses"]["200"]["content"]["application/json"].pop("schema")
+
+    assert success_schemas(document)["get_tenant"] == ["200 without a schema"]
+
+
+def test_enums_and_patterns_are_in_the_markdown_reference() -> None:
+    markdown = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+
+    assert "pattern `^[0-9]{14}$`" in markdown
+    assert "one of `received`, `linked`, `needs_review`, `rejected`" in markdown
+    assert "one of `awaiting_credentials`, `hubee_auth_failed`" in markdown
 
 
 @pytest.mark.parametrize("name", EVENT_TYPES)

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 
 from qfbridge.api.audit import audit_subject, audited, caller_principal
 from qfbridge.api.dependencies import editor
-from qfbridge.api.problems import errors
+from qfbridge.api.problems import errors, success
 from qfbridge.api.schemas import (
     AgentIdHeader,
     CursorQuery,
@@ -36,7 +36,8 @@ StatusQuery = Annotated[
     "/tenants/<siret>/dossiers",
     summary="The tenant's dossiers, newest first",
     tags=["dossiers"],
-    responses=errors(400, 404),
+    responses=success(DossierList, "A page of dossiers; next_cursor is null on the last one")
+    | errors(400, 404),
 )
 @audited("dossier.list")
 def list_dossiers(
@@ -54,7 +55,7 @@ def list_dossiers(
     "/tenants/<siret>/dossiers/<reference>",
     summary="Support lookup by the usager's reference",
     tags=["dossiers"],
-    responses=errors(400, 404),
+    responses=success(DossierDetail, "The dossier") | errors(400, 404),
 )
 @audited("dossier.read")
 def get_dossier(siret: SiretPath, reference: ReferencePath, agent_id: AgentIdHeader = None) -> DossierDetail:
@@ -70,7 +71,7 @@ def get_dossier(siret: SiretPath, reference: ReferencePath, agent_id: AgentIdHea
     description="Only for a dossier in review (409 otherwise). link: the dossier's QF is stored on the "
     "family, HubEE gets DONE; reject: HubEE gets REFUSED. Events follow.",
     tags=["dossiers"],
-    responses=errors(400, 404, 409, 422),
+    responses=success(DossierDetail, "The dossier with the decision recorded") | errors(400, 404, 409, 422),
 )
 @audited("dossier.resolve")
 def resolve_dossier(

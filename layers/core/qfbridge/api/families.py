@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from qfbridge.api.audit import audit_subject, audited
 from qfbridge.api.dependencies import editor
-from qfbridge.api.problems import errors
+from qfbridge.api.problems import errors, success
 from qfbridge.api.schemas import (
     AgentIdHeader,
     BatchRowView,
@@ -52,7 +52,7 @@ def put_family(
     "/tenants/<siret>/families/<user_id>",
     summary="A family's current QF, its history and refresh status",
     tags=["families"],
-    responses=errors(400, 404),
+    responses=success(FamilyView, "The family") | errors(400, 404),
 )
 @audited("family.read")
 def get_family(siret: SiretPath, user_id: UserIdPath, agent_id: AgentIdHeader = None) -> FamilyView:
@@ -63,7 +63,7 @@ def get_family(siret: SiretPath, user_id: UserIdPath, agent_id: AgentIdHeader = 
     "/tenants/<siret>/families/<user_id>",
     summary="Erase a family's personal data everywhere (RGPD)",
     tags=["families"],
-    responses=errors(400, 404),
+    responses=success(ErasureView, "Erased: what was deleted") | errors(400, 404),
 )
 @audited("family.erase")
 def erase_family(siret: SiretPath, user_id: UserIdPath, agent_id: AgentIdHeader = None) -> ErasureView:
@@ -77,7 +77,8 @@ def erase_family(siret: SiretPath, user_id: UserIdPath, agent_id: AgentIdHeader 
     "/tenants/<siret>/families:batch",
     summary="Create or replace up to 1000 families",
     tags=["families"],
-    responses=errors(400, 404, 413, 422),
+    responses=success(BatchView, "Row by row: created, updated or invalid (with the field paths)")
+    | errors(400, 404, 413, 422),
 )
 @audited("family.batch_write")
 def batch_families(siret: SiretPath, body: FamiliesBatchBody, agent_id: AgentIdHeader = None) -> BatchView:

@@ -105,11 +105,17 @@ def validation_problem(errors: list[dict[str, Any]]) -> Problem:
 _DESCRIPTIONS = {
     400: "Malformed parameter or body (problem+json, code names the parameter)",
     404: "Unknown tenant or resource, or one of another tenant",
+    405: "The path exists but not with this method (the Allow header lists those it has)",
     409: "The resource is not in a state that allows the operation",
     413: "Too many rows in one call",
     415: "The body is not application/json",
     422: "The body does not satisfy the schema or a domain rule",
 }
+
+
+def success(model: type[BaseModel], description: str, status: int = 200) -> dict[int, Any]:
+    """The OpenAPI ``responses`` entry of a route's JSON success answer."""
+    return {status: {"description": description, "content": {"application/json": {"model": model}}}}
 
 
 def errors(*statuses: int) -> dict[int, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -35,7 +37,31 @@ API_TITLE = "qfbridge editor API"
 API_VERSION = "1.0.0"
 API_PREFIX = "/v1"
 
-app = APIGatewayRestResolver(enable_validation=True)
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class _Resolver(APIGatewayRestResolver):
+    """Powertools' resolver, reading a JSON merge patch body (RFC 7396) as the JSON it is."""
+
+    def resolve(self, event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+        for key in ("headers", "multiValueHeaders"):
+            headers = event.get(key) or {}
+            for name, value in list(headers.items()):
+                if name.lower() != "content-type":
+                    continue
+                if isinstance(value, str) and value.lower().startswith(MERGE_PATCH):
+                    headers[name] = "application/json" + value[len(MERGE_PATCH) :]
+                elif isinstance(value, list):
+                    headers[name] = [
+                        "application/json" + v[len(MERGE_PATCH) :]
+                        if isinstance(v, str) and v.lower().startswith(MERGE_PATCH)
+                        else v
+                        for v in value
+                    ]
+        return super().resolve(event, context)
+
+
+app = _Resolver(enable_validation=True)
 app.use([audit_middleware])
 for _module in (tenants, form_links, poster, families, dossiers):
     app.include_router(_module.router, prefix=API_PREFIX)
@@ -71,7 +97,20 @@ def _domain_error(exc: QfbridgeError) -> Response[Any]:
 
 @app.not_found
 def _no_route(exc: RouteNotFound) -> Response[Any]:
+    allowed = allowed_methods(app.current_event.path)
+    if allowed:
+        response = problem_response(
+            problem(405, "method_not_allowed", f"This path answers {', '.join(allowed)} only.")
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
     return problem_response(problem(404, "route_not_found", "No such route."))
+
+
+def allowed_methods(path: str) -> list[str]:
+    """The methods the API has for ``path`` (empty when no route has that path)."""
+    routes = app._static_routes + app._dynamic_routes
+    return sorted({route.method.upper() for route in routes if route.rule.match(path)})
 
 
 def openapi_document() -> dict[str, Any]:
@@ -90,7 +129,8 @@ def openapi_document() -> dict[str, Any]:
                 "families directory with the QF, refresh-now, dossiers and review. Errors are "
                 "application/problem+json with a stable `code`. Requests are signed with SigV4 (AWS_IAM); "
                 "routes that read or change a family, a dossier or credentials are audited and accept an "
-                "`X-Agent-Id` header naming the agent."
+                "`X-Agent-Id` header naming the agent. A method a path does not have is answered 405 "
+                "`method_not_allowed` with an `Allow` header."
             ),
         )
     )
@@ -115,16 +155,27 @@ def openapi_document() -> dict[str, Any]:
                 }
             _drop_default_success(responses)
             operation["security"] = [{"sigv4": []}]
+            # The handler's name (Powertools appends the path and method): what generated clients call.
+            operation["operationId"] = re.sub(r"_v1_.*$", "", operation["operationId"])
+            content = operation.get("requestBody", {}).get("content", {})
+            if operation.get("operationId", "").startswith("patch_") and "application/json" in content:
+                content[MERGE_PATCH] = copy.deepcopy(content["application/json"])
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+    if '"#/components/schemas/ResponseValidationError"' not in json.dumps(document):
+        schemas.pop("ResponseValidationError", None)  # Powertools' own, unused, refers to the one above
     components["securitySchemes"] = {
         "sigv4": {
             "type": "apiKey",
             "name": "Authorization",
             "in": "header",
             "x-amazon-apigateway-authtype": "awsSigv4",
+            "description": "AWS Signature Version 4 (API Gateway AWS_IAM authorization): sign each "
+            "request for the service execute-api in the stack's region with the credentials of an "
+            "IAM principal allowed execute-api:Invoke on the API (see docs/integration.md).",
         },
     }
+    document["security"] = [{"sigv4": []}]
     return document
 
 

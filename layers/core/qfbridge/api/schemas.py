@@ -9,10 +9,10 @@ and family views carry the QF but no identity.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from aws_lambda_powertools.event_handler.openapi.params import Header, Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent
@@ -21,13 +21,21 @@ from qfbridge.domain.siret import validate_cog_commune
 from qfbridge.links.urls import normalise_host
 from qfbridge.store.dossiers import DossierRecord, Outcome
 from qfbridge.store.families import FamilyRecord, QfEntry
-from qfbridge.store.tenants import DEFAULT_REFRESH_BUDGET_RPS, MAX_REFRESH_BUDGET_RPS, Tenant
+from qfbridge.store.tenants import (
+    DEFAULT_REFRESH_BUDGET_RPS,
+    MAX_REFRESH_BUDGET_RPS,
+    HubeeStatus,
+    RefreshStatus,
+    Tenant,
+)
 
 SIRET_PATTERN = r"^[0-9]{14}$"
 USER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 AGENT_ID_PATTERN = r"^[A-Za-z0-9._@:-]{1,64}$"
 EXTERNAL_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+MIN_REFRESH_BUDGET_RPS = 0.01
+"""One API Particulier request every 100 s: below that a budget is a typo (and 5e-324 is not storable)."""
 
 # ---------------------------------------------------------------------- parameters
 SiretPath = Annotated[
@@ -93,26 +101,67 @@ class TenantBody(BaseModel):
     )
     refresh_budget_rps: float = Field(
         default=DEFAULT_REFRESH_BUDGET_RPS,
-        gt=0,
+        ge=MIN_REFRESH_BUDGET_RPS,
         le=MAX_REFRESH_BUDGET_RPS,
         description="API Particulier requests per second this tenant may use",
     )
 
 
+class TenantPatch(BaseModel):
+    """A JSON merge patch (RFC 7396) of a tenant: a field left out keeps its value, ``null`` clears
+    ``token_expires_on``; the other fields cannot be cleared (give a value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Name of the collectivité"
+    )
+    cog: Annotated[str, AfterValidator(_cog)] | None = Field(
+        default=None, description="Code COG INSEE of the commune (e.g. 04107, 2A004)"
+    )
+    redirect_hosts: Annotated[list[str], AfterValidator(_hosts)] | None = Field(
+        default=None, max_length=20, description="Replaces the list of hosts a redirect_uri may point to"
+    )
+    token_expires_on: dt.date | None = Field(
+        default=None, description="Expiry date of the API Particulier token; null clears it"
+    )
+    refresh_budget_rps: float | None = Field(
+        default=None,
+        ge=MIN_REFRESH_BUDGET_RPS,
+        le=MAX_REFRESH_BUDGET_RPS,
+        description="API Particulier requests per second this tenant may use",
+    )
+
+    @field_validator("name", "cog", "redirect_hosts", "refresh_budget_rps", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("cannot_be_cleared")
+        return value
+
+
+TenantStatus = Literal[
+    "awaiting_credentials",
+    "hubee_auth_failed",
+    "api_particulier_token_expired",
+    "api_particulier_forbidden",
+    "active",
+]
+
+
 class TenantView(BaseModel):
-    siret: str
+    siret: str = Field(pattern=SIRET_PATTERN)
     name: str
     cog: str
     redirect_hosts: list[str]
     token_expires_on: dt.date | None
     refresh_budget_rps: float
-    status: str = Field(
-        description="What needs attention first: awaiting_credentials, hubee_auth_failed, "
-        "api_particulier_token_expired, api_particulier_forbidden or active"
-    )
+    status: TenantStatus = Field(description="What needs attention first")
     has_credentials: bool
-    hubee_status: str
-    refresh_status: str
+    hubee_status: HubeeStatus = Field(
+        description="Outcome of the last HubEE poll with the tenant's credentials"
+    )
+    refresh_status: RefreshStatus = Field(description="Whether the monthly QF refreshes run, and why not")
     created_at: str | None
     updated_at: str | None
 
@@ -125,7 +174,7 @@ class TenantView(BaseModel):
             redirect_hosts=tenant.redirect_hosts,
             token_expires_on=tenant.token_expires_on,
             refresh_budget_rps=tenant.refresh_budget_rps,
-            status=tenant.status,
+            status=cast(TenantStatus, tenant.status),
             has_credentials=tenant.has_credentials,
             hubee_status=tenant.hubee_status,
             refresh_status=tenant.refresh_status,

@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from qfbridge.api.audit import audited
 from qfbridge.api.dependencies import editor
-from qfbridge.api.problems import errors
+from qfbridge.api.problems import errors, success
 from qfbridge.api.schemas import (
     AgentIdHeader,
     CredentialsBody,
@@ -18,6 +18,7 @@ from qfbridge.api.schemas import (
     SiretPath,
     TenantBody,
     TenantList,
+    TenantPatch,
     TenantView,
 )
 from qfbridge.services.editor import TenantConfig
@@ -42,18 +43,46 @@ def put_tenant(siret: SiretPath, body: TenantBody) -> Response[TenantView]:
     return Response(201 if created else 200, content_types.APPLICATION_JSON, TenantView.of(tenant))
 
 
+@router.patch(
+    "/tenants/<siret>",
+    summary="Change some settings of a collectivité (JSON merge patch)",
+    description='Only the fields present change: e.g. {"token_expires_on": "2027-06-30"} records a '
+    "prolonged API Particulier token and keeps redirect_hosts, name and budget. null clears "
+    "token_expires_on (and is refused for the other fields). Content-Type application/merge-patch+json or application/json. A later token "
+    "expiry resumes refreshes stopped by an expired token, as with PUT.",
+    tags=["tenants"],
+    responses=success(TenantView, "The tenant, updated") | errors(400, 404, 422),
+)
+@audited("tenant.update")
+def patch_tenant(siret: SiretPath, body: TenantPatch, agent_id: AgentIdHeader = None) -> TenantView:
+    existing = editor().get_tenant(siret)
+    changes = body.model_dump(exclude_unset=True)
+    config = TenantConfig(
+        name=existing.name,
+        cog=existing.cog,
+        redirect_hosts=existing.redirect_hosts,
+        token_expires_on=existing.token_expires_on,
+        refresh_budget_rps=existing.refresh_budget_rps,
+    ).model_copy(update=changes)
+    tenant, _created = editor().put_tenant(siret, config)
+    return TenantView.of(tenant)
+
+
 @router.get(
     "/tenants/<siret>",
     summary="A collectivité, with its status",
     tags=["tenants"],
-    responses=errors(400, 404),
+    responses=success(TenantView, "The tenant") | errors(400, 404),
 )
 def get_tenant(siret: SiretPath) -> TenantView:
     return TenantView.of(editor().get_tenant(siret))
 
 
 @router.get(
-    "/tenants", summary="The collectivités, a page at a time", tags=["tenants"], responses=errors(400)
+    "/tenants",
+    summary="The collectivités, a page at a time",
+    tags=["tenants"],
+    responses=success(TenantList, "A page of tenants; next_cursor is null on the last one") | errors(400),
 )
 def list_tenants(cursor: CursorQuery = None, limit: LimitQuery = 50) -> TenantList:
     tenants, next_cursor = editor().list_tenants(limit=limit, cursor=cursor)
