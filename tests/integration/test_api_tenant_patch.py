@@ -79,6 +79,8 @@ def test_patch_refuses_unknown_tenants_unknown_fields_and_clearing_required_ones
         (extra, "colour"),
         (cleared, "redirect_hosts"),
         (bad_budget, "refresh_budget_rps"),
+        (tiny_budget, "refresh_budget_rps"),
+        (tiny_by_put, "refresh_budget_rps"),
     ):
         assert response.status_code == 422, response.text
         assert ["body", field] in [e["loc"] for e in response.json()["errors"]]
