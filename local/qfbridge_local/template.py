@@ -6,7 +6,8 @@ because the template declares it, with the template's keys, TTL, redrive policy 
 
 Intrinsic functions are resolved against *local* physical names (``qfbridge-<stage>-<LogicalId>``)
 for the subset the template uses: ``Ref``, ``Fn::Sub``, ``Fn::GetAtt``, ``Fn::FindInMap``, ``Fn::Join``,
-``Fn::If``/``Fn::Equals``/``Fn::Not`` (conditions), ``AWS::*`` pseudo parameters.
+``Fn::If``/``Fn::Equals``/``Fn::Not``/``Fn::And``/``Fn::Or`` (conditions), ``AWS::*`` pseudo parameters.
+A resource whose ``Condition`` is false is not part of the local stack, as on AWS.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class Stack:
     buses: dict[str, str]
     secrets: dict[str, dict[str, Any]]
     log_groups: dict[str, dict[str, Any]]
+    # Every resource the stage creates (its Condition true): type and resolved properties.
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def table_name(self, logical_id: str) -> str:
         return self.tables[logical_id].name
@@ -196,6 +199,9 @@ class _Resolver:
             "AWS::Logs::LogGroup": ("logs", f"log-group:{physical}"),
             "AWS::KMS::Key": ("kms", f"key/{physical}"),
             "AWS::SNS::Topic": ("sns", physical),
+            "AWS::Events::Rule": ("events", f"rule/{physical}"),
+            "AWS::Events::ApiDestination": ("events", f"api-destination/{physical}"),
+            "AWS::Events::Connection": ("events", f"connection/{physical}"),
         }.get(rtype, ("lambda", physical))
         arn = f"arn:aws:{service[0]}:{self.region}:{self.account}:{service[1]}"
         if attribute == "Arn":
@@ -245,6 +251,12 @@ class _Resolver:
                     return str(left) == str(right)
                 if key == "Fn::Not":
                     return not self.resolve(value[0])
+                if key == "Fn::And":
+                    return all(self.resolve(v) for v in value)
+                if key == "Fn::Or":
+                    return any(self.resolve(v) for v in value)
+                if key == "Condition":
+                    return self.conditions[value]
                 if key == "Fn::If":
                     cond, when_true, when_false = value
                     return self.resolve(when_true if self.conditions[cond] else when_false)
@@ -284,7 +296,13 @@ def resolve_stack(
     template = load_template(template_path)
     parameters = _parameter_values(template, parameter_overrides or {})
     stage = parameters.get("Stage", "dev")
-    resources: dict[str, Any] = template["Resources"]
+    # Resources whose Condition is false do not exist in this stage (as CloudFormation skips them).
+    conditions = _Resolver(template, parameters, {}, endpoint, region, account).conditions
+    resources: dict[str, Any] = {
+        lid: res
+        for lid, res in template["Resources"].items()
+        if "Condition" not in res or conditions[res["Condition"]]
+    }
 
     # Names first (explicit names may use parameters only), then everything else.
     bootstrap = _Resolver(template, parameters, {}, endpoint, region, account)
@@ -302,9 +320,11 @@ def resolve_stack(
     log_groups: dict[str, dict[str, Any]] = {}
     globals_fn = resolver.resolve((template.get("Globals") or {}).get("Function") or {})
 
+    resolved: dict[str, dict[str, Any]] = {}
     for lid, res in resources.items():
         rtype = res["Type"]
         props = resolver.resolve(res.get("Properties") or {})
+        resolved[lid] = {"Type": rtype, "Properties": props}
         if rtype == "AWS::DynamoDB::Table":
             ttl = props.get("TimeToLiveSpecification") or {}
             tables[lid] = TableSpec(
@@ -401,4 +421,5 @@ def resolve_stack(
         buses=buses,
         secrets=secrets,
         log_groups=log_groups,
+        resources=resolved,
     )

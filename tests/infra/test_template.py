@@ -104,7 +104,7 @@ def test_every_dlq_depth_and_every_function_has_an_alarm() -> None:
     watched_functions = {
         d["Value"]["Ref"] for a in alarms for d in a["Dimensions"] if d["Name"] == "FunctionName"
     }
-    assert watched_queues == {"DossiersDeadLetterQueue", "RefreshDeadLetterQueue"}
+    assert watched_queues == {"DossiersDeadLetterQueue", "RefreshDeadLetterQueue", "WebhookDeadLetterQueue"}
     assert watched_functions == set(FUNCTIONS)
 
 
