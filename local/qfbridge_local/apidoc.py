@@ -138,8 +138,12 @@ def render_markdown(document: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
-    """``docs/events.md`` from the JSON Schemas of ``docs/events/`` (one per detail-type)."""
+WEBHOOKS_SECTION_PATH = "webhook/webhooks.md"  # under docs/events/: the hand-written webhooks guide
+
+
+def render_event_catalogue(schemas: dict[str, dict[str, Any]], webhooks: str = "") -> str:
+    """``docs/events.md`` from the JSON Schemas of ``docs/events/`` (one per detail-type), followed by
+    the webhooks guide ``docs/events/webhook/webhooks.md`` (written by hand, included as is)."""
     lines = [
         "# Event catalogue",
         "",
@@ -151,6 +155,7 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
         "identities. Delivery is at least once: use the ids to deduplicate.",
         "",
         'Example rule pattern: `{"source": ["qfbridge"], "detail-type": ["qf.updated"]}`.',
+        "Software outside AWS can receive the same events as webhooks: see [Webhooks](#webhooks).",
         "",
         "| event | when |",
         "|---|---|",
@@ -174,6 +179,13 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]]) -> str:
             description = str(spec.get("description", "")).replace("\n", " ").replace("|", "\\|")
             lines.append(f"| `{field}` | {kind} | {'yes' if field in required else 'no'} | {description} |")
         lines.append("")
+    if webhooks:
+        lines += [
+            "<!-- The section below is docs/events/webhook/webhooks.md, included by `make openapi`. -->",
+            "",
+            webhooks.strip(),
+            "",
+        ]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -185,3 +197,65 @@ def load_event_schemas(directory: Any) -> dict[str, dict[str, Any]]:
         path.name.removesuffix(".schema.json"): json.loads(path.read_text(encoding="utf-8"))
         for path in sorted(Path(directory).glob("*.schema.json"))
     }
+
+
+ENVELOPE_SCHEMA_PATH = "webhook/envelope.schema.json"  # under docs/events/
+
+
+def envelope_schema(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The webhook envelope's JSON Schema, with each event's ``detail`` schema as the ``data`` of its type.
+
+    The envelope is what the template's webhook rules build with their input transformer:
+    ``{"id": $.id, "type": $.detail-type, "time": $.time, "tenant": $.detail.tenant_siret, "data": $.detail}``.
+    """
+    names = sorted(schemas)
+    defs = {
+        name: {k: v for k, v in schemas[name].items() if k not in ("$schema", "$id", "x-eventbridge")}
+        for name in names
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:qfbridge:webhook:envelope",
+        "title": "qfbridge webhook envelope",
+        "description": (
+            "The body of every webhook request: one qfbridge event. Deliveries are at least once: "
+            "the same event may arrive more than once, always with the same id."
+        ),
+        "type": "object",
+        "properties": {
+            "id": {
+                "type": "string",
+                "minLength": 1,
+                "description": "The event's id (EventBridge's): the same on every delivery of one event; "
+                "deduplicate on it",
+            },
+            "type": {"enum": names, "description": "The event type (EventBridge detail-type)"},
+            "time": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the event was published (UTC, ISO 8601)",
+            },
+            "tenant": {
+                "type": "string",
+                "pattern": "^[0-9]{14}$",
+                "description": "SIRET of the collectivité the event is about (= data.tenant_siret)",
+            },
+            "data": {"type": "object", "description": "The event's detail: the schema of its type"},
+        },
+        "required": ["id", "type", "time", "tenant", "data"],
+        "additionalProperties": False,
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"properties": {"data": {"$ref": f"#/$defs/{name}"}}},
+            }
+            for name in names
+        ],
+        "$defs": defs,
+    }
+
+
+def render_envelope_schema(schemas: dict[str, dict[str, Any]]) -> str:
+    import json
+
+    return json.dumps(envelope_schema(schemas), indent=2, ensure_ascii=False) + "\n"

@@ -10,6 +10,7 @@
     qfbridge dlq inspect|redrive QUEUE           dead-letter queues (dossiers | refresh)
     qfbridge tokens report                       API Particulier token expiry report
     qfbridge audit query SIRET [--user-id ID]    who read or changed a family's data
+    qfbridge webhook test|replay                 sample events to the webhook; replay the webhook DLQ
 
 Operator commands talk to a deployed stack with the standard AWS profile and region: the stack's
 outputs (``--stack-name``, default ``qfbridge-dev``) give the API URL, queues and log group;
@@ -99,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--days", type=int, default=90, help="list tokens expiring within this many days")
     _add_stack_options(report)
 
+    webhook = sub.add_parser("webhook", help="events delivered to the editor's HTTPS endpoint")
+    webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True, metavar="ACTION")
+    wtest = webhook_sub.add_parser("test", help="send a sample event of each type to the local webhook URL")
+    wtest.add_argument("--config", help="local configuration whose [webhook] section names the URL and key")
+    wtest.add_argument("--url", help="the webhook URL (default: the configuration's)")
+    wtest.add_argument("--api-key", help="the key sent in the key header (default: the configuration's)")
+    wtest.add_argument(
+        "--max-seconds", type=float, default=30, help="retry one event at most this long (default: 30)"
+    )
+    wreplay = webhook_sub.add_parser("replay", help="deliver the webhook DLQ's events again (same ids)")
+    wreplay.add_argument("--stack-name", default="qfbridge-dev")
+    wreplay.add_argument("--dlq-url", help="the webhook DLQ URL (default: from the stack outputs)")
+    wreplay.add_argument("--max", type=int, default=100, help="at most this many events")
+
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     query = audit_sub.add_parser("query", help="who read or changed a tenant's / family's data")
@@ -132,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("dlq", "redrive"): ops.dlq_redrive,
         ("tokens", "report"): ops.tokens_report,
         ("audit", "query"): ops.audit_query,
+        ("webhook", "test"): ops.webhook_test,
+        ("webhook", "replay"): ops.webhook_replay,
     }
     action = getattr(args, f"{args.command}_command")
     return handlers[(args.command, action)](args)

@@ -36,6 +36,7 @@ from .population import Collectivite, Household, collectivites, households
 from .runtime import LocalRuntime, RuntimeOptions
 from .sandboxes.api_particulier import ApiParticulierSandbox
 from .sandboxes.hubee import HubeeSandbox
+from .webhooks import WebhookSettings
 
 EVENTS_QUEUE = "qfbridge-demo-events"
 
@@ -56,6 +57,7 @@ class DemoSummary:
     api_particulier_calls: int = 0
     audit_records: int = 0
     token_alerts: list[dict[str, Any]] = field(default_factory=list)
+    event_types_by_id: dict[str, str] = field(default_factory=dict)  # every bus event (not printed)
 
     def as_json(self) -> dict[str, Any]:
         per_dossier = (
@@ -149,7 +151,13 @@ def _pivot(household: Household, parent: int = 0) -> PivotIdentity:
 
 
 def run_demo(
-    *, quiet: bool = False, seed: int = 2026, tenants: int = 3, families_per_tenant: int = 12
+    *,
+    quiet: bool = False,
+    seed: int = 2026,
+    tenants: int = 3,
+    families_per_tenant: int = 12,
+    webhook: WebhookSettings | None = None,
+    webhook_wait_seconds: float = 120.0,
 ) -> DemoSummary:
     summary = DemoSummary()
     rng = random.Random(seed)
@@ -168,7 +176,8 @@ def run_demo(
                         "DOSSIER_LEASE_SECONDS": "30",
                         "REFRESH_RETRY_BASE_SECONDS": "1",
                         "FORM_LINK_TTL_DAYS": "60",
-                    }
+                    },
+                    webhook=webhook,
                 )
             )
         )
@@ -364,8 +373,11 @@ def run_demo(
                 cursor = page.get("next_cursor")
                 if not cursor:
                     break
+        if rt.webhooks is not None:
+            rt.webhooks.wait_idle(timeout=webhook_wait_seconds)
         for event in _drain_events(rt, events_url):
             summary.events[event["detail-type"]] += 1
+            summary.event_types_by_id[event["id"]] = event["detail-type"]
             if event["detail-type"] == "tenant.token_expiring":
                 summary.token_alerts.append(
                     {k: event["detail"][k] for k in ("tenant_siret", "days_left", "threshold")}

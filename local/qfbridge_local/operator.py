@@ -370,7 +370,66 @@ def openapi(path: str | None, markdown: str | None = None) -> int:
 
 
 def event_catalogue(schemas_dir: str, path: str) -> int:
-    from .apidoc import load_event_schemas, render_event_catalogue
+    from .apidoc import (
+        ENVELOPE_SCHEMA_PATH,
+        WEBHOOKS_SECTION_PATH,
+        load_event_schemas,
+        render_envelope_schema,
+        render_event_catalogue,
+    )
 
-    Path(path).write_text(render_event_catalogue(load_event_schemas(schemas_dir)), encoding="utf-8")
+    schemas = load_event_schemas(schemas_dir)
+    envelope = Path(schemas_dir) / ENVELOPE_SCHEMA_PATH
+    envelope.parent.mkdir(parents=True, exist_ok=True)
+    envelope.write_text(render_envelope_schema(schemas), encoding="utf-8")
+    webhooks = (Path(schemas_dir) / WEBHOOKS_SECTION_PATH).read_text(encoding="utf-8")
+    Path(path).write_text(render_event_catalogue(schemas, webhooks), encoding="utf-8")
     return 0
+
+
+# ---------------------------------------------------------------------- webhooks
+def webhook_test(args: argparse.Namespace) -> int:
+    """One sample event of each type to the local webhook, through the template's transformer."""
+    from .webhooks import local_rules, send_samples
+
+    url, api_key = args.url, args.api_key
+    if args.config:
+        from .serve import ServeConfig
+
+        section = ServeConfig.load(args.config).webhook
+        url = url or section.url
+        api_key = api_key or section.api_key
+    if not url:
+        console.print("[red]no webhook URL: give --url or a configuration with [webhook] url[/red]")
+        return 2
+    rules, headers = local_rules(url, api_key or "local-webhook-key")
+    table = Table(title=f"Webhook test — {url}")
+    for column in ("event", "envelope id", "outcome", "attempts", "last answer"):
+        table.add_column(column)
+    failed = 0
+    for result in send_samples(rules, url, headers, max_seconds=args.max_seconds):
+        failed += result.outcome != "delivered"
+        table.add_row(
+            result.detail_type, result.envelope_id, result.outcome, str(result.attempts), result.last
+        )
+    console.print(table)
+    return 0 if failed == 0 else 1
+
+
+def webhook_replay(args: argparse.Namespace) -> int:
+    """Deliver the webhook DLQ's events again, with their original ids."""
+    from .webhooks import deployed_headers, deployed_rules, replay_dead_letters
+
+    cloudformation = boto3.client("cloudformation")
+    stack = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"][0]
+    parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+    rules, url = deployed_rules(parameters)
+    secrets = boto3.client("secretsmanager")
+    headers = deployed_headers(parameters, lambda sid: secrets.get_secret_value(SecretId=sid)["SecretString"])
+    dlq_url = args.dlq_url or outputs["WebhookDeadLetterQueueUrl"]
+    report = replay_dead_letters(boto3.client("sqs"), dlq_url, rules, url, headers, limit=args.max)
+    for error in report.errors:
+        console.print(f"kept: {error}")
+    console.print(f"{report.replayed} event(s) delivered again, {report.kept} kept in the webhook DLQ")
+    return 0 if report.kept == 0 else 1

@@ -25,6 +25,7 @@ from .aws import MotoServer, aws_environment, client, provision
 from .lambdas import LocalFunction
 from .template import DEFAULT_TEMPLATE, Stack, resolve_stack
 from .triggers import TriggerEmulator
+from .webhooks import WebhookDelivery, WebhookSettings
 
 if TYPE_CHECKING:
     from qfbridge.services.editor import EditorService
@@ -43,6 +44,9 @@ class RuntimeOptions:
     retry_delay_seconds: int = 0
     serve_api: bool = True
     api_port: int = 0
+    webhook: WebhookSettings | None = (
+        None  # deliver the events to this local URL, as the template's webhook rules do
+    )
 
 
 def function_environment(stack: Stack) -> dict[str, str]:
@@ -89,6 +93,7 @@ class LocalRuntime:
         self.api: ApiAdapter | None = None
         self.queue_urls: dict[str, str] = {}
         self.environment: dict[str, str] = {}
+        self.webhooks: WebhookDelivery | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -107,6 +112,8 @@ class LocalRuntime:
         _forget_cached_state()
         endpoint = self.moto.endpoint
         overrides = {"Stage": self.options.stage, **self.options.parameter_overrides}
+        if self.options.webhook is not None:
+            overrides |= self.options.webhook.parameter_overrides(self.options.stage)
         self.stack = resolve_stack(
             endpoint=endpoint, template_path=self.options.template, parameter_overrides=overrides
         )
@@ -128,6 +135,9 @@ class LocalRuntime:
             self.queue_urls,
             retry_delay_seconds=self.options.retry_delay_seconds,
         )
+        if self.options.webhook is not None:
+            self.webhooks = WebhookDelivery.start(self.stack, endpoint, self.queue_urls, self.options.webhook)
+            self._exit.callback(self.webhooks.stop)
         if self.options.serve_api and API_FUNCTION in self.functions:
             self.api = ApiAdapter(
                 self.functions[API_FUNCTION], stage=self.stack.stage, port=self.options.api_port

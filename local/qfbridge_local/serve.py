@@ -67,6 +67,14 @@ class SandboxSection(BaseModel):
     seed: int = 1
 
 
+class WebhookSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    api_key: str = "local-webhook-key"
+    retry_base_seconds: float = Field(default=1.0, gt=0)
+
+
 class ServeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -74,6 +82,7 @@ class ServeConfig(BaseModel):
     hubee: HubeeSection = Field(default_factory=HubeeSection)
     api_particulier: ApiParticulierSection = Field(default_factory=ApiParticulierSection)
     sandbox: SandboxSection = Field(default_factory=SandboxSection)
+    webhook: WebhookSection = Field(default_factory=WebhookSection)
 
     @classmethod
     def load(cls, path: str | Path) -> ServeConfig:
@@ -120,10 +129,21 @@ class Server:
                     env_overrides=env,
                     api_port=self.config.runtime.api_port,
                     retry_delay_seconds=5,
+                    webhook=self._webhook(),
                 )
             )
         )
         return self
+
+    def _webhook(self) -> Any:
+        section = self.config.webhook
+        if not section.url:
+            return None
+        from .webhooks import WebhookSettings
+
+        return WebhookSettings(
+            url=section.url, api_key=section.api_key, retry_base_seconds=section.retry_base_seconds
+        )
 
     def run(self) -> None:
         """Play the schedules and the SQS mappings until ``stop_event`` is set."""

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from qfbridge.store.events import EVENT_TYPES
-from qfbridge_local.apidoc import load_event_schemas, render_event_catalogue, render_markdown
+from qfbridge_local.apidoc import (
+    ENVELOPE_SCHEMA_PATH,
+    WEBHOOKS_SECTION_PATH,
+    load_event_schemas,
+    render_envelope_schema,
+    render_event_catalogue,
+    render_markdown,
+)
 from qfbridge_local.cli import build_parser
 from qfbridge_local.serve import ServeConfig
 from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
@@ -141,7 +148,12 @@ def test_the_config_example_and_the_documented_config_keys_exist() -> None:
 
 def test_the_api_reference_and_event_catalogue_are_rendered_from_the_sources() -> None:
     assert (REPO / "docs/api.md").read_text(encoding="utf-8") == render_markdown(OPENAPI)
-    assert (REPO / "docs/events.md").read_text(encoding="utf-8") == render_event_catalogue(EVENT_SCHEMAS)
+    webhooks = (REPO / "docs/events" / WEBHOOKS_SECTION_PATH).read_text(encoding="utf-8")
+    assert (REPO / "docs/events.md").read_text(encoding="utf-8") == render_event_catalogue(
+        EVENT_SCHEMAS, webhooks
+    )
+    envelope = (REPO / "docs/events" / ENVELOPE_SCHEMA_PATH).read_text(encoding="utf-8")
+    assert envelope == render_envelope_schema(EVENT_SCHEMAS), "stale envelope schema: run make openapi"
 
 
 def test_readme_starts_with_the_two_setup_commands() -> None:
