@@ -3,31 +3,47 @@
 The labels come from the scenario's meaning, written before and independently of the scorer:
 
 * ``linked`` — the directory holds the usager's family and the evidence leaves no reasonable
-  doubt (same birth date, sex, a surname, first names, plus corroboration when one element is
-  only partial: a surname typo, only the first of several first names, a usual second name…).
+  doubt: either the usager's own record (same birth date, sex, a surname, first names, plus
+  corroboration when one element is only partial: a surname typo, only the first of several
+  first names, a usual second name…), or the household designating exactly one family — the
+  other allocataire is a parent of it exactly, or several children match it on first names and
+  birth dates, with one more piece (the usager, even with a typo'd birth date or another first
+  name; the conjoint; a child), nothing in it contradicting the dossier and no other family
+  holding part of that household or the usager.
 * ``needs_review`` — a plausible candidate exists but linking could put a tariff on the wrong
-  account: homonyms, contradicting birthplace or sex, married name unknown to CAF, lone typos,
-  the same parent in two households, only the conjoint known…
-* ``no_candidate`` — nobody in the directory is plausibly the usager (not registered, or the
-  directory's birth date is wrong so blocking cannot find them).
+  account: homonyms the household does not tell apart, contradicting birthplace or sex, married
+  name unknown to CAF, lone typos, the same parent in two households with nothing saying which,
+  the household in two families, only the children known (grandparents, guardians), only the
+  conjoint known, a conjoint's namesake born another day, a namesake born another day…
+* ``no_candidate`` — nobody in the directory is plausibly the usager nor found by their
+  household's birth dates or the usager's name.
 
 Every case is built from one of twelve fictional personas (accents, particles, compound and
 hyphenated names, married names, people born abroad, twins, a very common name, a short
-surname…) by one scenario; each directory also holds distractor families that share the birth
-date, the surname, or nothing. Names and dates are invented.
+surname…) by one scenario, or written by hand (``_extra_cases``: 1 January namesakes born abroad);
+each directory also holds distractor families that share the birth date, the surname, or nothing.
+Names and dates are invented.
 
 Loaded by path from the tests (``tests`` is not a package).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import unicodedata
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
+from qfbridge.reconcile import (
+    DirectoryRead,
+    DossierIdentity,
+    MatchDecision,
+    blocking_keys_for_family,
+    match,
+)
 
 Expected = Literal["linked", "needs_review", "no_candidate"]
 D = dt.date
@@ -291,6 +307,11 @@ def distractors(persona: Persona, index: int) -> list[Family]:
     return [same_birthdate, same_surname, unrelated]
 
 
+def designates(p: Persona) -> bool:
+    """Whether the persona's household can designate a family: the conjoint, or several children."""
+    return p.conjoint is not None or len(p.enfants) >= 2
+
+
 def _typo(name: str) -> str:
     """Replace one inner letter (a plausible keying mistake)."""
     letters = list(name)
@@ -496,10 +517,12 @@ def typo_in_surname_nothing_else(p: Persona):
 
 @scenario
 def typo_in_prenom_with_children(p: Persona):
-    # On a first name shorter than 4 letters one edit makes another name (EVE / EVA): review.
+    # On a first name shorter than 4 letters one edit makes another name (EVE / EVA): the usager's
+    # own record is another first name, and only a household that designates the family (the
+    # conjoint, or several children) links it.
     u = p.usager
     parent = directory_parent(u, prenoms=_typo(_first_prenom(u)))
-    if len(_first_prenom(u)) < 4:
+    if len(_first_prenom(u)) < 4 and not designates(p):
         return [family(p, _uid(p), usager=parent)], "needs_review", None
     return [family(p, _uid(p), usager=parent)], "linked", _uid(p)
 
@@ -545,24 +568,32 @@ def sexe_contradicts(p: Persona):
 
 @scenario
 def homonyms_same_name_same_birthdate(p: Persona):
-    # Two different people, identical on everything the directory knows: never auto-link.
+    # Two different people, identical on everything the directory knows about them: an agent
+    # decides — unless the other allocataire is a parent of exactly one of the two families.
     twin_family = Family(
         user_id=_uid(p, "-homonym"),
         parents=[directory_parent(p.usager)],
         enfants=[DirectoryChild(nom="DURAND", prenoms="HUGO", date_naissance=D(2008, 4, 4))],
     )
-    return [family(p, _uid(p), with_children=False), twin_family], "needs_review", None
+    directory = [family(p, _uid(p), with_children=False), twin_family]
+    if p.conjoint is not None:
+        return directory, "linked", _uid(p)
+    return directory, "needs_review", None
 
 
 @scenario
 def homonyms_told_apart_only_by_children(p: Persona):
-    # Children alone (≤ 0.10) must not separate two identical parents.
+    # One child (0.10) must not separate two identical parents; several children matching on
+    # first names and birth dates designate the family beyond doubt.
     twin_family = Family(
         user_id=_uid(p, "-homonym"),
         parents=[directory_parent(p.usager)],
         enfants=[DirectoryChild(nom="DURAND", prenoms="HUGO", date_naissance=D(2008, 4, 4))],
     )
-    return [family(p, _uid(p), with_conjoint=False), twin_family], "needs_review", None
+    directory = [family(p, _uid(p), with_conjoint=False), twin_family]
+    if len(p.enfants) >= 2:
+        return directory, "linked", _uid(p)
+    return directory, "needs_review", None
 
 
 @scenario
@@ -643,6 +674,8 @@ def namesake_father_and_son_both_present(p: Persona):
 
 @scenario
 def namesake_father_only(p: Persona):
+    # The father (same names, born 27 years earlier) is not the usager: never linked, but found by
+    # name so that the agent sees him.
     if "namesake_father" not in p.tags:
         return None
     u = p.usager
@@ -656,7 +689,7 @@ def namesake_father_only(p: Persona):
             )
         ],
     )
-    return [father], "no_candidate", None
+    return [father], "needs_review", None
 
 
 @scenario
@@ -668,11 +701,12 @@ def usager_is_second_parent(p: Persona):
 
 @scenario
 def only_conjoint_in_directory(p: Persona):
-    # The household is known through the conjoint only: an agent decides (same household? link?).
+    # The usager is not in the directory (a new partner), the other allocataire is a parent of
+    # exactly one family and the children match it: the household designates it.
     if p.conjoint is None:
         return None
     fam = Family(user_id=_uid(p), parents=[directory_parent(p.conjoint)], enfants=directory_children(p))
-    return [fam], "needs_review", None
+    return [fam], "linked", _uid(p)
 
 
 @scenario
@@ -682,12 +716,16 @@ def not_in_directory(p: Persona):
 
 @scenario
 def directory_birthdate_day_month_swapped(p: Persona):
+    # The children's birth dates find the family; several of them matching designate it.
     u = p.usager
     d = u.date_naissance
     if d.day > 12 or d.day == d.month:
         return None
     parent = directory_parent(u, date_naissance=D(d.year, d.day, d.month))
-    return [family(p, _uid(p), usager=parent, with_conjoint=False)], "no_candidate", None
+    directory = [family(p, _uid(p), usager=parent, with_conjoint=False)]
+    if len(p.enfants) >= 2:
+        return directory, "linked", _uid(p)
+    return directory, "needs_review", None
 
 
 @scenario
@@ -728,6 +766,187 @@ def near_namesake_without_usager(p: Persona):
         parents=[directory_parent(u, nom_naissance=_typo(u.nom_naissance), nom_usage=None)],
     )
     return [other], "needs_review", None
+
+
+# --- the household's evidence ---------------------------------------------------------------------
+
+
+def _other_adult(p: Persona, key: str, sexe: Literal["F", "M"], born: dt.date) -> DirectoryParent:
+    """An adult who is neither the usager nor the conjoint."""
+    prenoms = {"F": ("SOLENNE", "MAGALI"), "M": ("GREGOIRE", "ARMAND")}[sexe][key == "b"]
+    return DirectoryParent(nom_naissance="FAURE", prenoms=prenoms, sexe=sexe, date_naissance=born)
+
+
+def _opposite(sexe: str) -> Literal["F", "M"]:
+    return "M" if sexe == "F" else "F"
+
+
+@scenario
+def conjoint_and_children_with_another_partner(p: Persona):
+    # The usager is absent; the conjoint and the children are in a family whose other parent is
+    # someone else (the conjoint's former partner?): the household conflicts, an agent decides.
+    if p.conjoint is None:
+        return None
+    fam = Family(
+        user_id=_uid(p),
+        parents=[
+            directory_parent(p.conjoint),
+            _other_adult(p, "a", _opposite(p.conjoint.sexe), D(1979, 3, 9)),
+        ],
+        enfants=directory_children(p),
+    )
+    return [fam], "needs_review", None
+
+
+@scenario
+def parent_in_two_households_household_decides(p: Persona):
+    # A separated parent in two families: the former household (another partner, another child)
+    # and the current one (the conjoint and the children of the dossier): the household says which.
+    if p.conjoint is None:
+        return None
+    former = Family(
+        user_id=_uid(p, "-former"),
+        parents=[directory_parent(p.usager), _other_adult(p, "a", _opposite(p.usager.sexe), D(1978, 8, 18))],
+        enfants=[DirectoryChild(nom="FAURE", prenoms="EMMA", date_naissance=D(2004, 2, 2))],
+    )
+    return [former, family(p, _uid(p))], "linked", _uid(p)
+
+
+@scenario
+def parent_in_two_households_only_children_differ(p: Persona):
+    # The same parent alone in one family and with other children in another: nothing designates.
+    former = Family(
+        user_id=_uid(p, "-former"),
+        parents=[directory_parent(p.usager)],
+        enfants=[DirectoryChild(nom="FAURE", prenoms="EMMA", date_naissance=D(2004, 2, 2))],
+    )
+    current = family(p, _uid(p), with_children=False, with_conjoint=False)
+    return [former, current], "needs_review", None
+
+
+def _shifted(date: dt.date) -> dt.date:
+    """The same date with another day (a keying mistake on one field)."""
+    return date.replace(day=date.day + 1 if date.day < 28 else date.day - 1)
+
+
+@scenario
+def usager_birthdate_typo_household_exact(p: Persona):
+    # The directory has the usager's birth date one day off; the conjoint and children are exact:
+    # their birth dates find the family, and they designate it (with one child only: review).
+    parent = directory_parent(p.usager, date_naissance=_shifted(p.usager.date_naissance))
+    directory = [family(p, _uid(p), usager=parent)]
+    if designates(p):
+        return directory, "linked", _uid(p)
+    return directory, "needs_review", None
+
+
+@scenario
+def no_birth_commune_everything_else_exact(p: Persona):
+    # The directory knows the country (France) but not the commune: nothing to compare, nothing lost.
+    if p.usager.pays != "99100":
+        return None
+    parent = directory_parent(p.usager, code_pays_naissance="99100")
+    return [family(p, _uid(p), usager=parent)], "linked", _uid(p)
+
+
+@scenario
+def no_birth_commune_weak_usager_household_exact(p: Persona):
+    # No birthplace to corroborate a usager known by a typo'd surname and the first prénom only;
+    # the household designates the family (with one child only: review).
+    u = p.usager
+    if len(u.nom_naissance.replace(" ", "")) < 5:
+        return None
+    parent = directory_parent(
+        u, nom_naissance=_typo(u.nom_naissance), nom_usage=None, prenoms=_first_prenom(u)
+    )
+    directory = [family(p, _uid(p), usager=parent)]
+    if designates(p):
+        return directory, "linked", _uid(p)
+    return directory, "needs_review", None
+
+
+@scenario
+def household_in_two_families(p: Persona):
+    # The usager is absent; the conjoint and the children are in two families (two accounts):
+    # the household designates two families, an agent decides.
+    if p.conjoint is None:
+        return None
+    first = Family(
+        user_id=_uid(p, "-a"), parents=[directory_parent(p.conjoint)], enfants=directory_children(p)
+    )
+    second = Family(
+        user_id=_uid(p, "-b"), parents=[directory_parent(p.conjoint)], enfants=directory_children(p)
+    )
+    return [first, second], "needs_review", None
+
+
+@scenario
+def children_only_grandparents(p: Persona):
+    # The children are registered with their grandparents (or guardians): only children match.
+    u = p.usager
+    grandparents = Family(
+        user_id=_uid(p, "-grandparents"),
+        parents=[
+            DirectoryParent(
+                nom_naissance=u.nom_naissance, prenoms="GERARD", sexe="M", date_naissance=D(1950, 6, 12)
+            ),
+            DirectoryParent(
+                nom_naissance="MARCHAL", prenoms="MONIQUE", sexe="F", date_naissance=D(1952, 9, 3)
+            ),
+        ],
+        enfants=directory_children(p),
+    )
+    return [grandparents], "needs_review", None
+
+
+@scenario
+def children_only_single_guardian(p: Persona):
+    # One guardian with the children, nobody else of the household: review.
+    guardian = Family(
+        user_id=_uid(p, "-guardian"),
+        parents=[
+            DirectoryParent(
+                nom_naissance="MARCHAL", prenoms="MONIQUE", sexe="F", date_naissance=D(1961, 9, 3)
+            )
+        ],
+        enfants=directory_children(p),
+    )
+    return [guardian], "needs_review", None
+
+
+@scenario
+def conjoint_namesake_other_birthdate(p: Persona):
+    # A parent with the conjoint's names but another birth date, with the children: not the
+    # conjoint, so only the children match.
+    if p.conjoint is None:
+        return None
+    c = p.conjoint
+    namesake = directory_parent(c, date_naissance=c.date_naissance.replace(year=c.date_naissance.year - 2))
+    return [Family(user_id=_uid(p), parents=[namesake], enfants=directory_children(p))], "needs_review", None
+
+
+@scenario
+def conjoint_namesake_other_birthdate_with_usager(p: Persona):
+    # The usager (exact) and a conjoint's namesake born another day: the other parent contradicts.
+    if p.conjoint is None:
+        return None
+    c = p.conjoint
+    namesake = directory_parent(c, date_naissance=c.date_naissance.replace(year=c.date_naissance.year - 2))
+    fam = Family(user_id=_uid(p), parents=[directory_parent(p.usager), namesake], enfants=[])
+    return [fam], "needs_review", None
+
+
+@scenario
+def namesake_born_another_day_only(p: Persona):
+    # Someone with the usager's names and sex, born another year: found by name for the agent.
+    u = p.usager
+    namesake = Family(
+        user_id=_uid(p, "-namesake"),
+        parents=[
+            directory_parent(u, date_naissance=u.date_naissance.replace(year=u.date_naissance.year + 4))
+        ],
+    )
+    return [namesake], "needs_review", None
 
 
 def _dossier(
@@ -848,6 +1067,74 @@ def _extra_cases() -> list[MatchingCase]:
             None,
         )
     )
+
+    # 1 January namesakes born abroad (a date of birth unknown to the civil registry is often
+    # recorded as 1 January): same names, same date, same country — only the household tells
+    # them apart.
+    for index, persona in enumerate(PERSONAS):
+        if "abroad" not in persona.tags or persona.conjoint is None:
+            continue
+        jan = dataclasses.replace(
+            persona, usager=dataclasses.replace(persona.usager, date_naissance=D(1983, 1, 1))
+        )
+        namesake = Family(
+            user_id=f"fam-{persona.key}-namesake",
+            parents=[
+                directory_parent(jan.usager, with_birthplace=True),
+                _other_adult(jan, "b", _opposite(jan.usager.sexe), D(1985, 5, 15)),
+            ],
+            enfants=[DirectoryChild(nom="FAURE", prenoms="NOAH", date_naissance=D(2014, 4, 14))],
+        )
+        pivot, allocataires, enfants = _dossier(jan)
+        right = family(jan, f"fam-{persona.key}", with_birthplace=True)
+        cases.append(
+            MatchingCase(
+                f"extra:{persona.key}:january_first_namesakes_household_decides",
+                "january_first_namesakes",
+                pivot,
+                allocataires,
+                enfants,
+                (namesake, right, *distractors(jan, index)),
+                "linked",
+                right.user_id,
+            )
+        )
+        # The usager's family without its household in the directory: nothing designates it.
+        alone = family(
+            jan, f"fam-{persona.key}", with_birthplace=True, with_conjoint=False, with_children=False
+        )
+        cases.append(
+            MatchingCase(
+                f"extra:{persona.key}:january_first_namesakes_no_household",
+                "january_first_namesakes",
+                pivot,
+                allocataires,
+                enfants,
+                (namesake, alone, *distractors(jan, index)),
+                "needs_review",
+                None,
+            )
+        )
+        # The namesake's family holds the dossier's conjoint too: the household is in two families.
+        with_conjoint = Family(
+            user_id=namesake.user_id,
+            parents=[namesake.parents[0], directory_parent(jan.conjoint)]
+            if jan.conjoint
+            else namesake.parents,
+            enfants=namesake.enfants,
+        )
+        cases.append(
+            MatchingCase(
+                f"extra:{persona.key}:january_first_namesakes_conjoint_in_both",
+                "january_first_namesakes",
+                pivot,
+                allocataires,
+                enfants,
+                (with_conjoint, right, *distractors(jan, index)),
+                "needs_review",
+                None,
+            )
+        )
     return cases
 
 
@@ -877,8 +1164,40 @@ def build_cases() -> list[MatchingCase]:
     return cases
 
 
+def directory_reader(directory: Sequence[Family]) -> DirectoryRead:
+    """The directory's blocking entries in memory, read as the store reads them: the families under
+    each key in sort-key (user id) order, at most ``limit`` per key."""
+    index: dict[str, list[Family]] = {}
+    for fam in sorted(directory, key=lambda f: f.user_id):
+        for key in blocking_keys_for_family(fam):
+            index.setdefault(key, []).append(fam)
+
+    def read(keys: Sequence[str], limit: int | None) -> list[Family]:
+        found: dict[str, Family] = {}
+        for key in sorted(set(keys)):
+            for fam in index.get(key, [])[:limit]:
+                found.setdefault(fam.user_id, fam)
+        return list(found.values())
+
+    return read
+
+
+def run_case(case: MatchingCase) -> MatchDecision:
+    """What the reconcile service does, against the case's directory held in memory."""
+    identity = DossierIdentity.from_parts(case.pivot, list(case.allocataires), list(case.enfants))
+    return match(identity, directory_reader(case.directory))
+
+
 def iter_cases() -> Iterator[MatchingCase]:
     yield from build_cases()
 
 
-__all__ = ["PERSONAS", "SCENARIOS", "MatchingCase", "build_cases", "iter_cases"]
+__all__ = [
+    "PERSONAS",
+    "SCENARIOS",
+    "MatchingCase",
+    "build_cases",
+    "directory_reader",
+    "iter_cases",
+    "run_case",
+]

@@ -18,6 +18,7 @@ import pytest
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
 from qfbridge.reconcile import (
+    NAME_KEY_LIMIT,
     DossierIdentity,
     MatchDecision,
     MatchPolicy,
@@ -26,6 +27,8 @@ from qfbridge.reconcile import (
     blocking_keys_for_family,
     cross_check,
     decide,
+    match,
+    name_keys_for_dossier,
     score_candidate,
 )
 
@@ -50,12 +53,7 @@ cases_module = _load_cases_module()
 CASES = cases_module.build_cases()
 
 
-def run_case(case) -> MatchDecision:
-    """What the reconcile service does: blocking Query (simulated), then decide."""
-    identity = DossierIdentity.from_parts(case.pivot, list(case.allocataires), list(case.enfants))
-    keys = blocking_keys_for_dossier(identity)
-    candidates = [f for f in case.directory if blocking_keys_for_family(f) & keys]
-    return decide(identity, candidates)
+run_case = cases_module.run_case
 
 
 # --- the labelled set ---------------------------------------------------------------------------
@@ -169,11 +167,31 @@ def test_from_parts_of_someone_born_abroad_has_no_birthplace_commune() -> None:
     assert identity.code_cog_naissance is None and identity.code_pays_naissance == "99341"
 
 
-def test_blocking_keys_are_parent_birth_dates_and_the_dossier_key_finds_its_family() -> None:
-    family = Family(user_id="u1", parents=[_parent(), HENRI])
-    assert blocking_keys_for_family(family) == {"1987-04-10", "1984-11-02"}
+def test_blocking_keys_are_household_birth_dates_and_parent_name_keys() -> None:
+    family = Family(user_id="u1", parents=[_parent(), HENRI], enfants=[MARCEL])
+    assert blocking_keys_for_family(family) == {
+        "1987-04-10",
+        "1984-11-02",
+        "2012-03-02",
+        "name:LEOUIS:ALEXIA",
+        "name:BERNARD:ALEXIA",
+        "name:BERNARD:HENRI",
+    }
     assert blocking_key_for_dossier(IDENTITY) == "1987-04-10"
-    assert blocking_keys_for_dossier(IDENTITY) == {"1987-04-10", "1984-11-02"}
+    # One Query per distinct birth date of the dossier's household: usager, conjoint, children.
+    assert blocking_keys_for_dossier(IDENTITY) == {"1987-04-10", "1984-11-02", "2012-03-02"}
+    assert name_keys_for_dossier(IDENTITY) == {"name:LEOUIS:ALEXIA", "name:BERNARD:ALEXIA"}
+
+
+def test_the_dossier_reads_each_birth_date_once_and_at_most_six_children_dates() -> None:
+    # Given twins (one date) and eight more children
+    twins = [Person(nom_naissance="X", prenoms=n, date_naissance=dt.date(2010, 1, 1)) for n in ("A", "B")]
+    others = [
+        Person(nom_naissance="X", prenoms="C", date_naissance=dt.date(2011 + i, 2, 2)) for i in range(8)
+    ]
+    identity = DossierIdentity.from_parts(PIVOT, ALLOCATAIRES, [*twins, *others])
+    keys = blocking_keys_for_dossier(identity)
+    assert len(keys) == 2 + 6 and "2010-01-01" in keys
 
 
 def test_score_names_every_piece_of_evidence_with_a_code() -> None:
@@ -181,15 +199,18 @@ def test_score_names_every_piece_of_evidence_with_a_code() -> None:
     scored = score_candidate(IDENTITY, family)
     codes = [r.code for r in scored.reasons]
     assert scored.matched_parent == 1
-    assert codes[:5] == [
+    assert codes == [
         "birthdate_exact",
         "sexe_match",
         "nom_naissance_exact",
         "prenoms_exact",
         "birthplace_match",
+        "conjoint_match",
+        "child_match",
+        "household_designates",
     ]
-    assert "children_corroborate" in codes and "conjoint_corroborate" in codes
-    assert scored.score == 1.0
+    # Not capped: the household's evidence adds up above the usager's own 0.95.
+    assert scored.score == pytest.approx(0.95 + 0.20 + 0.10)
 
 
 def test_married_name_known_only_as_nom_usage_matches_through_the_allocataire() -> None:
@@ -310,3 +331,174 @@ def test_cross_check_flags_other_birth_date_and_other_first_names_even_with_the_
 def test_cross_check_flags_same_names_but_other_sex_and_birth_date() -> None:
     other = _parent(sexe="M", date_naissance=dt.date(1960, 4, 10))
     assert cross_check(IDENTITY, Family(user_id="u1", parents=[other])).strong_mismatch is True
+
+
+# --- the household's evidence ---------------------------------------------------------------------
+
+ALEXIA = _parent()
+STRANGER = DirectoryParent(
+    nom_naissance="FAURE", prenoms="ARMAND", sexe="M", date_naissance=dt.date(1979, 3, 9)
+)
+JULIE = DirectoryChild(nom="BERNARD", prenoms="JULIE", date_naissance=dt.date(2015, 6, 4))
+TWO_CHILDREN = [
+    *ENFANTS,
+    Person(nom_naissance="BERNARD", prenoms="JULIE", date_naissance=dt.date(2015, 6, 4), sexe="F"),
+]
+HOUSEHOLD = DossierIdentity.from_parts(PIVOT, ALLOCATAIRES, TWO_CHILDREN)
+
+
+def _codes(decision: MatchDecision, user_id: str) -> list[str]:
+    return next([r.code for r in c.reasons] for c in decision.candidates if c.user_id == user_id)
+
+
+def test_the_household_links_a_family_the_usager_is_absent_from() -> None:
+    # Given only the conjoint and the children in the directory (the usager is a new partner)
+    family = Family(user_id="home", parents=[HENRI], enfants=[MARCEL, JULIE])
+    # When matching
+    decision = decide(HOUSEHOLD, [family])
+    # Then the household designates it: linked, and the reasons say what matched
+    assert (decision.outcome, decision.user_id, decision.rule) == ("linked", "home", "household")
+    codes = _codes(decision, "home")
+    assert codes[0] == "usager_absent"
+    assert {"conjoint_match", "child_match", "household_designates"} <= set(codes)
+
+
+def test_a_birthdate_typo_on_the_usager_links_when_the_household_is_exact() -> None:
+    family = Family(
+        user_id="home", parents=[_parent(date_naissance=dt.date(1987, 4, 11)), HENRI], enfants=[MARCEL]
+    )
+    decision = decide(IDENTITY, [family])
+    assert (decision.outcome, decision.rule) == ("linked", "household")
+    assert "birthdate_close" in _codes(decision, "home")
+
+
+def test_only_children_matching_goes_to_review() -> None:
+    # Given the children registered with two other adults (grandparents)
+    grandparents = Family(
+        user_id="grand",
+        parents=[STRANGER, STRANGER.model_copy(update={"prenoms": "MONIQUE", "sexe": "F"})],
+        enfants=[MARCEL, JULIE],
+    )
+    decision = decide(HOUSEHOLD, [grandparents])
+    assert decision.outcome == "needs_review"
+    assert "children_only_match" in _codes(decision, "grand")
+
+
+def test_the_household_in_two_families_goes_to_review() -> None:
+    a = Family(user_id="a", parents=[HENRI], enfants=[MARCEL, JULIE])
+    b = Family(user_id="b", parents=[HENRI], enfants=[MARCEL])
+    decision = decide(HOUSEHOLD, [a, b])
+    assert decision.outcome == "needs_review" and {c.user_id for c in decision.candidates} == {"a", "b"}
+
+
+def test_a_conjoint_namesake_born_another_day_is_not_the_conjoint() -> None:
+    namesake = HENRI.model_copy(update={"date_naissance": dt.date(1982, 11, 2)})
+    decision = decide(HOUSEHOLD, [Family(user_id="n", parents=[namesake], enfants=[MARCEL, JULIE])])
+    assert decision.outcome == "needs_review"
+    assert "conjoint_match" not in _codes(decision, "n")
+
+
+def test_a_decoy_whose_conjoint_and_children_contradict_loses_to_the_household() -> None:
+    # Given two identical usagers (1 January namesakes): one family holds the dossier's conjoint and
+    # children, the other another partner and another child
+    right = Family(user_id="right", parents=[ALEXIA, HENRI], enfants=[MARCEL, JULIE])
+    decoy = Family(
+        user_id="decoy",
+        parents=[ALEXIA, STRANGER],
+        enfants=[DirectoryChild(nom="FAURE", prenoms="NOAH", date_naissance=dt.date(2014, 4, 14))],
+    )
+    decision = decide(HOUSEHOLD, [decoy, right])
+    # Then the right one is linked, and the decoy lost points for what contradicts
+    assert (decision.outcome, decision.user_id) == ("linked", "right")
+    scored = {c.user_id: c for c in decision.candidates}
+    decoy_codes = [r.code for r in scored["decoy"].reasons]
+    assert "other_parent_mismatch" in decoy_codes and "children_contradict" in decoy_codes
+    assert scored["decoy"].score == pytest.approx(0.90 - 0.20 - 0.10)
+    assert scored["right"].score - scored["decoy"].score >= MatchPolicy().margin
+
+
+def test_one_child_never_separates_two_identical_usagers() -> None:
+    right = Family(user_id="right", parents=[ALEXIA], enfants=[MARCEL])
+    other = Family(
+        user_id="other",
+        parents=[ALEXIA],
+        enfants=[DirectoryChild(nom="FAURE", prenoms="NOAH", date_naissance=dt.date(2014, 4, 14))],
+    )
+    assert decide(IDENTITY, [right, other]).outcome == "needs_review"
+
+
+def test_the_usager_alone_and_the_household_elsewhere_go_to_review() -> None:
+    # Given the usager's own account (alone) and the conjoint's account with the children
+    alone = Family(user_id="alone", parents=[ALEXIA])
+    theirs = Family(user_id="theirs", parents=[HENRI], enfants=[MARCEL, JULIE])
+    assert decide(HOUSEHOLD, [alone, theirs]).outcome == "needs_review"
+
+
+# --- the review list: the name keys ---------------------------------------------------------------
+
+
+def _counting_reader(directory: list[Family]):
+    reads: list[tuple[tuple[str, ...], int | None]] = []
+    inner = cases_module.directory_reader(directory)
+
+    def read(keys, limit):
+        reads.append((tuple(keys), limit))
+        return inner(keys, limit)
+
+    return read, reads
+
+
+def test_a_namesake_born_another_day_is_listed_for_review() -> None:
+    # Given the directory holds the usager's namesake (same names and sex) born another year
+    namesake = Family(user_id="namesake", parents=[_parent(date_naissance=dt.date(1983, 4, 10))])
+    read, reads = _counting_reader([namesake])
+    # When matching the dossier
+    decision = match(IDENTITY, read)
+    # Then it is not linked, and the review lists that family, found by name
+    assert decision.outcome == "needs_review"
+    assert [c.user_id for c in decision.candidates] == ["namesake"]
+    assert "found_by_name" in _codes(decision, "namesake")
+    # And the reads: one Query per birth date of the household, then the bounded name keys
+    assert reads == [
+        (("1984-11-02", "1987-04-10", "2012-03-02"), None),
+        (("name:BERNARD:ALEXIA", "name:LEOUIS:ALEXIA"), NAME_KEY_LIMIT),
+    ]
+
+
+def test_a_family_found_only_by_name_is_never_linked() -> None:
+    # Given the usager's own record with a birth date typo, nothing else (no household)
+    typo = Family(user_id="typo", parents=[_parent(date_naissance=dt.date(1987, 4, 11))])
+    decision = match(IDENTITY, cases_module.directory_reader([typo]))
+    assert decision.outcome == "needs_review" and decision.candidates[0].user_id == "typo"
+
+
+def test_a_linked_dossier_reads_no_name_key() -> None:
+    read, reads = _counting_reader([Family(user_id="u1", parents=[_parent(), HENRI], enfants=[MARCEL])])
+    assert match(IDENTITY, read).outcome == "linked"
+    assert len(reads) == 1
+
+
+def test_the_labelled_set_has_every_kind_of_household_case_and_its_traps() -> None:
+    by_scenario = collections.defaultdict(set)
+    for case in CASES:
+        by_scenario[case.scenario].add(case.expected)
+    assert by_scenario["only_conjoint_in_directory"] == {"linked"}
+    assert by_scenario["parent_in_two_households_household_decides"] == {"linked"}
+    assert "linked" in by_scenario["usager_birthdate_typo_household_exact"]
+    assert by_scenario["january_first_namesakes"] == {"linked", "needs_review"}
+    assert by_scenario["no_birth_commune_everything_else_exact"] == {"linked"}
+    assert "linked" in by_scenario["no_birth_commune_weak_usager_household_exact"]
+    for trap in (
+        "household_in_two_families",
+        "children_only_grandparents",
+        "children_only_single_guardian",
+        "conjoint_namesake_other_birthdate",
+        "conjoint_and_children_with_another_partner",
+        "namesake_born_another_day_only",
+    ):
+        assert by_scenario[trap] == {"needs_review"}, trap
+
+
+def test_every_review_of_the_labelled_set_shows_the_agent_a_family() -> None:
+    empty = [c.name for c in CASES if c.expected == "needs_review" and not run_case(c).candidates]
+    assert empty == []

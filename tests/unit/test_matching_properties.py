@@ -18,13 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
-from qfbridge.reconcile import (
-    DossierIdentity,
-    MatchDecision,
-    blocking_keys_for_dossier,
-    blocking_keys_for_family,
-    decide,
-)
+from qfbridge.reconcile import DossierIdentity, MatchDecision, match
 from qfbridge.reconcile.normalize import NAME_PARTICLES, comparable_surname, given_name_tokens
 
 
@@ -35,10 +29,11 @@ def _load_cases():
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module.build_cases()
+    return module
 
 
-CASES = _load_cases()
+cases_module = _load_cases()
+CASES = cases_module.build_cases()
 
 ACCENTED = {
     "A": "ÀÂÄÁ",
@@ -132,8 +127,7 @@ def respelled_case(draw: st.DrawFn, case):
 
 def _decide(pivot: PivotIdentity, allocataires, enfants, directory) -> MatchDecision:
     identity = DossierIdentity.from_parts(pivot, allocataires, enfants)
-    keys = blocking_keys_for_dossier(identity)
-    return decide(identity, [f for f in directory if blocking_keys_for_family(f) & keys])
+    return match(identity, cases_module.directory_reader(directory))
 
 
 PROPERTY_SETTINGS = settings(

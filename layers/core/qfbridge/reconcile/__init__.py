@@ -1,8 +1,10 @@
 """Reconciliation of dossiers with the editor's families: name normalisation and identity matching."""
 
 from qfbridge.reconcile.matching import (
+    NAME_KEY_LIMIT,
     CandidateScore,
     CrossCheck,
+    DirectoryRead,
     DossierIdentity,
     MatchDecision,
     MatchPolicy,
@@ -12,12 +14,17 @@ from qfbridge.reconcile.matching import (
     blocking_keys_for_family,
     cross_check,
     decide,
+    is_name_key,
+    match,
+    name_keys_for_dossier,
     score_candidate,
 )
 
 __all__ = [
+    "NAME_KEY_LIMIT",
     "CandidateScore",
     "CrossCheck",
+    "DirectoryRead",
     "DossierIdentity",
     "MatchDecision",
     "MatchPolicy",
@@ -27,5 +34,8 @@ __all__ = [
     "blocking_keys_for_family",
     "cross_check",
     "decide",
+    "is_name_key",
+    "match",
+    "name_keys_for_dossier",
     "score_candidate",
 ]

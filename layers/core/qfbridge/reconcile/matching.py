@@ -3,25 +3,44 @@
 A wrong automatic link puts one family's tariff on another family's account, so the rules are
 built for precision first:
 
-* **Blocking** — candidates are the families where a parent shares the usager's birth date
-  (``blocking_keys_for_family`` / ``blocking_key_for_dossier``): the store keeps one index entry
-  per parent birth date and matching reads one Query, never the directory.
-  ``blocking_keys_for_dossier`` adds the birth dates of the other allocataires (the usager's
-  conjoint): it finds the household when only the conjoint is in the directory. Such candidates
-  can never be linked automatically (the usager's own birth date does not match), they only reach
-  an agent with the reason ``conjoint_only_match``; recall of review goes up, precision cannot
-  go down.
-* **Scoring** — each family is scored by its best parent: points for birth date, sex, nom de
-  naissance / nom d'usage (exact, typo, part of a compound name), first names (exact, same set in
-  another order, first names only, overlap, typo), birthplace (COG commune, or country when born
-  abroad), then the household as corroboration (children by first name **and** birth date — twins
-  share a birth date —, the conjoint). A candidate that fails a *gate* (birth date not exact,
-  sex or birthplace contradicting, no name or no first-name evidence) keeps only
-  ``GATED_FACTOR`` of its points, which is always below the link threshold: it can be reviewed,
-  never linked.
-* **Decision** — link only when exactly one candidate is at or above ``MatchPolicy.threshold``
-  and leads the next one by ``MatchPolicy.margin``; candidates under ``review_floor`` are not
-  shown; no candidate left → ``no_candidate``.
+* **Blocking** — the store keeps one index entry per distinct birth date of a family's members
+  (parents **and** children) and one per name key of each parent (folded surname — nom de
+  naissance and nom d'usage — and first prénom): ``blocking_keys_for_family``. Matching reads one
+  Query per distinct birth date of the dossier's household (``blocking_keys_for_dossier``: the
+  usager's, the other allocataires', the children's), never the directory: a household the
+  directory knows through the other parent or the children is found even when the usager's own
+  record is missing or carries a typo. Only when that gives no link, a second, bounded read on the
+  usager's name keys (``name_keys_for_dossier``, at most ``NAME_KEY_LIMIT`` families per key) adds
+  namesakes born another day to the review list (reason ``found_by_name``); they are never linked.
+* **Scoring** — each family is scored with named reasons. The usager against the best parent
+  that is not the dossier's conjoint: points for birth date, sex, nom de naissance / nom d'usage
+  (exact, typo, part of a compound name), first names (exact, same set in another order, first
+  names only, overlap, typo), birthplace (COG commune, or country when born abroad). A usager
+  that fails a *gate* (birth date not exact, sex or birthplace contradicting, no name or no
+  first-name evidence) keeps only ``GATED_FACTOR`` of those points. Then the household, uncapped:
+  the dossier's other allocataire matching a parent exactly (``conjoint_match``), each child
+  matching on first names **and** birth date (``child_match`` — twins share a birth date, the
+  date alone never pairs a child); and what contradicts it costs points: a parent who is neither
+  the usager nor the conjoint while the dossier names a conjoint (``other_parent_mismatch``),
+  children on both sides of which none pairs (``children_contradict``).
+* **Decision** (``decide``) — a family is linked automatically by one of two rules, never else:
+
+  1. *identity*: its usager passes the gates, nothing contradicts, its score is at least
+     ``MatchPolicy.threshold`` and it leads every other family by ``MatchPolicy.margin`` — on the
+     whole score **and** on the usager's own points (a household can not tell two identical
+     usagers apart under this rule), and no other family holds the dossier's conjoint;
+  2. *household*: exactly one family is **designated by the household** — nothing in it
+     contradicts the dossier, and the conjoint matches a parent exactly, or several children match
+     exactly, together with one more piece (the usager, even weakly — a typo'd birth date, another
+     spelling of the name — the conjoint, or a child) — and no other family remains plausible
+     (holding the conjoint, several of the children, the usager with a child, or — when the
+     designated family lacks the usager's exact identity — the usager alone, with nothing
+     contradicting).
+
+  Otherwise the dossier goes to review: two families plausible, only children matching
+  (grandparents, guardians), only the conjoint, anything contradicting. Candidates under
+  ``review_floor`` are not shown, unless they hold the conjoint or a child, or were found by name;
+  none left → ``no_candidate``.
 
 Reasons are stable codes with numeric points, never names or dates: they are shown to agents and
 may end up in logs.
@@ -30,7 +49,7 @@ may end up in logs.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -76,17 +95,29 @@ ReasonCode = Literal[
     "birthcountry_match",
     "birthcountry_mismatch",
     "birthplace_unknown",
+    "usager_absent",
+    "usager_contradicts",
     "children_corroborate",
     "conjoint_corroborate",
+    "conjoint_match",
+    "child_match",
+    "child_partial",
+    "other_parent_mismatch",
+    "children_contradict",
     "conjoint_only_match",
+    "children_only_match",
+    "household_designates",
+    "found_by_name",
     "not_auto_linkable",
     "identity_mismatch",
     "household_corroborates",
 ]
 
 Outcome = Literal["linked", "needs_review", "no_candidate"]
+LinkRule = Literal["identity", "household"]
 
-# Points of each piece of evidence (the best a family can get is capped at 1.0).
+# Points of each piece of evidence. A family's score is their sum: it is not capped, so the
+# household's evidence is never hidden, and what contradicts the dossier costs points.
 POINTS: dict[str, float] = {
     "birthdate_exact": 0.35,
     "birthdate_close": 0.10,
@@ -103,13 +134,23 @@ POINTS: dict[str, float] = {
     "prenom_fuzzy": 0.10,
     "birthplace_match": 0.05,
     "birthcountry_match": 0.05,
-    "children_corroborate": 0.10,  # once, however many children agree
+    "conjoint_match": 0.20,
+    "child_match": 0.10,  # per child, at most MAX_CHILDREN_COUNTED of them
+    "child_partial": 0.05,  # same birth date, first names only overlapping
+    "other_parent_mismatch": -0.20,
+    "children_contradict": -0.10,
+    # cross_check's corroborations
+    "children_corroborate": 0.10,
     "conjoint_corroborate": 0.05,
 }
-# A candidate that fails a gate keeps this share of its points: 0.6 x 1.0 < any valid threshold.
+MAX_CHILDREN_COUNTED = 3
+# A usager that fails a gate keeps this share of its points: 0.6 x 0.95 < any valid threshold.
 GATED_FACTOR = 0.6
-# Score given to a household found only through the usager's conjoint (review only).
-CONJOINT_ONLY_SCORE = 0.55
+# Children's birth dates read per dossier (each one Query): more children than this are rare.
+MAX_CHILD_KEYS = 6
+# The second, review-only read: families per name key (one Query each, never paginated).
+NAME_KEY_LIMIT = 20
+NAME_KEY_PREFIX = "name:"
 
 _NOM_EVIDENCE = {
     "nom_naissance_exact",
@@ -125,13 +166,8 @@ _PRENOM_EVIDENCE = {
     "prenoms_overlap",
     "prenom_fuzzy",
 }
-_GATE_BREAKERS = {
-    "birthdate_close",
-    "birthdate_mismatch",
-    "sexe_mismatch",
-    "birthplace_mismatch",
-    "birthcountry_mismatch",
-}
+_CONTRADICTING_FACTS = {"sexe_mismatch", "birthplace_mismatch", "birthcountry_mismatch"}
+_GATE_BREAKERS = {"birthdate_close", "birthdate_mismatch", *_CONTRADICTING_FACTS}
 
 
 class Reason(BaseModel):
@@ -150,10 +186,11 @@ class CandidateScore(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     user_id: str
-    score: float = Field(ge=0.0, le=1.0)
+    score: float = Field(ge=0.0, description="Sum of the reasons' points, not capped")
     reasons: list[Reason]
     matched_parent: int | None = Field(
-        default=None, description="Index in Family.parents of the parent that matched the usager best"
+        default=None,
+        description="Index in Family.parents of the parent that matched the usager best (None: absent)",
     )
 
 
@@ -163,8 +200,9 @@ class MatchPolicy(BaseModel):
     * ``threshold`` 0.85: an exact birth date, sex, surname and first names give 0.90; one weaker
       element (a surname typo, only the first of several first names) needs one corroboration
       (birthplace, a child, the conjoint) to reach it.
-    * ``margin`` 0.15: more than the children's corroboration (0.10) so that
-      two people with the same name and birth date are never told apart by their children alone.
+    * ``margin`` 0.15: more than one child's corroboration (0.10) so that two people with the same
+      name and birth date are never told apart by one child alone; under the identity rule the
+      usager's own points must lead by it too.
     * ``review_floor`` 0.35: candidates below it are not worth an agent's time (someone who only
       shares the birth date and the sex scores 0.24); a woman known to the directory under her
       married name only, with CAF unaware of it (birth date, sex and first names: 0.39), still
@@ -191,7 +229,10 @@ class MatchDecision(BaseModel):
 
     outcome: Outcome
     user_id: str | None = None
-    candidates: list[CandidateScore] = Field(default_factory=list, description="Best first")
+    rule: LinkRule | None = Field(default=None, description="Which rule linked (None: not linked)")
+    candidates: list[CandidateScore] = Field(
+        default_factory=list, description="The linked one, then best first"
+    )
 
 
 class CrossCheck(BaseModel):
@@ -267,22 +308,76 @@ def _usager_allocataire(pivot: PivotIdentity, allocataires: Sequence[Person]) ->
 # --- blocking -------------------------------------------------------------------------------
 
 
+def name_key(surname: str | None, prenoms: str | None) -> str | None:
+    """``name:<folded surname>:<first prénom>``; None when either is empty."""
+    nom = comparable_surname(surname)
+    tokens = given_name_tokens(prenoms)
+    if not nom or not tokens:
+        return None
+    return f"{NAME_KEY_PREFIX}{nom}:{tokens[0]}"
+
+
+def is_name_key(key: str) -> bool:
+    return key.startswith(NAME_KEY_PREFIX)
+
+
 def blocking_keys_for_family(family: Family) -> set[str]:
-    """Index keys of a family: the ISO birth date of each parent."""
-    return {parent.date_naissance.isoformat() for parent in family.parents}
+    """Index keys of a family: the ISO birth date of each parent and each child, and the name keys
+    of each parent (nom de naissance and nom d'usage, with the first prénom)."""
+    keys = {parent.date_naissance.isoformat() for parent in family.parents}
+    keys.update(child.date_naissance.isoformat() for child in family.enfants)
+    for parent in family.parents:
+        for surname in (parent.nom_naissance, parent.nom_usage):
+            key = name_key(surname, parent.prenoms)
+            if key is not None:
+                keys.add(key)
+    return keys
 
 
 def blocking_key_for_dossier(identity: DossierIdentity) -> str:
-    """The key to Query for a dossier: the usager's ISO birth date."""
+    """The usager's own key: their ISO birth date."""
     return identity.date_naissance.isoformat()
 
 
 def blocking_keys_for_dossier(identity: DossierIdentity) -> set[str]:
-    """The usager's key plus the conjoints' birth dates (finds a household known only through the
-    conjoint; such candidates are review-only, see the module docstring)."""
+    """The birth dates to Query, one Query each: the usager's, the other allocataires', and the
+    children's (at most ``MAX_CHILD_KEYS`` distinct dates, earliest first)."""
     keys = {blocking_key_for_dossier(identity)}
     keys.update(c.date_naissance.isoformat() for c in identity.conjoints if c.date_naissance)
+    children = sorted({e.date_naissance for e in identity.enfants if e.date_naissance})
+    keys.update(date.isoformat() for date in children[:MAX_CHILD_KEYS])
     return keys
+
+
+def name_keys_for_dossier(identity: DossierIdentity) -> set[str]:
+    """The usager's name keys (birth name, and nom d'usage when CAF gives one): at most two, read
+    only for the review list."""
+    keys = {
+        name_key(identity.nom_naissance, identity.prenoms),
+        name_key(identity.nom_usage, identity.prenoms),
+    }
+    return {k for k in keys if k is not None}
+
+
+DirectoryRead = Callable[[Sequence[str], int | None], list[Family]]
+"""Reads the directory: the families under each key (one Query per key), at most ``limit`` per key
+when a limit is given."""
+
+
+def match(
+    identity: DossierIdentity, read: DirectoryRead, *, policy: MatchPolicy | None = None
+) -> MatchDecision:
+    """What reconcile does: the blocking reads on the household's birth dates, ``decide``; when that
+    links nothing, the bounded name-key read adds namesakes for the agent (never linked)."""
+    date_keys = sorted(blocking_keys_for_dossier(identity))
+    found = read(date_keys, None)
+    decision = decide(identity, found, policy=policy)
+    if decision.outcome == "linked":
+        return decision
+    by_name = read(sorted(name_keys_for_dossier(identity)), NAME_KEY_LIMIT)
+    if not by_name:
+        return decision
+    return decide(identity, found, policy=policy, by_name=by_name)
 
 
 # --- comparing people --------------------------------------------------------------------------
@@ -441,95 +536,264 @@ def _same_person_as_conjoint(conjoint: _Profile, parent: _Profile) -> bool:
     return _passes_gates(_compare_person(conjoint, parent))
 
 
-def _matched_children(dossier_enfants: Sequence[Person], directory_enfants: Sequence[DirectoryChild]) -> int:
+UsagerLevel = Literal["strong", "weak", "none"]
+
+
+def _usager_level(reasons: Sequence[Reason]) -> UsagerLevel:
+    """strong: passes the gates; weak: nothing contradicts, the birth date is exact or one typo
+    away, and a surname or the first names agree; none: someone else."""
+    if _passes_gates(reasons):
+        return "strong"
+    codes = {r.code for r in reasons}
+    if codes & _CONTRADICTING_FACTS or "birthdate_mismatch" in codes:
+        return "none"
+    return "weak" if codes & (_NOM_EVIDENCE | _PRENOM_EVIDENCE) else "none"
+
+
+def _contradicts_usager(reasons: Sequence[Reason]) -> bool:
+    """The usager's names and birth date, but a contradicting sex or birthplace."""
+    codes = {r.code for r in reasons}
+    return (
+        bool(codes & _CONTRADICTING_FACTS)
+        and "birthdate_mismatch" not in codes
+        and bool(codes & _NOM_EVIDENCE)
+        and bool(codes & _PRENOM_EVIDENCE)
+    )
+
+
+_ChildKey = tuple[dt.date, tuple[str, ...]]
+
+
+def _pair_children(
+    dossier: Sequence[_ChildKey], directory_enfants: Sequence[DirectoryChild]
+) -> tuple[int, int]:
     """Children present on both sides: same birth date AND first names agreeing (twins share a
-    birth date, so the date alone never pairs a child). One-to-one, exact names paired first."""
-    remaining = list(directory_enfants)
-    dossier = [(e.date_naissance, given_name_tokens(e.prenoms)) for e in dossier_enfants if e.date_naissance]
-    matched = 0
-    for strict in (True, False):
+    birth date, so the date alone never pairs a child). One-to-one, exact names paired first.
+    Returns (exact pairs, pairs on overlapping first names only)."""
+    remaining = [(c.date_naissance, given_name_tokens(c.prenoms)) for c in directory_enfants]
+    counts = [0, 0]
+    pending = list(dossier)
+    for level, strict in enumerate((True, False)):
         unmatched = []
-        for date, prenoms in dossier:
+        for date, prenoms in pending:
             found = None
-            for child in remaining:
-                if child.date_naissance != date:
+            for index, (child_date, child_prenoms) in enumerate(remaining):
+                if child_date != date:
                     continue
-                reason = _compare_given_names(prenoms, given_name_tokens(child.prenoms))
-                ok = reason.code == "prenoms_exact" if strict else reason.code in _PRENOM_EVIDENCE
-                if ok:
-                    found = child
+                reason = _compare_given_names(prenoms, child_prenoms)
+                if reason.code == "prenoms_exact" if strict else reason.code in _PRENOM_EVIDENCE:
+                    found = index
                     break
             if found is None:
                 unmatched.append((date, prenoms))
             else:
-                remaining.remove(found)
-                matched += 1
-        dossier = unmatched
-    return matched
+                del remaining[found]
+                counts[level] += 1
+        pending = unmatched
+    return counts[0], counts[1]
+
+
+def _child_keys(enfants: Sequence[Person]) -> list[_ChildKey]:
+    return [(e.date_naissance, given_name_tokens(e.prenoms)) for e in enfants if e.date_naissance]
+
+
+def _matched_children(dossier_enfants: Sequence[Person], directory_enfants: Sequence[DirectoryChild]) -> int:
+    exact, partial = _pair_children(_child_keys(dossier_enfants), directory_enfants)
+    return exact + partial
 
 
 # --- scoring and deciding ------------------------------------------------------------------------
 
 
-def score_candidate(identity: DossierIdentity, family: Family) -> CandidateScore:
-    """Score one family: its best parent against the usager, then household corroboration."""
-    usager = _profile_of_dossier(identity)
+@dataclass(frozen=True, slots=True)
+class _Dossier:
+    """The dossier's side, normalised once for all the candidates."""
+
+    usager: _Profile
+    conjoints: tuple[_Profile, ...]
+    children: tuple[_ChildKey, ...]
+
+    @classmethod
+    def of(cls, identity: DossierIdentity) -> _Dossier:
+        return cls(
+            usager=_profile_of_dossier(identity),
+            conjoints=tuple(_profile_of_person(c) for c in identity.conjoints),
+            children=tuple(_child_keys(identity.enfants)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessment:
+    """One family against the dossier: its score and the household facts the decision uses."""
+
+    candidate: CandidateScore
+    usager_level: UsagerLevel
+    usager_points: float  # after the gate
+    conjoint_found: bool
+    children_exact: int
+    conflicts: frozenset[str]
+    designated: bool
+    by_name: bool
+
+    @property
+    def score(self) -> float:
+        return self.candidate.score
+
+    @property
+    def user_id(self) -> str:
+        return self.candidate.user_id
+
+
+def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Assessment:
     parents = [_profile_of_parent(p) for p in family.parents]
-    compared = [_compare_person(usager, parent) for parent in parents]
-
-    def rank(index: int) -> tuple[bool, float]:
-        return (_passes_gates(compared[index]), sum(r.points for r in compared[index]))
-
-    best_index = max(range(len(parents)), key=rank)
-    reasons = list(compared[best_index])
-    gates_ok = _passes_gates(reasons)
-
-    children = _matched_children(identity.enfants, family.enfants)
-    if children:
-        reasons.append(_reason("children_corroborate"))
-
-    conjoints = [_profile_of_person(c) for c in identity.conjoints]
-    other_parents = [p for i, p in enumerate(parents) if i != best_index or not gates_ok]
-    conjoint_found = any(_same_person_as_conjoint(c, p) for c in conjoints for p in other_parents)
-    if conjoint_found and gates_ok:
-        reasons.append(_reason("conjoint_corroborate"))
-
-    raw = min(1.0, sum(r.points for r in reasons))
-    if gates_ok:
-        score = raw
+    conjoint_of = [any(_same_person_as_conjoint(c, p) for c in dossier.conjoints) for p in parents]
+    compared = [_compare_person(dossier.usager, parent) for parent in parents]
+    levels = [_usager_level(r) for r in compared]
+    rank = {"strong": 2, "weak": 1, "none": 0}
+    # The usager is looked for among the parents who are not the dossier's conjoint.
+    eligible = [i for i in range(len(parents)) if not conjoint_of[i] or levels[i] == "strong"]
+    usager_index = (
+        max(eligible, key=lambda i: (rank[levels[i]], sum(r.points for r in compared[i])))
+        if eligible
+        else None
+    )
+    reasons: list[Reason] = []
+    level: UsagerLevel = "none"
+    usager_points = 0.0
+    conflicts: set[str] = set()
+    if usager_index is None:
+        reasons.append(Reason(code="usager_absent"))
     else:
-        score = raw * GATED_FACTOR
-        reasons.append(Reason(code="not_auto_linkable", points=round(score - raw, 4)))
-        if conjoint_found and score < CONJOINT_ONLY_SCORE:
-            reasons.append(Reason(code="conjoint_only_match", points=round(CONJOINT_ONLY_SCORE - score, 4)))
-            score = CONJOINT_ONLY_SCORE
-    return CandidateScore(
-        user_id=family.user_id, score=round(score, 4), reasons=reasons, matched_parent=best_index
+        reasons.extend(compared[usager_index])
+        level = levels[usager_index]
+        raw = sum(r.points for r in compared[usager_index])
+        usager_points = raw if level == "strong" else raw * GATED_FACTOR
+        if level != "strong":
+            reasons.append(Reason(code="not_auto_linkable", points=round(usager_points - raw, 4)))
+        if _contradicts_usager(compared[usager_index]):
+            conflicts.add("usager_contradicts")
+            reasons.append(Reason(code="usager_contradicts"))
+
+    usager_parent = usager_index if level != "none" else None
+    conjoint_found = any(conjoint_of[j] for j in range(len(parents)) if j != usager_parent)
+    exact, partial = _pair_children(dossier.children, family.enfants)
+    ours = level != "none" or conjoint_found
+
+    household: list[Reason] = []
+    if conjoint_found:
+        household.append(_reason("conjoint_match"))
+    household.extend(_reason("child_match") for _ in range(min(exact, MAX_CHILDREN_COUNTED)))
+    household.extend(_reason("child_partial") for _ in range(min(partial, MAX_CHILDREN_COUNTED)))
+    others = [j for j in range(len(parents)) if j != usager_parent and not conjoint_of[j]]
+    if dossier.conjoints and others and (ours or exact):
+        conflicts.add("other_parent_mismatch")
+        household.append(_reason("other_parent_mismatch"))
+    if ours and dossier.children and family.enfants and not exact + partial:
+        conflicts.add("children_contradict")
+        household.append(_reason("children_contradict"))
+    if conjoint_found and level == "none":
+        household.append(Reason(code="conjoint_only_match"))
+    if exact and level == "none" and not conjoint_found:
+        household.append(Reason(code="children_only_match"))
+
+    pieces = (level != "none") + conjoint_found + (exact >= 1)
+    designated = not by_name and not conflicts and (conjoint_found or exact >= 2) and pieces >= 2
+    if designated:
+        household.append(Reason(code="household_designates"))
+    if by_name:
+        household.append(Reason(code="found_by_name"))
+    reasons.extend(household)
+    score = max(0.0, usager_points + sum(r.points for r in household))
+    return _Assessment(
+        candidate=CandidateScore(
+            user_id=family.user_id, score=round(score, 4), reasons=reasons, matched_parent=usager_parent
+        ),
+        usager_level=level,
+        usager_points=usager_points,
+        conjoint_found=conjoint_found,
+        children_exact=exact,
+        conflicts=frozenset(conflicts),
+        designated=designated,
+        by_name=by_name,
     )
 
 
+def score_candidate(identity: DossierIdentity, family: Family) -> CandidateScore:
+    """Score one family: the usager against its best parent, then the household's evidence."""
+    return _assess(_Dossier.of(identity), family).candidate
+
+
+def _still_plausible(other: _Assessment, designated: _Assessment) -> bool:
+    """Whether another family stays plausible beside the one the household designates."""
+    if other.conjoint_found or other.children_exact >= 2:
+        return True
+    if other.conflicts:
+        return False
+    if other.usager_level != "none" and other.children_exact >= 1:
+        return True
+    return other.usager_level == "strong" and designated.usager_level != "strong"
+
+
+def _identity_link(top: _Assessment, others: Sequence[_Assessment], policy: MatchPolicy) -> bool:
+    epsilon = 1e-9  # float sums never decide a borderline case
+    if top.by_name or top.usager_level != "strong" or top.conflicts:
+        return False
+    if top.score + epsilon < policy.threshold:
+        return False
+    for other in others:
+        if other.designated or other.conjoint_found:
+            return False
+        if top.score - other.score + epsilon < policy.margin:
+            return False
+        if top.usager_points - other.usager_points + epsilon < policy.margin:
+            return False
+    return True
+
+
 def decide(
-    identity: DossierIdentity, candidates: Iterable[Family], *, policy: MatchPolicy | None = None
+    identity: DossierIdentity,
+    candidates: Iterable[Family],
+    *,
+    policy: MatchPolicy | None = None,
+    by_name: Iterable[Family] = (),
 ) -> MatchDecision:
-    """Link only when exactly one candidate is confidently above the threshold with a clear margin."""
+    """Link by the identity rule or the household rule (see the module docstring), else review.
+
+    ``candidates`` come from the birth-date blocking; ``by_name`` from the name keys: those not
+    among the candidates are shown to an agent (``found_by_name``), never linked.
+    """
     policy = policy or MatchPolicy()
-    best_by_user: dict[str, CandidateScore] = {}
+    dossier = _Dossier.of(identity)
+    assessed: dict[str, _Assessment] = {}
     for family in candidates:
-        scored = score_candidate(identity, family)
-        known = best_by_user.get(scored.user_id)
-        if known is None or scored.score > known.score:
-            best_by_user[scored.user_id] = scored
-    ranked = sorted(best_by_user.values(), key=lambda c: (-c.score, c.user_id))
-    shown = [c for c in ranked if c.score >= policy.review_floor]
+        if family.user_id not in assessed:
+            assessed[family.user_id] = _assess(dossier, family)
+    for family in by_name:
+        if family.user_id not in assessed:
+            assessed[family.user_id] = _assess(dossier, family, by_name=True)
+    ranked = sorted(assessed.values(), key=lambda a: (-a.score, a.user_id))
+    shown = [
+        a
+        for a in ranked
+        if a.score >= policy.review_floor or a.conjoint_found or a.children_exact or a.by_name
+    ]
     if not shown:
         return MatchDecision(outcome="no_candidate")
-    top = ranked[0]
-    runner_up = ranked[1].score if len(ranked) > 1 else 0.0
-    # Compare with a small tolerance so that float sums never decide a borderline case.
-    epsilon = 1e-9
-    if top.score + epsilon >= policy.threshold and top.score - runner_up + epsilon >= policy.margin:
-        return MatchDecision(outcome="linked", user_id=top.user_id, candidates=shown)
-    return MatchDecision(outcome="needs_review", candidates=shown)
+
+    linked: _Assessment | None = None
+    rule: LinkRule | None = None
+    if _identity_link(ranked[0], ranked[1:], policy):
+        linked, rule = ranked[0], "identity"
+    else:
+        designated = [a for a in ranked if a.designated]
+        if len(designated) == 1 and not any(
+            _still_plausible(a, designated[0]) for a in ranked if a is not designated[0]
+        ):
+            linked, rule = designated[0], "household"
+    if linked is None:
+        return MatchDecision(outcome="needs_review", candidates=[a.candidate for a in shown])
+    listed = [linked.candidate, *(a.candidate for a in shown if a is not linked)]
+    return MatchDecision(outcome="linked", user_id=linked.user_id, rule=rule, candidates=listed)
 
 
 def cross_check(identity: DossierIdentity, family: Family) -> CrossCheck:

@@ -42,7 +42,7 @@ from qfbridge.hubee import (
 from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notification
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
-from qfbridge.reconcile.matching import DossierIdentity, blocking_keys_for_dossier, cross_check, decide
+from qfbridge.reconcile.matching import DossierIdentity, cross_check, match
 from qfbridge.services.snapshots import dossier_snapshot, persist_link, qf_event_detail, snapshot_parsed
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
@@ -396,8 +396,8 @@ class IntakeService:
                 else:
                     method = "external_id"
         if method is None and user_id is None and not candidates:
-            decision = decide(
-                identity, self.families.candidates_on(siret, blocking_keys_for_dossier(identity))
+            decision = match(
+                identity, lambda keys, limit: self.families.candidates_on(siret, keys, limit=limit)
             )
             candidates = [
                 {"user_id": c.user_id, "score": round(c.score, 4), "reasons": [r.code for r in c.reasons]}

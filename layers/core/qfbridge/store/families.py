@@ -6,9 +6,12 @@ Item layout (one partition per tenant, ``pk = T#<siret>``):
   ``qf_history`` (+ ``qf_history_keys``, the idempotency keys of the entries), ``members``,
   ``refresh`` (status of the monthly refresh), ``refresh_tenant``/``next_refresh_at`` (the sparse
   ``by_refresh_due`` index), ``case_ids`` and ``link_ids`` (what an erasure must reach).
-* ``sk = B#<birth date>#<user_id>`` — a blocking entry per distinct parent birth date, carrying a
-  copy of the directory identity: identity matching reads one Query on the dossier's birth date,
-  never the whole directory.
+* ``sk = B#<key>#<user_id>`` — a blocking entry per blocking key of the family
+  (``qfbridge.reconcile.blocking_keys_for_family``: each distinct birth date of its parents and
+  children, and each parent's name key ``name:<surname>:<first prénom>``), carrying a copy of the
+  directory identity: identity matching reads one Query per birth date of the dossier's household
+  (and, for the review list only, a bounded Query per name key of the usager), never the whole
+  directory. The family item lists its keys in ``blocking_dates``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.reconcile.matching import blocking_keys_for_family
 from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
 HISTORY_LIMIT = 60  # five years of monthly refreshes
@@ -39,7 +43,8 @@ def blocking_sk(birthdate: str, user_id: str) -> str:
 
 
 def blocking_dates(family: Family) -> set[str]:
-    return {parent.date_naissance.isoformat() for parent in family.parents}
+    """The family's blocking keys: its members' birth dates and its parents' name keys."""
+    return blocking_keys_for_family(family)
 
 
 class QfEntry(BaseModel):
@@ -160,21 +165,24 @@ class FamilyRepository:
         """The directory families with a parent born on ``birthdate``: one Query on the blocking entries."""
         return self.candidates_on(siret, [birthdate.isoformat()])
 
-    def candidates_on(self, siret: str, keys: Iterable[str]) -> list[Family]:
-        """The directory families with a parent born on any of ``keys`` (ISO dates), each family once:
-        one Query per key (the usager's birth date, and the conjoint's when the dossier names one)."""
+    def candidates_on(self, siret: str, keys: Iterable[str], *, limit: int | None = None) -> list[Family]:
+        """The directory families under any of ``keys`` (birth dates or name keys), each family once:
+        one Query per key. With ``limit``, at most that many entries per key, in one request (the
+        bounded name-key read); without, every entry (one request unless a 1 MB page is full)."""
         found: dict[str, Family] = {}
         for key in sorted(set(keys)):  # each key read once, in a stable order
             kwargs: dict[str, Any] = {
                 "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
                 & key_condition("sk").begins_with(f"B#{key}#"),
             }
+            if limit is not None:
+                kwargs["Limit"] = limit
             while True:
                 response = self._table.query(**kwargs)
                 for item in response.get("Items", []):
                     family = Family.model_validate(plain(item["family"]))
                     found.setdefault(family.user_id, family)
-                if "LastEvaluatedKey" not in response:
+                if limit is not None or "LastEvaluatedKey" not in response:
                     break
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return list(found.values())
