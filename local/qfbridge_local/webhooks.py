@@ -310,6 +310,7 @@ class WebhookDelivery:
         self._seq = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         self.outboxes: dict[str, str] = {}
         self.stats = DeliveryStats()
 
@@ -363,10 +364,10 @@ class WebhookDelivery:
             try:
                 fetched = self._fetch()
                 worked = self._deliver_due()
-            except Exception:  # moto gone during shutdown, or a bug: never kill the loop silently
-                if self._stop.is_set():
-                    return
-                raise
+            except Exception as exc:  # moto gone during shutdown, or a bug: wait_idle reports it
+                if not self._stop.is_set():
+                    self._error = exc
+                return
             if not fetched and not worked:
                 self._stop.wait(0.02)
 
@@ -469,6 +470,8 @@ class WebhookDelivery:
         """Return once every event published so far is delivered or dead-lettered."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._error is not None:
+                raise RuntimeError("the webhook delivery loop stopped") from self._error
             if self.idle():
                 return
             time.sleep(0.05)
