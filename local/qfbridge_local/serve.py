@@ -189,6 +189,8 @@ def serve(config_path: str) -> int:
         print(f"qfbridge local: HubEE sandbox on {server.hubee.api_url}", flush=True)
     if server.particulier is not None:
         print(f"qfbridge local: API Particulier sandbox on {server.particulier.url}", flush=True)
+    if server.runtime.webhooks is not None:
+        print(f"qfbridge local: events delivered as webhooks to {server.runtime.webhooks.url}", flush=True)
     print("qfbridge local: ready (Ctrl-C to stop)", flush=True)
     try:
         server.run()

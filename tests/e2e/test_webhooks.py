@@ -92,9 +92,11 @@ def test_every_event_of_the_demo_reaches_the_receiver_once_as_a_valid_envelope(
     assert len(published) == sum(summary.events.values()) > 0
     # every event type the scenario produces is delivered; each envelope is valid
     assert state.invalid == []
-    assert {e["id"]: e["type"] for e in state.accepted} == published
-    assert len(state.accepted) == len(published)  # one envelope per event: no failure, no repeat
-    assert Counter(e["type"] for e in state.accepted) == summary.events
+    distinct = {e["id"]: e for e in state.accepted}
+    assert {i: e["type"] for i, e in distinct.items()} == published  # one envelope per event
+    assert Counter(e["type"] for e in distinct.values()) == summary.events
+    # at least once: a repeat (a delivery timed out on a busy machine) is the same envelope, same id
+    assert all(e == distinct[e["id"]] for e in state.accepted)
     assert {"dossier.linked", "qf.updated", "tenant.token_expiring"} <= set(summary.events)
 
 
@@ -107,7 +109,7 @@ def test_a_receiver_that_fails_for_a_while_gets_every_event_after_it_recovers(
     summary = run_demo(quiet=True, tenants=2, families_per_tenant=6, webhook=_settings(url))
 
     published = summary.event_types_by_id
-    assert state.failures_left == 0 and len(state.requests) == len(published) + 25
+    assert state.failures_left == 0 and len(state.requests) >= len(published) + 25
     # none lost: every published event was accepted once the receiver recovered
     assert {e["id"] for e in state.accepted} == set(published)
     # the failed deliveries were repeats of the same events: same id, same envelope
@@ -115,5 +117,6 @@ def test_a_receiver_that_fails_for_a_while_gets_every_event_after_it_recovers(
     for envelope in state.requests:
         by_id.setdefault(envelope["id"], []).append(envelope)
     assert all(len(set(map(json.dumps, copies))) == 1 for copies in by_id.values())
-    assert sum(len(c) - 1 for c in by_id.values()) == 25
+    assert sum(len(c) - 1 for c in by_id.values()) >= 25
+    assert set(by_id) == set(published)  # nothing but the scenario's events
     assert state.invalid == []
