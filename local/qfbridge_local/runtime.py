@@ -2,7 +2,7 @@
 
     with LocalRuntime.start() as rt:
         rt.api_url            # the editor API, as API Gateway would serve it
-        rt.poll()             # fire hubee_poll's schedule
+        rt.poll()             # fire hubee_poll's and refresh_dispatch's schedules
         rt.drain()            # run the SQS mappings until the queues are empty
 
 Handlers reach moto through the standard AWS configuration (``AWS_ENDPOINT_URL`` and friends);
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 API_FUNCTION = "ApiFunction"
 POLL_FUNCTION = "HubeePollFunction"
+REFRESH_DISPATCH_FUNCTION = "RefreshDispatchFunction"
 TOKEN_WATCH_FUNCTION = "TokenWatchFunction"  # noqa: S105 - a function name, not a secret
 
 
@@ -168,8 +169,15 @@ class LocalRuntime:
         return client(service, self.endpoint)
 
     def poll(self) -> Any:
+        """One tick of ``PollIntervalMinutes``: hubee_poll's schedule, then refresh_dispatch's
+        (two schedules on AWS, firing together); their results merged (``poll`` and ``refresh``)."""
         assert self.triggers is not None
-        return self.triggers.fire_schedule(POLL_FUNCTION)
+        polled = self.triggers.fire_schedule(POLL_FUNCTION)
+        return {**polled, **self.dispatch_refreshes()}
+
+    def dispatch_refreshes(self) -> Any:
+        assert self.triggers is not None
+        return self.triggers.fire_schedule(REFRESH_DISPATCH_FUNCTION)
 
     def token_watch(self) -> Any:
         assert self.triggers is not None

@@ -20,8 +20,13 @@ QUEUES = {lid: r for lid, r in RESOURCES.items() if r["Type"] == "AWS::SQS::Queu
 TABLES = {lid: r for lid, r in RESOURCES.items() if r["Type"] == "AWS::DynamoDB::Table"}
 DATA_SERVICES = ("dynamodb", "sqs", "secretsmanager", "events", "logs", "s3", "kms")
 # Actions without an IAM resource type: "*" is the only valid resource, and they reach no data by
-# themselves (BatchGetSecretValue returns only the secrets GetSecretValue allows on each).
-RESOURCELESS_ACTIONS = {"secretsmanager:BatchGetSecretValue"}
+# themselves (BatchGetSecretValue returns only the secrets GetSecretValue allows on each; X-Ray's
+# put actions write traces only).
+RESOURCELESS_ACTIONS = {
+    "secretsmanager:BatchGetSecretValue",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
 
 
 def _param_default(value: Any) -> Any:
@@ -34,9 +39,9 @@ def _timeout(function: dict[str, Any]) -> int:
     return int(function["Properties"].get("Timeout", TEMPLATE["Globals"]["Function"]["Timeout"]))
 
 
-def test_the_five_functions_of_the_architecture_are_declared() -> None:
+def test_the_six_functions_of_the_architecture_are_declared() -> None:
     code_uris = sorted(Path(f["Properties"]["CodeUri"]).name for f in FUNCTIONS.values())
-    assert code_uris == ["api", "hubee_poll", "qf_refresh", "reconcile", "token_watch"]
+    assert code_uris == ["api", "hubee_poll", "qf_refresh", "reconcile", "refresh_dispatch", "token_watch"]
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
@@ -109,17 +114,18 @@ def test_every_dlq_depth_and_every_function_has_an_alarm() -> None:
 
 
 def _statements(function: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statements of the function's own role (SAM's Policies would bring managed policies)."""
+    assert "Policies" not in function["Properties"], "the function's role is written out, not generated"
+    role = RESOURCES[function["Properties"]["Role"]["Fn::GetAtt"][0]]
+    assert role["Type"] == "AWS::IAM::Role" and "ManagedPolicyArns" not in role["Properties"]
     statements = []
-    for policy in function["Properties"].get("Policies", []):
-        assert isinstance(policy, dict) and "Statement" in policy, "only inline, explicit policies"
-        statements.extend(policy["Statement"])
+    for policy in role["Properties"]["Policies"]:
+        statements.extend(policy["PolicyDocument"]["Statement"])
     return statements
 
 
 @pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
 def test_no_policy_grants_full_access_or_wildcard_actions_on_data(logical_id: str) -> None:
-    for policy in FUNCTIONS[logical_id]["Properties"].get("Policies", []):
-        assert not (isinstance(policy, str) and "FullAccess" in policy), policy
     for statement in _statements(FUNCTIONS[logical_id]):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         for action in actions:
@@ -162,10 +168,13 @@ def test_the_api_uses_iam_authorization() -> None:
     assert api["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
 
 
-def test_schedules_poll_every_n_minutes_and_watch_tokens_daily() -> None:
-    poll = FUNCTIONS["HubeePollFunction"]["Properties"]["Events"]["Poll"]
-    assert poll["Type"] == "ScheduleV2"
-    assert poll["Properties"]["ScheduleExpression"] == {"Fn::Sub": "rate(${PollIntervalMinutes} minutes)"}
+def test_schedules_poll_and_dispatch_every_n_minutes_and_watch_tokens_daily() -> None:
+    for function, event in (("HubeePollFunction", "Poll"), ("RefreshDispatchFunction", "Dispatch")):
+        schedule = FUNCTIONS[function]["Properties"]["Events"][event]
+        assert schedule["Type"] == "ScheduleV2"
+        assert schedule["Properties"]["ScheduleExpression"] == {
+            "Fn::Sub": "rate(${PollIntervalMinutes} minutes)"
+        }
     watch = FUNCTIONS["TokenWatchFunction"]["Properties"]["Events"]["Daily"]
     assert watch["Type"] == "ScheduleV2" and watch["Properties"]["ScheduleExpression"].startswith("cron(")
 
@@ -189,3 +198,15 @@ def test_the_layer_requirements_match_the_project_runtime_dependencies() -> None
     pinned = {re.split(r"[=<>\[]", dep)[0].lower(): dep for dep in project}
     for name, requirement in layer.items():
         assert pinned.get(name) == requirement, f"{name}: layer {requirement} vs project {pinned.get(name)}"
+
+
+def test_the_longest_refresh_delay_is_one_sqs_accepts() -> None:
+    # SQS refuses a visibility that would end more than 12 h after the receipt; the delay is asked
+    # at most the function's timeout (plus any batching window) after it.
+    from qfbridge.services.refresh import MAX_VISIBILITY_SECONDS, backoff_seconds, whole_seconds
+
+    event = FUNCTIONS["QfRefreshFunction"]["Properties"]["Events"]["Refresh"]["Properties"]
+    held = _timeout(FUNCTIONS["QfRefreshFunction"]) + int(event.get("MaximumBatchingWindowInSeconds", 0))
+    longest = max(backoff_seconds(50, 3600), whole_seconds(10**9))
+    assert longest == MAX_VISIBILITY_SECONDS
+    assert longest + held <= 43_200

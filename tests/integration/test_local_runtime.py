@@ -155,7 +155,7 @@ def test_handlers_reach_moto_through_the_standard_endpoint_configuration(local_r
             assert value.startswith("qfbridge-dev-")
 
 
-@pytest.mark.parametrize("function", ["HubeePollFunction", "TokenWatchFunction"])
+@pytest.mark.parametrize("function", ["HubeePollFunction", "RefreshDispatchFunction", "TokenWatchFunction"])
 def test_scheduled_functions_run_on_an_empty_stack(local_runtime: LocalRuntime, function: str) -> None:
     result = local_runtime.triggers.fire_schedule(function)  # type: ignore[union-attr]
     assert isinstance(result, dict)

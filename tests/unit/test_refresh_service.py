@@ -392,3 +392,38 @@ def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
             clock=lambda: MONDAY_10_00,
         ).run()
     assert families.deferred == dict.fromkeys(["f-1", "f-2"], MONDAY_10_00.isoformat())
+
+
+def test_a_dispatch_told_to_stop_sends_what_it_held_and_leaves_the_rest_due() -> None:
+    # Given 25 due families (three batches of ten at most) and a deadline reached after the first batch
+    families = Families(due_ids=[f"f-{i}" for i in range(25)])
+    sqs = Sqs()
+    asked: list[int] = []
+
+    def should_stop() -> bool:
+        asked.append(len(sqs.sent))
+        return len(sqs.sent) >= 10
+
+    report = RefreshDispatcher(
+        Tenants(active_tenant(4)),
+        families,
+        sqs,
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    ).run(should_stop=should_stop)
+    # Then only the first batch was held and sent; the others were neither held nor sent
+    assert report.stopped_early and report.enqueued == 10 and len(sqs.sent) == 10
+    assert set(families.deferred) == {entry_user(e) for e in sqs.sent}
+    assert report.as_dict()["stopped_early"] is True
+
+
+def test_a_dispatch_past_its_deadline_before_any_tenant_sends_nothing() -> None:
+    families, sqs = Families(due_ids=["f-1"]), Sqs()
+    report = RefreshDispatcher(
+        Tenants(active_tenant(4)),
+        families,
+        sqs,
+        "queue-url",  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    ).run(should_stop=lambda: True)
+    assert report.stopped_early and sqs.sent == [] and families.deferred == {}

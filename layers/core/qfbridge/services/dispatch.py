@@ -1,4 +1,4 @@
-"""The refresh dispatcher (run by hubee_poll): enqueue due refreshes within each tenant's budget.
+"""The refresh dispatcher (run by refresh_dispatch, on its own schedule): enqueue due refreshes within each tenant's budget.
 
 Rate governance has two levels (ARCHITECTURE.md §Refresh):
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +50,7 @@ class DispatchReport:
     tenants: int = 0
     failed_tenants: int = 0
     skipped_maintenance: bool = False
+    stopped_early: bool = False
     per_tenant: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -57,6 +59,7 @@ class DispatchReport:
             "tenants": self.tenants,
             "failed_tenants": self.failed_tenants,
             "skipped_maintenance": self.skipped_maintenance,
+            "stopped_early": self.stopped_early,
         }
 
 
@@ -126,7 +129,11 @@ class RefreshDispatcher:
         until_maintenance = (next_maintenance_starts_at(now) - now).total_seconds()
         return min(float(self.interval_seconds), until_maintenance)
 
-    def run(self, tenants: list[Tenant] | None = None) -> DispatchReport:
+    def run(
+        self, tenants: list[Tenant] | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> DispatchReport:
+        """``should_stop`` is asked before each tenant and each batch: once it says so, what is not
+        held yet stays due for the next dispatch (the function's deadline, not a timeout mid-batch)."""
         now = self.clock()
         report = DispatchReport()
         if in_maintenance(now):
@@ -138,6 +145,9 @@ class RefreshDispatcher:
         for order, tenant in enumerate(tenants if tenants is not None else self.tenants.all()):
             if tenant.refresh_status != "active":
                 continue
+            if should_stop():
+                report.stopped_early = True
+                break
             rate, slots = tenant_slots(tenant, horizon)
             if slots <= 0:
                 continue
@@ -154,13 +164,17 @@ class RefreshDispatcher:
         # Sent in release order, tenants interleaved: each second's release reaches the queue (and then
         # a batch of qf_refresh) as a mix of tenants, not one tenant's run that would wait on its pacer.
         releases.sort(key=lambda release: (release[0], release[1]))
-        self._enqueue(releases, now, report)
+        self._enqueue(releases, now, report, should_stop)
         report.tenants = len(report.per_tenant)
         logger.info("refresh dispatch done", extra=report.as_dict())
         return report
 
     def _enqueue(
-        self, releases: list[tuple[int, int, str, str]], now: dt.datetime, report: DispatchReport
+        self,
+        releases: list[tuple[int, int, str, str]],
+        now: dt.datetime,
+        report: DispatchReport,
+        should_stop: Callable[[], bool],
     ) -> None:
         """Hold each family, then send its message; a message that could not be sent gives its hold back.
 
@@ -171,6 +185,9 @@ class RefreshDispatcher:
         hold = (now + IN_FLIGHT_HOLD).isoformat()
         due_again = now.isoformat()
         for start in range(0, len(releases), SEND_BATCH):
+            if should_stop():
+                report.stopped_early = True
+                return
             chunk = releases[start : start + SEND_BATCH]
             for _, _, siret, user_id in chunk:
                 self.families.defer(siret, user_id, hold)

@@ -46,7 +46,11 @@ from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import RefreshStatus, Tenant, TenantRepository
 
 NOT_FOUND_ALERT_AFTER = 3
-MAX_VISIBILITY_SECONDS = 43_200
+SQS_VISIBILITY_LIMIT_SECONDS = 43_200
+"""SQS refuses a visibility change that would end more than 12 h after the message was received."""
+MAX_VISIBILITY_SECONDS = SQS_VISIBILITY_LIMIT_SECONDS - 900
+"""The longest delay asked: the limit less the longest a Lambda invocation can have held the message
+(15 minutes), so SQS accepts it whenever in the invocation it is asked."""
 MAX_PACING_WAIT_SECONDS = 1.0
 """Longest a refresh waits in the function for its slot (it holds its batch meanwhile); further away,
 the message goes back to the queue until then."""
