@@ -352,7 +352,7 @@ class PerThreadProcessor:
 
 def instrument_poll(rt: LocalRuntime) -> None:
     rt.functions["HubeePollFunction"].load()
-    poll, _dispatcher = sys.modules[POLL_MODULE].services()
+    poll = sys.modules[POLL_MODULE].services()
     poll.hubee = fast_hubee(poll.hubee)
 
 

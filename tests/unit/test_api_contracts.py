@@ -215,5 +215,6 @@ def test_template_declares_the_audit_log_group_encrypted_with_36_months_retentio
     assert group["KmsKeyId"] == {"Fn::GetAtt": ["AuditLogKey", "Arn"]}
     api = resources["ApiFunction"]["Properties"]
     assert api["Environment"]["Variables"]["DOSSIERS_QUEUE_URL"] == {"Ref": "DossiersQueue"}
-    statements = {s["Sid"]: s for s in api["Policies"][0]["Statement"]}
+    role = resources[api["Role"]["Fn::GetAtt"][0]]["Properties"]
+    statements = {s["Sid"]: s for s in role["Policies"][0]["PolicyDocument"]["Statement"]}
     assert statements["WriteAuditTrail"]["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
