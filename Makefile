@@ -17,6 +17,7 @@ help:
 	@echo "make bench      run the benchmarks (bench/results.json)"
 	@echo "make openapi    regenerate docs/openapi.json, docs/api.md and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
+	@echo "make layer-lock recompile the layer's hashed lock from layers/core/requirements.in"
 
 $(STAMP): pyproject.toml layers/core/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +49,12 @@ openapi: $(STAMP)
 	$(BIN)/qfbridge openapi --write docs/openapi.json --markdown docs/api.md
 	$(BIN)/python -c "from qfbridge_local.operator import event_catalogue; event_catalogue('docs/events', 'docs/events.md')"
 
+# The layer's lock: every package sam build installs, pinned with its hashes, resolved for Lambda
+# (arm64, python3.13) from the direct dependencies in layers/core/requirements.in.
+layer-lock: $(STAMP)
+	$(BIN)/uv pip compile layers/core/requirements.in --generate-hashes --python-version 3.13 \
+	  --python-platform aarch64-manylinux_2_28 -o layers/core/requirements.txt
+
 # SAM CLI lives in its own virtualenv: its pins must not constrain the application's.
 SAM_VENV := .venv-sam
 $(SAM_VENV)/.installed:
@@ -63,4 +70,4 @@ sam-check: $(SAM_VENV)/.installed
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv demo lint test reliability bench openapi sam-check clean
+.PHONY: help venv demo lint test reliability bench openapi sam-check layer-lock clean

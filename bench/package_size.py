@@ -7,12 +7,18 @@ the build fails (it installs the layer's requirements for arm64 from PyPI), the 
 
 Budget: Lambda's hard limit of 250 MB unzipped for a function and all its layers; the value is the
 layer plus the largest function package over that limit.
+
+The layer is installed from its lock (``layers/core/requirements.txt``: every package pinned, with
+hashes); the result records the versions the build installed (from the ``*.dist-info`` directories)
+and whether they are exactly the lock's, so two builds of one commit ship the same layer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +34,41 @@ TEMPLATE = REPO / "infra" / "template.yaml"
 FALLBACK = REPO / ".aws-sam" / "build"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 MB = 1024 * 1024
+LOCK = REPO / "layers" / "core" / "requirements.txt"
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)", flags=re.M)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_versions(lock: Path = LOCK) -> dict[str, str]:
+    """name → version of every package the layer's lock pins."""
+    return {_normalise(name): version for name, version in _PIN.findall(lock.read_text(encoding="utf-8"))}
+
+
+def installed_versions(layer: Path) -> dict[str, str]:
+    """name → version of every distribution installed in a built layer (its ``*.dist-info``)."""
+    root = layer / "python" if (layer / "python").is_dir() else layer
+    found = {}
+    for info in root.glob("*.dist-info"):
+        name, _, version = info.name[: -len(".dist-info")].rpartition("-")
+        found[_normalise(name)] = version
+    return dict(sorted(found.items()))
+
+
+def pinning(layer: Path, lock: Path = LOCK) -> dict[str, Any]:
+    """What the build installed against what the lock pins."""
+    installed, locked = installed_versions(layer), locked_versions(lock)
+    return {
+        "lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest(),
+        "installed": installed,
+        "matches_lock": installed == locked,
+        "not_in_lock": sorted(set(installed) - set(locked)),
+        "differing": {n: [v, locked.get(n)] for n, v in installed.items() if locked.get(n) not in (None, v)},
+        "boto3": installed.get("boto3"),
+        "botocore": installed.get("botocore"),
+    }
 
 
 def _unzipped(path: Path) -> int:
@@ -104,6 +145,7 @@ def run() -> dict[str, Any]:
                 "unzipped_mb": round(layer_unzipped / MB, 2),
                 "zipped_mb": round(_zipped(layer) / MB, 2),
                 "largest_packages_mb": _largest_dirs(layer),
+                "pinned": pinning(layer),
             },
             "functions": {
                 name: {

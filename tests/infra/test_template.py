@@ -186,18 +186,68 @@ def test_environment_parameters_are_constrained() -> None:
     assert set(params["Stage"]["AllowedValues"]) == {"dev", "staging", "prod"}
 
 
-def test_the_layer_requirements_match_the_project_runtime_dependencies() -> None:
-    import tomllib
+LAYER = REPO / "layers/core"
+LOCK_ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s\\;]+) \\\n"
+    r"(?:[ ]+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+",
+    flags=re.M,
+)
 
-    layer = {
-        re.split(r"[=<>\[]", line.strip())[0].lower(): line.strip()
-        for line in (REPO / "layers/core/requirements.txt").read_text().splitlines()
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _lock() -> dict[str, str]:
+    """name → version of every package the layer's lock pins (each with its hashes)."""
+    text = (LAYER / "requirements.txt").read_text()
+    return {_normalise(m["name"]): m["version"] for m in LOCK_ENTRY.finditer(text)}
+
+
+def _direct() -> dict[str, str]:
+    """name → requirement line of the layer's direct dependencies (requirements.in)."""
+    return {
+        _normalise(re.split(r"[=<>\[]", line.strip())[0]): line.strip()
+        for line in (LAYER / "requirements.in").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
+
+
+def test_the_layer_lock_pins_every_package_with_its_hashes() -> None:
+    text = (LAYER / "requirements.txt").read_text()
+    requirement_lines = [line for line in text.splitlines() if line and not line.startswith((" ", "#", "-"))]
+    lock = _lock()
+    # every requirement line of the file is an exact pin followed by its hashes (pip then installs
+    # in hash-checking mode: nothing unpinned, nothing altered, two builds install the same files)
+    assert len(requirement_lines) == len(lock) > len(_direct())
+    assert not [line for line in text.splitlines() if line.startswith("-") and "--hash" not in line]
+
+
+def test_the_lock_agrees_with_the_layer_inputs_and_the_project() -> None:
+    import tomllib
+
+    lock = _lock()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    pinned = {re.split(r"[=<>\[]", dep)[0].lower(): dep for dep in project}
-    for name, requirement in layer.items():
+    pinned = {_normalise(re.split(r"[=<>\[]", dep)[0]): dep for dep in project}
+    for name, requirement in _direct().items():
+        assert requirement.endswith(f"=={lock[name]}"), f"{name}: {requirement} vs lock {lock[name]}"
         assert pinned.get(name) == requirement, f"{name}: layer {requirement} vs project {pinned.get(name)}"
+
+
+def test_boto3_and_botocore_ship_together_at_matching_versions() -> None:
+    # A layer's botocore shadows the runtime's: alone, it would pair with the runtime's boto3.
+    lock = _lock()
+    assert ("boto3" in lock) == ("botocore" in lock)
+    if "boto3" in lock:
+        assert lock["boto3"] == lock["botocore"]
+        assert "s3transfer" in lock and "jmespath" in lock
+
+
+def test_tzdata_ships_when_the_code_needs_a_named_time_zone() -> None:
+    uses_zoneinfo = any(
+        "ZoneInfo(" in path.read_text(encoding="utf-8") for path in (LAYER / "qfbridge").rglob("*.py")
+    )
+    assert not uses_zoneinfo or "tzdata" in _lock()
 
 
 def test_the_longest_refresh_delay_is_one_sqs_accepts() -> None:
@@ -210,3 +260,16 @@ def test_the_longest_refresh_delay_is_one_sqs_accepts() -> None:
     longest = max(backoff_seconds(50, 3600), whole_seconds(10**9))
     assert longest == MAX_VISIBILITY_SECONDS
     assert longest + held <= 43_200
+
+
+def test_the_bench_records_what_the_build_installed_against_the_lock(tmp_path: Path) -> None:
+    from bench.package_size import locked_versions, pinning
+
+    layer = tmp_path / "CoreLayer" / "python"
+    for name, version in locked_versions().items():
+        (layer / f"{name.replace('-', '_')}-{version}.dist-info").mkdir(parents=True)
+    assert pinning(tmp_path / "CoreLayer")["matches_lock"] is True
+    (layer / "botocore-1.0.0.dist-info").mkdir()
+    (layer / "stray-1.0.dist-info").mkdir()
+    report = pinning(tmp_path / "CoreLayer")
+    assert report["matches_lock"] is False and report["not_in_lock"] == ["stray"]
