@@ -2,6 +2,8 @@
 
     qfbridge demo [--json]                       the whole story on the laptop runtime
     qfbridge local serve --config FILE           keep the laptop runtime running (API + schedules)
+    qfbridge local credentials SIRET --cog COG   (local serve) the sandboxes issue a tenant's credentials
+    qfbridge local deposit SIRET …               (local serve) the form deposits a dossier in HubEE
     qfbridge openapi [--write PATH] [--markdown PATH]   the editor API's OpenAPI document
     qfbridge tenants onboard FILE                register collectivités from a CSV or TOML file
     qfbridge tenants list                        collectivités with token expiry and health
@@ -12,9 +14,12 @@
     qfbridge audit query SIRET [--user-id ID]    who read or changed a family's data
     qfbridge webhook test|replay                 sample events to the webhook; replay the webhook DLQ
 
-Operator commands talk to a deployed stack with the standard AWS profile and region: the stack's
-outputs (``--stack-name``, default ``qfbridge-dev``) give the API URL, queues and log group;
-``--api-url`` and friends override them (the tests point them at the laptop runtime).
+Operator commands talk to a deployed stack with the standard AWS configuration (``--profile``,
+``--region`` or the environment): the stack's outputs (``--stack-name``, default ``qfbridge-dev``)
+give the API URL, queues and log group; ``--api-url`` and friends override them. Against
+``qfbridge local serve``, export the variables it prints at start. Every operator command takes
+``--json``. Exit codes: 0 done, 1 done with invalid rows, 2 an ordinary mistake (one line on
+stderr with a hint), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,23 +27,42 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from . import operator as ops
 
 
-def _add_stack_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _version() -> str:
+    try:
+        return metadata.version("qfbridge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _common() -> argparse.ArgumentParser:
+    """The options every operator command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("stack and output")
+    group.add_argument("--profile", help="AWS profile (default: the environment's credentials)")
+    group.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+    group.add_argument(
         "--stack-name", default="qfbridge-dev", help="CloudFormation stack (default: qfbridge-dev)"
     )
-    parser.add_argument("--api-url", help="editor API base URL (default: the stack's ApiUrl output)")
-    parser.add_argument("--agent-id", help="X-Agent-Id sent with API requests (audit trail)")
+    group.add_argument("--api-url", help="editor API base URL (default: the stack's ApiUrl output)")
+    group.add_argument("--agent-id", help="X-Agent-Id sent with API requests (audit trail)")
+    group.add_argument("--json", action="store_true", help="print a machine-readable result on stdout")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qfbridge", description="qfbridge: the editor-side bridge of the Formulaire QF."
+        prog="qfbridge",
+        description="qfbridge: the editor-side bridge of the Formulaire QF.",
+        epilog="Exit codes: 0 done, 1 done with invalid rows, 2 an ordinary mistake (see the hint).",
     )
+    parser.add_argument("--version", action="version", version=f"qfbridge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
 
     demo = sub.add_parser("demo", help="run the whole pipeline on the laptop runtime and print what happened")
     demo.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -48,10 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     local = sub.add_parser("local", help="the laptop runtime")
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="ACTION")
-    serve = local_sub.add_parser("serve", help="serve the API on 127.0.0.1 and run the schedules")
+    serve = local_sub.add_parser(
+        "serve", help="serve the API on 127.0.0.1, run the schedules, print the endpoints"
+    )
     serve.add_argument(
         "--config", required=True, help="TOML configuration file (see config/local.example.toml)"
     )
+    from .rehearsal import add_local_commands
+
+    add_local_commands(local_sub)
 
     openapi = sub.add_parser("openapi", help="print or write the editor API's OpenAPI document")
     openapi.add_argument("--write", metavar="PATH", help="write to PATH instead of stdout")
@@ -59,46 +88,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     tenants = sub.add_parser("tenants", help="collectivités of a deployed stack")
     tenants_sub = tenants.add_subparsers(dest="tenants_command", required=True, metavar="ACTION")
-    onboard = tenants_sub.add_parser("onboard", help="register collectivités from a CSV or TOML file")
-    onboard.add_argument("file")
-    _add_stack_options(onboard)
-    listing = tenants_sub.add_parser("list", help="collectivités with token expiry and health")
-    _add_stack_options(listing)
+    onboard = tenants_sub.add_parser(
+        "onboard",
+        parents=[common],
+        help="register collectivités from a CSV or TOML file",
+        description=ops.TENANTS_HELP,
+    )
+    onboard.add_argument("file", help="tenants.csv or tenants.toml")
+    tenants_sub.add_parser("list", parents=[common], help="collectivités with token expiry and health")
 
     directory = sub.add_parser("directory", help="the families directory of a collectivité")
     directory_sub = directory.add_subparsers(dest="directory_command", required=True, metavar="ACTION")
     importing = directory_sub.add_parser(
-        "import", help="import families from a CSV file (progress bar, row report)"
+        "import",
+        parents=[common],
+        help="import families from a CSV file (progress bar, row report)",
+        description=ops.DIRECTORY_HELP,
     )
     importing.add_argument("siret")
-    importing.add_argument("file")
+    importing.add_argument("file", help="families.csv")
     importing.add_argument("--report", help="write the per-row error report (CSV) to this path")
-    _add_stack_options(importing)
 
     dossiers = sub.add_parser("dossiers", help="dossiers of a collectivité")
     dossiers_sub = dossiers.add_subparsers(dest="dossiers_command", required=True, metavar="ACTION")
-    review = dossiers_sub.add_parser("review", help="the dossiers waiting for review")
+    review = dossiers_sub.add_parser("review", parents=[common], help="the dossiers waiting for review")
     review.add_argument("siret")
-    _add_stack_options(review)
 
     dlq = sub.add_parser("dlq", help="dead-letter queues")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     for action, text in (
         ("inspect", "show what waits in a DLQ (ids and reasons, no personal data)"),
-        ("redrive", "move a DLQ's messages back to their queue"),
+        ("redrive", "move a DLQ's messages back to their queue (SQS message move task)"),
     ):
-        p = dlq_sub.add_parser(action, help=text)
+        p = dlq_sub.add_parser(action, parents=[common], help=text)
         p.add_argument("queue", choices=["dossiers", "refresh"])
-        p.add_argument("--stack-name", default="qfbridge-dev")
         p.add_argument("--queue-url", help="the source queue URL (default: from the stack outputs)")
         p.add_argument("--dlq-url", help="the DLQ URL (default: from the stack outputs)")
-        p.add_argument("--max", type=int, default=100, help="at most this many messages")
+        p.add_argument(
+            "--max",
+            type=int,
+            default=100 if action == "inspect" else 100_000,
+            help="at most this many messages (inspect; redrive without a move task)",
+        )
+        if action == "redrive":
+            p.add_argument("--rate", type=int, help="messages per second of the move task (default: SQS's)")
 
     tokens = sub.add_parser("tokens", help="API Particulier tokens")
     tokens_sub = tokens.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
-    report = tokens_sub.add_parser("report", help="token expiry report (90/60/30/15 days)")
+    report = tokens_sub.add_parser("report", parents=[common], help="token expiry report (90/60/30/15 days)")
     report.add_argument("--days", type=int, default=90, help="list tokens expiring within this many days")
-    _add_stack_options(report)
 
     webhook = sub.add_parser("webhook", help="events delivered to the editor's HTTPS endpoint")
     webhook_sub = webhook.add_subparsers(dest="webhook_command", required=True, metavar="ACTION")
@@ -109,33 +147,60 @@ def build_parser() -> argparse.ArgumentParser:
     wtest.add_argument(
         "--max-seconds", type=float, default=30, help="retry one event at most this long (default: 30)"
     )
-    wreplay = webhook_sub.add_parser("replay", help="deliver the webhook DLQ's events again (same ids)")
-    wreplay.add_argument("--stack-name", default="qfbridge-dev")
+    wreplay = webhook_sub.add_parser(
+        "replay", parents=[common], help="deliver the webhook DLQ's events again (same ids)"
+    )
     wreplay.add_argument("--dlq-url", help="the webhook DLQ URL (default: from the stack outputs)")
     wreplay.add_argument("--max", type=int, default=100, help="at most this many events")
 
     audit = sub.add_parser("audit", help="the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    query = audit_sub.add_parser("query", help="who read or changed a tenant's / family's data")
+    query = audit_sub.add_parser(
+        "query",
+        parents=[common],
+        help="who read or changed a tenant's / family's data",
+        description="Filters in CloudWatch Logs (a JSON filter pattern), sorts all the matches by time, "
+        "then shows the most recent --limit.",
+    )
     query.add_argument("siret")
     query.add_argument("--user-id")
     query.add_argument("--reference")
     query.add_argument("--since-days", type=int, default=90)
-    query.add_argument("--stack-name", default="qfbridge-dev")
+    query.add_argument("--limit", type=int, default=1000, help="show the most recent N (default: 1000)")
     query.add_argument("--log-group", help="the audit log group (default: from the stack outputs)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        explained = ops.explain(exc, args)
+        if explained is None:
+            raise
+        print(f"error: {explained.message}", file=sys.stderr)
+        if explained.hint:
+            print(f"hint: {explained.hint}", file=sys.stderr)
+        return ops.EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from .demo import main as demo_main
 
         return demo_main(as_json=args.json, seed=args.seed)
     if args.command == "local":
-        from .serve import serve
+        if args.local_command == "serve":
+            from .serve import serve
 
-        return serve(args.config)
+            return serve(args.config)
+        from .rehearsal import run_local_command
+
+        return run_local_command(args)
     if args.command == "openapi":
         return ops.openapi(args.write, args.markdown)
     handlers = {

@@ -7,16 +7,17 @@ against a deployed stack (standard AWS profile and region; service ``execute-api
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+if TYPE_CHECKING:  # httpx and botocore load on first use: the operator commands start fast
+    import httpx
+    from botocore.credentials import Credentials
 
-from .aws import LOCAL_AWS_ENV
-from .template import LOCAL_REGION
+LOCAL_REGION = "eu-west-3"
+LOCAL_CREDENTIALS = ("testing", "testing")
+"""What the laptop runtime accepts (any SigV4-signed request); the operator commands pass real ones.
+Kept here rather than imported from the runtime: the operator commands must not load moto."""
 
 
 class ApiError(Exception):
@@ -37,10 +38,11 @@ class EditorApiClient:
         agent_id: str | None = None,
         timeout: float = 30.0,
     ) -> None:
+        import httpx
+        from botocore.credentials import Credentials
+
         self.base_url = base_url.rstrip("/")
-        self.credentials = credentials or Credentials(
-            LOCAL_AWS_ENV["AWS_ACCESS_KEY_ID"], LOCAL_AWS_ENV["AWS_SECRET_ACCESS_KEY"]
-        )
+        self.credentials = credentials or Credentials(*LOCAL_CREDENTIALS)
         self.region = region
         self.agent_id = agent_id
         self.http = httpx.Client(timeout=timeout)
@@ -63,6 +65,10 @@ class EditorApiClient:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
+        import httpx
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+
         url = self.base_url + path
         if params:
             query = str(httpx.QueryParams({k: v for k, v in params.items() if v is not None}))

@@ -1,97 +1,403 @@
-"""Operator commands against a deployed stack (boto3, the standard AWS profile and region).
+"""Operator commands against a deployed stack, or against ``qfbridge local serve``.
 
-They print identifiers, statuses and counts — never identities, QF values or secrets.
+They find the stack with the standard AWS configuration (``--profile``, ``--region``, or the
+environment) and read its outputs (``--stack-name``: the API URL, queues, log group); ``--api-url``
+and friends override them. They print identifiers, statuses and counts — never identities, QF
+values or secrets. An ordinary mistake is one line on stderr (``error: …`` then ``hint: …``) and
+exit code 2; a command that ran but met invalid rows exits 1; success is 0. ``--json`` prints a
+machine-readable result on stdout; messages and progress bars go to stderr.
+
+This module imports neither moto nor the laptop runtime, and defers boto3 to the first AWS call:
+``qfbridge --help`` and ``qfbridge --version`` answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import contextlib
 import csv
 import datetime as dt
+import io
 import json
+import os
+import re
 import sys
 import tomllib
-from collections.abc import Iterator
-from functools import cache
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 from rich.console import Console
 from rich.table import Table
 
 from .editor_client import ApiError, EditorApiClient
 
 console = Console(width=None if sys.stdout.isatty() else 200)  # full tables in files and pipes
+messages = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 BATCH_SIZE = 500
+EXIT_USAGE = 2
+EXIT_PARTIAL = 1
 
 
-@cache
-def stack_outputs(stack_name: str) -> dict[str, str]:
-    response = boto3.client("cloudformation").describe_stacks(StackName=stack_name)
-    return {o["OutputKey"]: o["OutputValue"] for o in response["Stacks"][0].get("Outputs", [])}
+class OperatorError(Exception):
+    """An ordinary mistake: told in one line with a hint, never as a traceback."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
 
 
-def _output(args: argparse.Namespace, explicit: str | None, key: str) -> str:
-    return explicit or stack_outputs(args.stack_name)[key]
+# ---------------------------------------------------------------------- AWS and the stack
+def aws_session(args: argparse.Namespace) -> Any:
+    cached = getattr(args, "_session", None)
+    if cached is not None:
+        return cached
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.session.Session(
+            profile_name=getattr(args, "profile", None),
+            # botocore reads AWS_DEFAULT_REGION; the other SDKs (and Lambda, CI runners) set AWS_REGION
+            region_name=getattr(args, "region", None) or os.environ.get("AWS_REGION") or None,
+        )
+    except ProfileNotFound:
+        raise OperatorError(
+            f"the AWS profile {args.profile!r} does not exist",
+            "list yours with `aws configure list-profiles`, or drop --profile to use the environment",
+        ) from None
+    if not session.region_name:
+        raise OperatorError(
+            "no AWS region is configured",
+            "pass --region eu-west-3 (or set AWS_REGION, or use a --profile that has a region)",
+        )
+    args._session = session
+    return session
+
+
+def aws_client(args: argparse.Namespace, service: str) -> Any:
+    return aws_session(args).client(service)
+
+
+def stack_outputs(args: argparse.Namespace) -> dict[str, str]:
+    cached = getattr(args, "_outputs", None)
+    if cached is not None:
+        return dict(cached)
+    from botocore.exceptions import ClientError
+
+    name = args.stack_name
+    try:
+        response = aws_client(args, "cloudformation").describe_stacks(StackName=name)
+    except ClientError as exc:
+        if "does not exist" in str(exc.response.get("Error", {}).get("Message", "")):
+            region = aws_session(args).region_name
+            raise OperatorError(
+                f"no stack named {name!r} in {region}",
+                "pass --stack-name (see `aws cloudformation list-stacks`), --region, or --api-url; "
+                "for `qfbridge local serve`, export the variables it prints at start",
+            ) from None
+        raise
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in response["Stacks"][0].get("Outputs", [])}
+    args._outputs = outputs
+    return dict(outputs)
+
+
+def output(args: argparse.Namespace, explicit: str | None, key: str, option: str) -> str:
+    if explicit:
+        return explicit
+    outputs = stack_outputs(args)
+    if key not in outputs:
+        raise OperatorError(
+            f"the stack {args.stack_name!r} has no output {key}", f"pass {option}, or update the stack"
+        )
+    return outputs[key]
 
 
 def api_client(args: argparse.Namespace) -> EditorApiClient:
-    url = _output(args, getattr(args, "api_url", None), "ApiUrl")
-    session = boto3.session.Session()
+    url = output(args, getattr(args, "api_url", None), "ApiUrl", "--api-url")
+    session = aws_session(args)
     credentials = session.get_credentials()
-    frozen = credentials.get_frozen_credentials() if credentials else None
+    if credentials is None:
+        raise OperatorError(
+            "no AWS credentials to sign the API requests with",
+            "pass --profile, run `aws sso login`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        )
+    frozen = credentials.get_frozen_credentials()
     from botocore.credentials import Credentials
 
     return EditorApiClient(
         url,
-        credentials=(
-            Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token) if frozen else None
-        ),
-        region=session.region_name or "eu-west-3",
+        credentials=Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token),
+        region=session.region_name,
         agent_id=getattr(args, "agent_id", None),
     )
 
 
+def explain(exc: BaseException, args: argparse.Namespace | None = None) -> OperatorError | None:
+    """The ordinary mistakes behind an exception, as an ``OperatorError`` (None: a real bug)."""
+    if isinstance(exc, OperatorError):
+        return exc
+    if isinstance(exc, ApiError):
+        return _explain_api_error(exc)
+    if isinstance(exc, FileNotFoundError):
+        return OperatorError(f"no such file: {exc.filename}", "check the path")
+    if isinstance(exc, IsADirectoryError | PermissionError):
+        return OperatorError(f"cannot read {exc.filename}: {exc.strerror}", "check the path")
+    if isinstance(exc, tomllib.TOMLDecodeError):
+        return OperatorError(f"the TOML file is malformed: {exc}", "see config/tenants.example.toml")
+    module = type(exc).__module__
+    if module.startswith("httpx") or module.startswith("httpcore"):
+        url = getattr(args, "api_url", None) or "the stack's ApiUrl"
+        return OperatorError(
+            f"the editor API ({url}) is unreachable: {type(exc).__name__}",
+            "is `qfbridge local serve` running, or the stack deployed? check --api-url / --stack-name",
+        )
+    if module.startswith("botocore") or module.startswith("boto3"):
+        return _explain_aws_error(exc)
+    return None
+
+
+def _explain_api_error(exc: ApiError) -> OperatorError:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = body.get("code")
+    detail = body.get("detail") or body.get("message") or str(exc)
+    if exc.status == 403:
+        return OperatorError(
+            f"the editor API refused the request (403: {detail})",
+            "the signing principal needs execute-api:Invoke on the API; check --profile and --region",
+        )
+    hints = {
+        "tenant_not_found": "register it first: `qfbridge tenants onboard FILE`; list: `qfbridge tenants list`",
+        "invalid_siret": "a SIRET is 14 digits with a valid Luhn key",
+        "route_not_found": "check --api-url: it ends with the stage, without /v1",
+    }
+    return OperatorError(
+        f"the editor API answered {exc.status} {code or ''}: {detail}".strip(), hints.get(code or "")
+    )
+
+
+def _explain_aws_error(exc: BaseException) -> OperatorError | None:
+    from botocore import exceptions as bx
+
+    if isinstance(exc, bx.NoRegionError):
+        return OperatorError("no AWS region is configured", "pass --region eu-west-3 (or set AWS_REGION)")
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return OperatorError(
+            "no AWS credentials found",
+            "pass --profile, run `aws sso login`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        )
+    if isinstance(exc, bx.TokenRetrievalError | bx.SSOError | bx.UnauthorizedSSOTokenError):
+        return OperatorError("the AWS SSO session has expired", "run `aws sso login` (with --profile)")
+    if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError):
+        return OperatorError(f"AWS is unreachable: {exc}", "check the network, --region, or AWS_ENDPOINT_URL")
+    if isinstance(exc, bx.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code"))
+        if code in (
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "InvalidClientTokenId",
+            "UnrecognizedClientException",
+        ):
+            return OperatorError(
+                f"AWS refused the credentials ({code})", "refresh them (`aws sso login`) or pass --profile"
+            )
+        if code in ("AccessDenied", "AccessDeniedException"):
+            return OperatorError(
+                f"AWS denied the call: {error.get('Message')}", "use a --profile allowed to operate the stack"
+            )
+        if code in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+            "ResourceNotFoundException",
+        ):
+            return OperatorError(
+                f"not found: {error.get('Message')}", "check --stack-name, --region or the URL given"
+            )
+    return None
+
+
+def require_siret(siret: str) -> str:
+    from qfbridge.domain.siret import is_valid_siret
+
+    if not is_valid_siret(siret):
+        raise OperatorError(
+            f"{siret!r} is not a valid SIRET",
+            "a SIRET is 14 digits with a valid Luhn key (La Poste: 356000000…)",
+        )
+    return siret
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    """A progress bar on stderr (quiet with --json or when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=messages,
+        transient=True,
+        disable=bool(getattr(args, "json", False)) or not messages.is_terminal,
+    )
+    return progress
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ---------------------------------------------------------------------- CSV as offices export it
+CSV_ENCODINGS = "UTF-8 (with or without BOM) or Windows-1252"
+
+
+def read_csv(
+    path: Path, required: tuple[str, ...], known: Callable[[str], bool]
+) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file as spreadsheets export it: ``;`` or ``,`` separated, UTF-8 (BOM or not)
+    or Windows-1252. Returns (line number, row) pairs; refuses a file without the required columns."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        text = data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="strict")
+    else:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                raise OperatorError(
+                    f"{path} is neither UTF-8 nor Windows-1252 text", f"save it as CSV in {CSV_ENCODINGS}"
+                ) from None
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    if not header:
+        raise OperatorError(f"{path} is empty", f"the first line names the columns: {', '.join(required)}, …")
+    delimiter = ";" if header.count(";") > header.count(",") else ","
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise OperatorError(f"{path} is not a readable CSV file: {exc}", "export it again as CSV") from None
+    rows = [(line, row) for line, row in rows if any(cell.strip() for cell in row)]
+    columns = [name.strip().lower() for name in rows[0][1]]
+    missing = [name for name in required if name not in columns]
+    unknown = [name for name in columns if name and not known(name)]
+    if missing or unknown:
+        problems = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + (
+            [f"unknown column(s) {', '.join(unknown)}"] if unknown else []
+        )
+        raise OperatorError(
+            f"{path}: {'; '.join(problems)}", "see the columns in `--help` or docs/operations.md"
+        )
+    result = []
+    for line, row in rows[1:]:
+        result.append(
+            (
+                line,
+                {columns[i]: cell.strip() for i, cell in enumerate(row) if i < len(columns) and columns[i]},
+            )
+        )
+    return result
+
+
+_FRENCH_DATE = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+def iso_date(value: str) -> str:
+    """``31/01/1985`` (as French spreadsheets write dates) → ``1985-01-31``; anything else unchanged."""
+    match = _FRENCH_DATE.match(value.strip())
+    if not match:
+        return value.strip()
+    day, month, year = (int(g) for g in match.groups())
+    try:
+        return dt.date(year, month, day).isoformat()
+    except ValueError:
+        return value.strip()  # not a date: the API names the field
+
+
 # ---------------------------------------------------------------------- tenants
-def _tenant_rows(path: Path) -> list[dict[str, Any]]:
+TENANT_COLUMNS = ("siret", "name", "cog", "redirect_hosts", "token_expires_on", "refresh_budget_rps")
+TENANTS_HELP = (
+    "FILE is TOML ([[tenants]] tables) or CSV with the columns siret, name, cog (required), "
+    "redirect_hosts (hosts separated by spaces or |), token_expires_on (YYYY-MM-DD or DD/MM/YYYY), "
+    "refresh_budget_rps (requests per second, 2.5 or 2,5). CSV: ; or , separated, "
+    f"{CSV_ENCODINGS}. Each row is registered on its own: a bad row is reported and the others go on."
+)
+
+
+def _tenant_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if path.suffix.lower() == ".toml":
         document = tomllib.loads(path.read_text(encoding="utf-8"))
-        return [dict(row) for row in document.get("tenants", [])]
+        return [(n, dict(row)) for n, row in enumerate(document.get("tenants", []), start=1)]
     rows = []
-    with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            entry: dict[str, Any] = {k: v.strip() for k, v in row.items() if v is not None and v.strip()}
-            if "redirect_hosts" in entry:
-                entry["redirect_hosts"] = [h for h in entry["redirect_hosts"].replace(";", " ").split() if h]
-            if "refresh_budget_rps" in entry:
-                entry["refresh_budget_rps"] = float(entry["refresh_budget_rps"])
-            rows.append(entry)
+    for line, row in read_csv(path, ("siret", "name", "cog"), lambda c: c in TENANT_COLUMNS):
+        entry: dict[str, Any] = {k: v for k, v in row.items() if v}
+        if "redirect_hosts" in entry:
+            entry["redirect_hosts"] = [h for h in re.split(r"[\s|;,]+", entry["redirect_hosts"]) if h]
+        if "token_expires_on" in entry:
+            entry["token_expires_on"] = iso_date(entry["token_expires_on"])
+        if "refresh_budget_rps" in entry:
+            text = entry["refresh_budget_rps"].replace(",", ".")
+            with contextlib.suppress(ValueError):  # not a number: the API names the field
+                entry["refresh_budget_rps"] = float(text)
+        rows.append((line, entry))
     return rows
 
 
 def tenants_onboard(args: argparse.Namespace) -> int:
     rows = _tenant_rows(Path(args.file))
-    failures = 0
-    with api_client(args) as api:
-        for number, row in enumerate(rows, start=1):
-            siret = str(row.pop("siret", ""))
-            row = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+    results: list[dict[str, Any]] = []
+    progress = _progress(args)
+    description = "registering collectivités"
+    with api_client(args) as api, progress:
+        task = progress.add_task(description, total=len(rows))
+        for line, row in rows:
+            siret = str(row.pop("siret", "") or "")
+            body = {k: (v.isoformat() if isinstance(v, dt.date) else v) for k, v in row.items()}
+            result: dict[str, Any] = {"line": line, "siret": siret}
             try:
-                api.call("PUT", f"/v1/tenants/{siret}", json_body=row)
-                console.print(f"[green]ok[/green]   row {number}: {siret}")
+                require_siret(siret)
+                api.call("PUT", f"/v1/tenants/{siret}", json_body=body)
+                result["status"] = "ok"
+            except OperatorError:
+                result |= {"status": "invalid", "code": "invalid_siret", "fields": "siret"}
             except ApiError as exc:
-                failures += 1
-                code = exc.body.get("code") if isinstance(exc.body, dict) else exc.status
-                console.print(f"[red]fail[/red] row {number}: {siret or '(no siret)'} — {code}")
-    console.print(f"{len(rows) - failures} onboarded, {failures} failed")
-    return 1 if failures else 0
+                problem = exc.body if isinstance(exc.body, dict) else {}
+                fields = " ".join(
+                    ".".join(str(p) for p in e["loc"][1:])
+                    for e in problem.get("errors") or []
+                    if e.get("loc")
+                )
+                result |= {
+                    "status": "invalid",
+                    "code": problem.get("code") or str(exc.status),
+                    "fields": fields,
+                }
+            results.append(result)
+            progress.advance(task)
+    failed = [r for r in results if r["status"] != "ok"]
+    if args.json:
+        print_json({"onboarded": len(results) - len(failed), "failed": len(failed), "rows": results})
+    else:
+        for r in results:
+            if r["status"] == "ok":
+                console.print(f"[green]ok[/green]   row {r['line']}: {r['siret']}")
+            else:
+                where = f" ({r['fields']})" if r.get("fields") else ""
+                console.print(
+                    f"[red]fail[/red] row {r['line']}: {r['siret'] or '(no siret)'} — {r['code']}{where}"
+                )
+        console.print(f"{len(results) - len(failed)} onboarded, {len(failed)} failed")
+    return EXIT_PARTIAL if failed else 0
 
 
 def _all_tenants(api: EditorApiClient) -> Iterator[dict[str, Any]]:
     cursor = None
     while True:
-        page = api.call("GET", "/v1/tenants", params={"cursor": cursor})
+        page = api.call("GET", "/v1/tenants", params={"cursor": cursor, "limit": 100})
         yield from page["items"]
         cursor = page.get("next_cursor")
         if not cursor:
@@ -105,22 +411,36 @@ def _days_left(tenant: dict[str, Any], today: dt.date) -> int | None:
 
 def tenants_list(args: argparse.Namespace) -> int:
     today = dt.date.today()
+    with api_client(args) as api:
+        tenants = list(_all_tenants(api))
+    if args.json:
+        print_json([t | {"token_days_left": _days_left(t, today)} for t in tenants])
+        return 0
     table = Table(title="Collectivités")
     for column in ("SIRET", "name", "status", "token expires", "days left", "budget (req/s)"):
         table.add_column(column)
-    with api_client(args) as api:
-        for tenant in _all_tenants(api):
-            left = _days_left(tenant, today)
-            table.add_row(
-                tenant["siret"],
-                tenant["name"],
-                tenant["status"],
-                str(tenant.get("token_expires_on") or "-"),
-                "-" if left is None else str(left),
-                str(tenant.get("refresh_budget_rps")),
-            )
+    for tenant in tenants:
+        left = _days_left(tenant, today)
+        table.add_row(
+            tenant["siret"],
+            tenant["name"],
+            tenant["status"],
+            str(tenant.get("token_expires_on") or "-"),
+            "-" if left is None else str(left),
+            str(tenant.get("refresh_budget_rps")),
+        )
     console.print(table)
     return 0
+
+
+def _alert(left: int | None) -> str:
+    if left is None:
+        return "unknown expiry"
+    if left <= 0:
+        return "EXPIRED"
+    if left <= 90:
+        return f"alert {min(t for t in (90, 60, 30, 15) if left <= t)}"
+    return "-"
 
 
 def tokens_report(args: argparse.Namespace) -> int:
@@ -132,39 +452,71 @@ def tokens_report(args: argparse.Namespace) -> int:
             if left is None or left <= args.days:
                 rows.append((left, tenant))
     rows.sort(key=lambda r: (r[0] is not None, r[0] if r[0] is not None else 0))
+    if args.json:
+        print_json(
+            [
+                {
+                    "siret": t["siret"],
+                    "name": t["name"],
+                    "token_expires_on": t.get("token_expires_on"),
+                    "days_left": left,
+                    "state": _alert(left),
+                }
+                for left, t in rows
+            ]
+        )
+        return 0
     table = Table(title=f"API Particulier tokens expiring within {args.days} days (or unknown)")
     for column in ("SIRET", "name", "expires on", "days left", "status"):
         table.add_column(column)
     for left, tenant in rows:
-        state = (
-            "unknown expiry"
-            if left is None
-            else "EXPIRED"
-            if left <= 0
-            else f"alert {min(t for t in (90, 60, 30, 15) if left <= t) if left <= 90 else '-'}"
-        )
         table.add_row(
             tenant["siret"],
             tenant["name"],
             str(tenant.get("token_expires_on") or "-"),
             "-" if left is None else str(left),
-            state,
+            _alert(left),
         )
     console.print(table)
     return 0
 
 
 # ---------------------------------------------------------------------- directory
+PARENT_FIELDS = (
+    "nom_naissance",
+    "nom_usage",
+    "prenoms",
+    "sexe",
+    "date_naissance",
+    "code_cog_naissance",
+    "code_pays_naissance",
+)
+CHILD_FIELDS = ("prenoms", "nom", "date_naissance")
+_DIRECTORY_COLUMN = re.compile(
+    rf"^(user_id|enfants|parent[12]_({'|'.join(PARENT_FIELDS)})|enfant\d{{1,2}}_({'|'.join(CHILD_FIELDS)}))$"
+)
+DIRECTORY_HELP = (
+    "FILE.csv columns: user_id (required), parent1_* and parent2_* with * one of "
+    f"{', '.join(PARENT_FIELDS)}; the children as enfant1_prenoms, enfant1_nom, enfant1_date_naissance, "
+    "enfant2_…, or in one column enfants with items prenoms|nom|date separated by ; (quote the cell in a "
+    "; separated file). Dates YYYY-MM-DD or DD/MM/YYYY; sexe F or M. ; or , separated, "
+    f"{CSV_ENCODINGS}. Rows are checked one by one: each invalid row is reported with its line, "
+    "user_id and the fields at fault (never their values), the others are imported."
+)
+
+
 def family_from_row(row: dict[str, str]) -> dict[str, Any]:
-    """One CSV row → the API's family body. Columns: user_id, then parent1_* and parent2_* (nom_naissance,
-    nom_usage, prenoms, sexe, date_naissance, code_cog_naissance, code_pays_naissance), and ``enfants``
-    as ``prenoms|nom|YYYY-MM-DD`` items separated by ``;``."""
+    """One CSV row → the API's family body (see ``DIRECTORY_HELP`` for the columns)."""
     parents = []
     for n in (1, 2):
         prefix = f"parent{n}_"
         fields = {
             k[len(prefix) :]: v.strip() for k, v in row.items() if k.startswith(prefix) and v and v.strip()
         }
+        if "date_naissance" in fields:
+            fields["date_naissance"] = iso_date(fields["date_naissance"])
+        if "sexe" in fields:
+            fields["sexe"] = fields["sexe"].upper()
         if fields:
             parents.append(fields)
     enfants = []
@@ -172,24 +524,32 @@ def family_from_row(row: dict[str, str]) -> dict[str, Any]:
         if item.strip():
             prenoms, _, rest = item.partition("|")
             nom, _, date = rest.partition("|")
-            enfants.append({"prenoms": prenoms.strip(), "nom": nom.strip(), "date_naissance": date.strip()})
+            enfants.append({"prenoms": prenoms.strip(), "nom": nom.strip(), "date_naissance": iso_date(date)})
+    numbers = sorted({int(m.group(1)) for k in row if (m := re.match(r"^enfant(\d+)_", k))})
+    for n in numbers:
+        child = {f: (row.get(f"enfant{n}_{f}") or "").strip() for f in CHILD_FIELDS}
+        if any(child.values()):
+            child["date_naissance"] = iso_date(child["date_naissance"])
+            enfants.append(child)
     return {"user_id": (row.get("user_id") or "").strip(), "parents": parents, "enfants": enfants}
 
 
 def directory_import(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
-    with Path(args.file).open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    families = [family_from_row(row) for row in rows]
+    require_siret(args.siret)
+    rows = read_csv(Path(args.file), ("user_id",), lambda c: bool(_DIRECTORY_COLUMN.match(c)))
+    families = [(line, family_from_row(row)) for line, row in rows]
     errors: list[dict[str, Any]] = []
     created = updated = 0
-    with api_client(args) as api, Progress(console=console) as progress:
-        task = progress.add_task("importing families", total=len(families))
+    progress = _progress(args)
+    description = "importing families"
+    with api_client(args) as api, progress:
+        task = progress.add_task(description, total=len(families))
         for start in range(0, len(families), BATCH_SIZE):
             chunk = families[start : start + BATCH_SIZE]
             result = api.call(
-                "POST", f"/v1/tenants/{args.siret}/families:batch", json_body={"families": chunk}
+                "POST",
+                f"/v1/tenants/{args.siret}/families:batch",
+                json_body={"families": [family for _line, family in chunk]},
             )
             created += result["created"]
             updated += result["updated"]
@@ -197,8 +557,8 @@ def directory_import(args: argparse.Namespace) -> int:
                 if row["status"] == "invalid":
                     errors.append(
                         {
-                            "line": start + row["index"] + 2,  # header is line 1
-                            "user_id": row.get("user_id") or "",
+                            "line": chunk[row["index"]][0],
+                            "user_id": row.get("user_id") or chunk[row["index"]][1]["user_id"],
                             "code": row.get("code") or "invalid",
                             "fields": " ".join(
                                 ".".join(str(p) for p in e["loc"]) for e in row.get("errors", [])
@@ -206,44 +566,51 @@ def directory_import(args: argparse.Namespace) -> int:
                         }
                     )
             progress.advance(task, len(chunk))
-    console.print(f"{created} created, {updated} updated, {len(errors)} invalid")
-    if errors:
+    if args.json:
+        print_json({"created": created, "updated": updated, "invalid": len(errors), "errors": errors})
+    else:
+        console.print(f"{created} created, {updated} updated, {len(errors)} invalid")
+    if errors and (args.report or not args.json):
         out = open(args.report, "w", newline="", encoding="utf-8") if args.report else sys.stdout  # noqa: SIM115
         writer = csv.DictWriter(out, fieldnames=["line", "user_id", "code", "fields"])
         writer.writeheader()
         writer.writerows(errors)
         if out is not sys.stdout:
             out.close()
-    return 1 if errors else 0
+    return EXIT_PARTIAL if errors else 0
 
 
 # ---------------------------------------------------------------------- dossiers
 def dossiers_review(args: argparse.Namespace) -> int:
-    table = Table(title=f"Dossiers waiting for review — {args.siret}")
-    for column in ("reference", "received", "candidates", "external_id"):
-        table.add_column(column)
-    count = 0
+    require_siret(args.siret)
+    items: list[dict[str, Any]] = []
     with api_client(args) as api:
         cursor = None
         while True:
             page = api.call(
                 "GET",
                 f"/v1/tenants/{args.siret}/dossiers",
-                params={"status": "needs_review", "cursor": cursor},
+                params={"status": "needs_review", "cursor": cursor, "limit": 100},
             )
-            for item in page["items"]:
-                count += 1
-                table.add_row(
-                    str(item["reference"]),
-                    item["received_at"][:16],
-                    str(item["candidates"]),
-                    str(item.get("external_id_status") or "-"),
-                )
+            items.extend(page["items"])
             cursor = page.get("next_cursor")
             if not cursor:
                 break
+    if args.json:
+        print_json(items)
+        return 0
+    table = Table(title=f"Dossiers waiting for review — {args.siret}")
+    for column in ("reference", "received", "candidates", "external_id"):
+        table.add_column(column)
+    for item in items:
+        table.add_row(
+            str(item["reference"]),
+            item["received_at"][:16],
+            str(item["candidates"]),
+            str(item.get("external_id_status") or "-"),
+        )
     console.print(table)
-    console.print(f"{count} dossier(s) waiting")
+    console.print(f"{len(items)} dossier(s) waiting")
     return 0
 
 
@@ -254,19 +621,20 @@ _QUEUE_OUTPUTS = {
 }
 
 
-def _dlq_messages(sqs: Any, url: str, limit: int) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
-    while len(messages) < limit:
+def _dlq_messages(sqs: Any, url: str, limit: int, visibility: int = 30) -> list[dict[str, Any]]:
+    messages_: list[dict[str, Any]] = []
+    while len(messages_) < limit:
         batch = sqs.receive_message(
             QueueUrl=url,
-            MaxNumberOfMessages=min(10, limit - len(messages)),
+            MaxNumberOfMessages=min(10, limit - len(messages_)),
             AttributeNames=["All"],
-            VisibilityTimeout=30,
+            MessageAttributeNames=["All"],
+            VisibilityTimeout=visibility,
         ).get("Messages", [])
         if not batch:
             break
-        messages.extend(batch)
-    return messages
+        messages_.extend(batch)
+    return messages_
 
 
 def describe_message(body: str) -> dict[str, Any]:
@@ -274,7 +642,9 @@ def describe_message(body: str) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except ValueError:
-        return {"kind": "unreadable"}
+        return {"kind": "unreadable", "tenant": None, "case_id": None, "user_id": None}
+    if not isinstance(data, dict):
+        return {"kind": "unreadable", "tenant": None, "case_id": None, "user_id": None}
     notification = data.get("notification") or {}
     return {
         "kind": data.get("kind") or ("refresh" if "user_id" in data else "unknown"),
@@ -286,69 +656,210 @@ def describe_message(body: str) -> dict[str, Any]:
     }
 
 
+def _queue_urls(args: argparse.Namespace) -> tuple[str, str]:
+    source_key, dlq_key = _QUEUE_OUTPUTS[args.queue]
+    dlq_url = output(args, args.dlq_url, dlq_key, "--dlq-url")
+    queue_url = output(args, args.queue_url, source_key, "--queue-url")
+    return queue_url, dlq_url
+
+
 def dlq_inspect(args: argparse.Namespace) -> int:
-    sqs = boto3.client("sqs")
-    dlq_url = args.dlq_url or stack_outputs(args.stack_name)[_QUEUE_OUTPUTS[args.queue][1]]
-    messages = _dlq_messages(sqs, dlq_url, args.max)
-    table = Table(title=f"{args.queue} DLQ")
-    for column in ("message id", "received", "kind", "tenant", "case / user"):
-        table.add_column(column)
-    for message in messages:
+    sqs = aws_client(args, "sqs")
+    _queue_url, dlq_url = _queue_urls(args)
+    found = _dlq_messages(sqs, dlq_url, args.max)
+    rows = []
+    for message in found:
         info = describe_message(message["Body"])
-        table.add_row(
-            message["MessageId"],
-            message["Attributes"].get("ApproximateReceiveCount", "?"),
-            str(info["kind"]),
-            str(info["tenant"] or "-"),
-            str(info["case_id"] or info["user_id"] or "-"),
+        rows.append(
+            {
+                "message_id": message["MessageId"],
+                "receive_count": message["Attributes"].get("ApproximateReceiveCount"),
+            }
+            | info
         )
         # Inspection must not hide the message: make it visible again at once.
         sqs.change_message_visibility(
             QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
         )
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title=f"{args.queue} DLQ")
+    for column in ("message id", "received", "kind", "tenant", "case / user"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row["message_id"],
+            str(row["receive_count"] or "?"),
+            str(row["kind"]),
+            str(row["tenant"] or "-"),
+            str(row["case_id"] or row["user_id"] or "-"),
+        )
     console.print(table)
-    console.print(f"{len(messages)} message(s)")
+    console.print(f"{len(rows)} message(s)")
     return 0
 
 
+def _queue_arn(sqs: Any, url: str) -> str:
+    return str(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+
+def _depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+def _move_task_unavailable(exc: Exception) -> bool:
+    """SQS without StartMessageMoveTask (an emulator such as moto answers 5xx or "unknown action")."""
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return status >= 500 or code in ("InvalidAction", "UnsupportedOperation", "NotImplemented", "500", "501")
+
+
 def dlq_redrive(args: argparse.Namespace) -> int:
-    sqs = boto3.client("sqs")
-    source_key, dlq_key = _QUEUE_OUTPUTS[args.queue]
-    dlq_url = args.dlq_url or stack_outputs(args.stack_name)[dlq_key]
-    queue_url = args.queue_url or stack_outputs(args.stack_name)[source_key]
+    """Move the DLQ's messages back with SQS's message move task (attributes kept, any queue size);
+    where the service lacks it (moto), receive / send with the same attributes / delete."""
+    import time
+
+    from botocore.exceptions import ClientError
+
+    sqs = aws_client(args, "sqs")
+    queue_url, dlq_url = _queue_urls(args)
+    waiting = _depth(sqs, dlq_url)
+    method = "message_move_task"
     moved = 0
-    for message in _dlq_messages(sqs, dlq_url, args.max):
-        sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"])
-        sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
-        moved += 1
-    console.print(f"{moved} message(s) moved back to the {args.queue} queue")
+    progress = _progress(args)
+    description = f"moving the {args.queue} DLQ back"
+    with progress:
+        task = progress.add_task(description, total=waiting or None)
+        try:
+            started = sqs.start_message_move_task(
+                SourceArn=_queue_arn(sqs, dlq_url),
+                DestinationArn=_queue_arn(sqs, queue_url),
+                **({"MaxNumberOfMessagesPerSecond": args.rate} if args.rate else {}),
+            )
+        except ClientError as exc:
+            if not _move_task_unavailable(exc):
+                raise
+            started = None
+        if started is not None:
+            handle = started["TaskHandle"]
+            source_arn = _queue_arn(sqs, dlq_url)
+            while True:
+                tasks = sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=1).get("Results", [])
+                current = next((t for t in tasks if t.get("TaskHandle") == handle), tasks[0] if tasks else {})
+                moved = int(current.get("ApproximateNumberOfMessagesMoved", 0))
+                progress.update(task, completed=moved)
+                status = current.get("Status")
+                if status in ("COMPLETED", "CANCELLED", "FAILED"):
+                    if status == "FAILED":
+                        raise OperatorError(
+                            f"the message move task failed: {current.get('FailureReason')}",
+                            "see the queue's permissions and KMS key",
+                        )
+                    break
+                time.sleep(2)
+        else:
+            method = "receive_send_delete"
+            while moved < args.max:
+                batch = _dlq_messages(sqs, dlq_url, min(10, args.max - moved), visibility=120)
+                if not batch:
+                    break
+                for message in batch:
+                    sqs.send_message(
+                        QueueUrl=queue_url,
+                        MessageBody=message["Body"],
+                        **(
+                            {"MessageAttributes": message["MessageAttributes"]}
+                            if message.get("MessageAttributes")
+                            else {}
+                        ),
+                    )
+                    sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                    moved += 1
+                    progress.advance(task)
+    if args.json:
+        print_json({"queue": args.queue, "moved": moved, "method": method})
+    else:
+        console.print(f"{moved} message(s) moved back to the {args.queue} queue ({method.replace('_', ' ')})")
     return 0
 
 
 # ---------------------------------------------------------------------- audit
-def audit_query(args: argparse.Namespace) -> int:
-    from qfbridge.store.audit import read_records
+def audit_filter_pattern(siret: str, user_id: str | None, reference: str | None) -> str:
+    """A CloudWatch Logs JSON filter pattern: the service does the filtering, not the operator's laptop."""
+    terms = [f'$.tenant_siret = "{siret}"']
+    if user_id:
+        terms.append(f'($.user_id = "{user_id}" || $.user_ids[*] = "{user_id}")')
+    if reference:
+        terms.append(f'$.reference = "{reference}"')
+    return "{ " + " && ".join(terms) + " }"
 
-    group = args.log_group or stack_outputs(args.stack_name)["AuditLogGroupName"]
+
+def audit_query(args: argparse.Namespace) -> int:
+    require_siret(args.siret)
+    for name, value in (("--user-id", args.user_id), ("--reference", args.reference)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._:@-]{1,128}", value):
+            raise OperatorError(f"{name} {value!r} is not an id", "letters, digits and . _ : @ - only")
+    group = output(args, args.log_group, "AuditLogGroupName", "--log-group")
+    logs = aws_client(args, "logs")
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=args.since_days)
-    records = read_records(
-        group, tenant_siret=args.siret, user_id=args.user_id, reference=args.reference, start=since
-    )
+    kwargs: dict[str, Any] = {
+        "logGroupName": group,
+        "startTime": int(since.timestamp() * 1000),
+        "filterPattern": audit_filter_pattern(args.siret, args.user_id, args.reference),
+    }
+    records: list[dict[str, Any]] = []
+    progress = _progress(args)
+    description = "reading the audit trail"
+    with progress:
+        task = progress.add_task(description, total=None)
+        while True:
+            response = logs.filter_log_events(**kwargs)
+            for event in response.get("events", []):
+                record = json.loads(event["message"])
+                # The service applied the pattern; checking again costs nothing and keeps emulators honest.
+                if record.get("tenant_siret") != args.siret:
+                    continue
+                if (
+                    args.user_id
+                    and args.user_id != record.get("user_id")
+                    and args.user_id not in record.get("user_ids", ())
+                ):
+                    continue
+                if args.reference and record.get("reference") != args.reference:
+                    continue
+                records.append(record)
+            progress.update(task, completed=len(records))
+            token = response.get("nextToken")
+            if not token:
+                break
+            kwargs["nextToken"] = token
+    records.sort(key=lambda r: str(r.get("time", "")))
+    total = len(records)
+    records = records[-args.limit :] if args.limit else records  # the most recent, after sorting them all
+    if args.json:
+        print_json({"total": total, "records": records})
+        return 0
     table = Table(title=f"Audit trail — {args.siret}" + (f" / {args.user_id}" if args.user_id else ""))
     for column in ("time", "principal", "agent", "route", "action", "target", "outcome"):
         table.add_column(column)
     for r in records:
         table.add_row(
-            r["time"],
-            r["principal"],
+            r.get("time", "-"),
+            r.get("principal", "-"),
             r.get("agent_id") or "-",
-            r["route"],
-            r["action"],
+            r.get("route", "-"),
+            r.get("action", "-"),
             r.get("user_id") or r.get("reference") or "-",
-            r["outcome"],
+            r.get("outcome", "-"),
         )
     console.print(table)
-    console.print(f"{len(records)} record(s)")
+    shown = f" (the {len(records)} most recent shown)" if len(records) < total else ""
+    console.print(f"{total} record(s){shown}")
     return 0
 
 
@@ -420,15 +931,15 @@ def webhook_replay(args: argparse.Namespace) -> int:
     """Deliver the webhook DLQ's events again, with their original ids."""
     from .webhooks import deployed_headers, deployed_rules, replay_dead_letters
 
-    cloudformation = boto3.client("cloudformation")
+    cloudformation = aws_client(args, "cloudformation")
     stack = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"][0]
     parameters = {p["ParameterKey"]: p.get("ParameterValue", "") for p in stack.get("Parameters", [])}
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     rules, url = deployed_rules(parameters)
-    secrets = boto3.client("secretsmanager")
+    secrets = aws_client(args, "secretsmanager")
     headers = deployed_headers(parameters, lambda sid: secrets.get_secret_value(SecretId=sid)["SecretString"])
     dlq_url = args.dlq_url or outputs["WebhookDeadLetterQueueUrl"]
-    report = replay_dead_letters(boto3.client("sqs"), dlq_url, rules, url, headers, limit=args.max)
+    report = replay_dead_letters(aws_client(args, "sqs"), dlq_url, rules, url, headers, limit=args.max)
     for error in report.errors:
         console.print(f"kept: {error}")
     console.print(f"{report.replayed} event(s) delivered again, {report.kept} kept in the webhook DLQ")

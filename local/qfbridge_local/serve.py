@@ -4,6 +4,12 @@ The editor API is served on 127.0.0.1; hubee_poll and token_watch fire at the co
 the SQS mappings run continuously. HubEE and API Particulier are the sandboxes, or the real test
 environments ("bas", staging) when the configuration says ``mode = "remote"``. SIGINT and SIGTERM
 stop everything cleanly.
+
+At start it prints its endpoints: the editor API, the AWS emulator (moto), the sandboxes and the
+sandbox console (``qfbridge local credentials`` / ``deposit``, see ``qfbridge_local.rehearsal``),
+and the environment under which the operator commands work against it: the emulator holds a
+CloudFormation stack ``qfbridge-<stage>`` whose outputs are the deployed template's (ApiUrl, the
+queues, the audit log group…), so ``qfbridge tenants list`` finds the API as it would on AWS.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ class RuntimeSection(BaseModel):
     poll_interval_seconds: float = Field(default=60, gt=0)
     token_watch_interval_seconds: float = Field(default=3600, gt=0)
     queue_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    sandbox_console_port: int = Field(default=8788, ge=0, le=65535)
 
 
 class HubeeSection(BaseModel):
@@ -99,6 +106,8 @@ class Server:
         self.runtime: LocalRuntime | None = None
         self.hubee: Any = None
         self.particulier: Any = None
+        self.console: Any = None
+        self.stack_name = f"qfbridge-{config.runtime.stage}"
 
     def start(self) -> Server:
         env: dict[str, str] = {}
@@ -133,6 +142,16 @@ class Server:
                 )
             )
         )
+        from .rehearsal import SandboxConsole
+
+        self.console = SandboxConsole(
+            self.hubee,
+            self.particulier,
+            self.runtime.environment,
+            port=self.config.runtime.sandbox_console_port,
+        ).start()
+        self._exit.callback(self.console.stop)
+        describe_stack(self.runtime, self.stack_name)
         return self
 
     def _webhook(self) -> Any:
@@ -174,9 +193,84 @@ class Server:
         self._exit.close()
 
 
+def describe_stack(runtime: LocalRuntime, stack_name: str) -> dict[str, str]:
+    """A CloudFormation stack in the emulator whose outputs are the template's, with local values."""
+    import json
+    import warnings
+
+    env = runtime.environment
+    outputs = {
+        "ApiUrl": runtime.api_url,
+        "EventBusName": env["EVENT_BUS_NAME"],
+        "TenantsTableName": env["TENANTS_TABLE"],
+        "FamiliesTableName": env["FAMILIES_TABLE"],
+        "DossiersTableName": env["DOSSIERS_TABLE"],
+        "FormLinksTableName": env["FORM_LINKS_TABLE"],
+        "DossiersQueueUrl": runtime.queue_url("DossiersQueue"),
+        "DossiersDeadLetterQueueUrl": runtime.queue_url("DossiersDeadLetterQueue"),
+        "RefreshQueueUrl": runtime.queue_url("RefreshQueue"),
+        "RefreshDeadLetterQueueUrl": runtime.queue_url("RefreshDeadLetterQueue"),
+        "AuditLogGroupName": env["AUDIT_LOG_GROUP"],
+    }
+    template = {
+        "Description": "qfbridge local serve: the resources live in the emulator; this stack describes them",
+        "Resources": {"Description": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # moto only records the placeholder resource
+        runtime.client("cloudformation").create_stack(StackName=stack_name, TemplateBody=json.dumps(template))
+    return outputs
+
+
+def endpoints(server: Server) -> list[str]:
+    """What ``local serve`` prints at start: where everything is, and how to point commands at it."""
+    assert server.runtime is not None
+    runtime = server.runtime
+    env = runtime.environment
+    lines = [
+        f"editor API               {runtime.api_url}  (SigV4-signed requests, see docs/integration.md)",
+        f"AWS emulator (moto)      {runtime.endpoint}  (stack {server.stack_name}, region {env.get('AWS_REGION')})",
+    ]
+    if server.hubee is not None:
+        lines.append(f"HubEE sandbox            {server.hubee.api_url}")
+    if server.particulier is not None:
+        lines.append(f"API Particulier sandbox  {server.particulier.url}")
+    if runtime.webhooks is not None:
+        lines.append(f"events as webhooks to    {runtime.webhooks.url}")
+    if server.console is not None:
+        lines.append(
+            f"sandbox console          {server.console.url}  (qfbridge local credentials | deposit --sandbox-url)"
+        )
+    lines.append(
+        f"operator commands        export AWS_ENDPOINT_URL={runtime.endpoint} "
+        f"AWS_ACCESS_KEY_ID={env.get('AWS_ACCESS_KEY_ID')} AWS_SECRET_ACCESS_KEY={env.get('AWS_SECRET_ACCESS_KEY')} "
+        f"AWS_REGION={env.get('AWS_REGION')}"
+    )
+    return lines
+
+
 def serve(config_path: str) -> int:
-    config = ServeConfig.load(config_path)
-    server = Server(config).start()
+    from .operator import OperatorError
+
+    try:
+        config = ServeConfig.load(config_path)
+    except OSError as exc:
+        raise OperatorError(
+            f"cannot read {config_path}: {exc.strerror}", "see config/local.example.toml"
+        ) from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise OperatorError(
+            f"{config_path} is not a valid configuration: {str(exc).splitlines()[0]}",
+            "see config/local.example.toml",
+        ) from None
+    try:
+        server = Server(config).start()
+    except OSError as exc:
+        raise OperatorError(
+            f"local serve could not start: {exc.strerror or exc}",
+            "a port is taken? set [runtime] api_port / sandbox_console_port to free ones (0: any)",
+        ) from None
     assert server.runtime is not None
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -184,13 +278,8 @@ def serve(config_path: str) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"qfbridge local: editor API on {server.runtime.api_url}", flush=True)
-    if server.hubee is not None:
-        print(f"qfbridge local: HubEE sandbox on {server.hubee.api_url}", flush=True)
-    if server.particulier is not None:
-        print(f"qfbridge local: API Particulier sandbox on {server.particulier.url}", flush=True)
-    if server.runtime.webhooks is not None:
-        print(f"qfbridge local: events delivered as webhooks to {server.runtime.webhooks.url}", flush=True)
+    for line in endpoints(server):
+        print(f"qfbridge local: {line}", flush=True)
     print("qfbridge local: ready (Ctrl-C to stop)", flush=True)
     try:
         server.run()

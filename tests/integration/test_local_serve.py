@@ -35,7 +35,7 @@ def _start(config: Path) -> tuple[subprocess.Popen[str], str]:
         line = process.stdout.readline()
         if not line:
             break
-        match = re.search(r"editor API on (http://127\.0\.0\.1:\d+)", line)
+        match = re.search(r"editor API\s+(http://127\.0\.0\.1:\d+)", line)
         if match:
             api_url = match.group(1)
         if "ready" in line:
@@ -54,7 +54,7 @@ def test_local_serve_serves_the_api_polls_the_configured_hubee_and_stops_cleanly
         # Given a configuration that points HubEE at a URL (here a sandbox we started ourselves)
         config = tmp_path / "local.toml"
         config.write_text(
-            "[runtime]\napi_port = 0\npoll_interval_seconds = 0.5\nqueue_poll_interval_seconds = 0.2\n"
+            "[runtime]\napi_port = 0\nsandbox_console_port = 0\npoll_interval_seconds = 0.5\nqueue_poll_interval_seconds = 0.2\n"
             f'[hubee]\nmode = "remote"\napi_url = "{hubee.api_url}"\ntoken_url = "{hubee.token_url}"\n'
         )
         process, api_url = _start(config)
