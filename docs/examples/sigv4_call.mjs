@@ -1,4 +1,4 @@
-// Call the qfbridge editor API with SigV4 from Node.js (>= 18), with no dependency.
+// Call the editor API (qfbridge) signing with SigV4 from Node.js (>= 18), with no dependency.
 //   QFBRIDGE_API_URL=https://abc123.execute-api.eu-west-3.amazonaws.com/prod \
 //   AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… [AWS_SESSION_TOKEN=…] AWS_REGION=eu-west-3 \
 //   node sigv4_call.mjs 21040107100019

@@ -1,4 +1,4 @@
-"""Call the qfbridge editor API with a SigV4 signature (botocore), from the editor's software.
+"""Call the editor API (qfbridge) signing with SigV4 (botocore), from the editor's software.
 
     QFBRIDGE_API_URL=https://abc123.execute-api.eu-west-3.amazonaws.com/prod \
     AWS_REGION=eu-west-3 python sigv4_call.py 21040107100019

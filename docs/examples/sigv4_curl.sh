@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Call the qfbridge editor API with curl's SigV4 signing (curl >= 7.75).
+# Call the editor API (qfbridge) using curl's SigV4 signing (curl >= 7.75).
 #   QFBRIDGE_API_URL=https://abc123.execute-api.eu-west-3.amazonaws.com/prod \
 #   AWS_ACCESS_KEY_ID=… AWS_SECRET_ACCESS_KEY=… [AWS_SESSION_TOKEN=…] AWS_REGION=eu-west-3 \
 #   bash sigv4_curl.sh 21040107100019

@@ -216,6 +216,10 @@ def _explain_aws_error(exc: BaseException) -> OperatorError | None:
             return OperatorError(
                 f"not found: {error.get('Message')}", "check --stack-name, --region or the URL given"
             )
+        return OperatorError(
+            f"AWS answered {code}: {error.get('Message')}",
+            "retry; if it persists, check the stack in the console",
+        )
     return None
 
 
@@ -716,7 +720,10 @@ def _move_task_unavailable(exc: Exception) -> bool:
     response = getattr(exc, "response", None) or {}
     code = str(response.get("Error", {}).get("Code", ""))
     status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    return status >= 500 or code in ("InvalidAction", "UnsupportedOperation", "NotImplemented", "500", "501")
+    # AWS's own 5xx carry a code (InternalError…): those are raised; an emulator's bare 5xx has none.
+    return code in ("InvalidAction", "UnsupportedOperation", "NotImplemented") or (
+        status >= 500 and code.isdigit()
+    )
 
 
 def dlq_redrive(args: argparse.Namespace) -> int:

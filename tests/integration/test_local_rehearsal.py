@@ -268,6 +268,45 @@ def test_integration_md_shows_the_examples_the_tests_run() -> None:
 
 
 # ---------------------------------------------------------------------- docs/onboarding.md
+FAMILIES_CSV = (
+    "user_id;parent1_nom_naissance;parent1_prenoms;parent1_sexe;parent1_date_naissance;"
+    "enfant1_prenoms;enfant1_nom;enfant1_date_naissance\n"
+    "famille-1;MARTIN;Camille;F;03/02/1985;Louis;MARTIN;01/09/2016\n"
+    "famille-2;BERNARD;Paul;M;12/11/1979;Jeanne;BERNARD;15/05/2014\n"
+)
+STRANGER = {
+    "parents": [{"nom_naissance": "PETIT", "prenoms": "Nadia", "sexe": "F", "date_naissance": "1990-07-14"}],
+    "enfants": [{"nom": "PETIT", "prenoms": "Ines", "date_naissance": "2019-03-02"}],
+}
+
+
+def test_onboarding_md_describes_the_walk_the_test_runs() -> None:
+    document = (REPO / "docs" / "onboarding.md").read_text(encoding="utf-8")
+    walk = document[document.index("## Rehearsing intake on the laptop") :]
+    siret = _siret(10)
+
+    for line in FAMILIES_CSV.splitlines():
+        assert line in walk, line
+    flat = " ".join(walk.split())
+    assert json.dumps(STRANGER["parents"][0]) in flat
+    for step in (
+        "qfbridge local serve --config config/local.example.toml",
+        f"{siret};Commune de Forcalquier;04088",
+        "qfbridge tenants onboard tenants.csv",
+        f"qfbridge local credentials {siret} --cog 04088 --json",
+        f"/v1/tenants/{siret}/credentials --data @credentials.json",
+        f"qfbridge directory import {siret} families.csv",
+        """/form-links --data '{"user_id": "famille-1"}'""",
+        f"qfbridge local deposit {siret} --external-id",
+        "--qf 640",
+        f"qfbridge local deposit {siret} --family stranger.json --qf 910",
+        f"qfbridge dossiers review {siret}",
+        """--data '{"decision": "link", "user_id": "famille-2"}'""",
+        f"/v1/tenants/{siret}/families/famille-2",
+    ):
+        assert step in flat, step
+
+
 def test_walk_from_onboarding_to_a_resolved_review(served: Served, tmp_path: Path) -> None:
     siret = _siret(10)
     # 1. The collectivité, from a CSV file as an office exports it (; separated, UTF-8 with BOM),
@@ -285,32 +324,12 @@ def test_walk_from_onboarding_to_a_resolved_review(served: Served, tmp_path: Pat
     assert served.curl("GET", f"/v1/tenants/{siret}")["status"] == "active"
     # 3. The directory: two families.
     directory = tmp_path / "families.csv"
-    directory.write_text(
-        "user_id;parent1_nom_naissance;parent1_prenoms;parent1_sexe;parent1_date_naissance;"
-        "enfant1_prenoms;enfant1_nom;enfant1_date_naissance\n"
-        "famille-1;MARTIN;Camille;F;03/02/1985;Louis;MARTIN;01/09/2016\n"
-        "famille-2;BERNARD;Paul;M;12/11/1979;Jeanne;BERNARD;15/05/2014\n",
-        encoding="cp1252",
-    )
+    directory.write_text(FAMILIES_CSV, encoding="cp1252")
     served.qfbridge("directory", "import", siret, str(directory))
     # 4. A parent comes through the editor's portal with a form link; a stranger through the counter.
     link = served.curl("POST", f"/v1/tenants/{siret}/form-links", {"user_id": "famille-1"})
     stranger = tmp_path / "stranger.json"
-    stranger.write_text(
-        json.dumps(
-            {
-                "parents": [
-                    {
-                        "nom_naissance": "PETIT",
-                        "prenoms": "Nadia",
-                        "sexe": "F",
-                        "date_naissance": "1990-07-14",
-                    }
-                ],
-                "enfants": [{"nom": "PETIT", "prenoms": "Ines", "date_naissance": "2019-03-02"}],
-            }
-        )
-    )
+    stranger.write_text(json.dumps(STRANGER))
     linked = json.loads(
         served.qfbridge(
             "local", "deposit", siret, "--external-id", link["external_id"], "--qf", "640",
