@@ -151,8 +151,40 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "matching.dynamodb_requests_per_blocking_key",
             matching.get("dynamodb_requests_per_blocking_key", {}).get("max"),
             1.0,
-            "one Query per blocking key (the usager's birth date, the conjoint's)"
+            "one Query per birth date read (the usager's, the other allocataire's, the children's)"
             if "ms" in matching
+            else matching.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "matching.name_key_queries_per_match",
+            matching.get("name_key_queries_per_match", {}).get("max"),
+            2.0,
+            f"bounded Queries (≤ {matching.get('name_key_queries_per_match', {}).get('limit_per_query')} "
+            "entries) on the usager's name keys, only when the birth dates link nothing"
+            if "ms" in matching
+            else matching.get("error", "not run"),
+        )
+    )
+    labelled = matching.get("labelled_set", {})
+    budgets.append(
+        Budget.at_least(
+            "matching.labelled_precision",
+            labelled.get("precision"),
+            1.0,
+            f"automatic links right ÷ automatic links, {labelled.get('cases')} labelled cases"
+            if labelled
+            else matching.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_least(
+            "matching.labelled_auto_link_rate",
+            labelled.get("auto_link_rate"),
+            0.95,
+            f"linked right ÷ {labelled.get('expected_links')} dossiers labelled linked"
+            if labelled
             else matching.get("error", "not run"),
         )
     )
@@ -235,9 +267,9 @@ def print_table(budgets: list[Budget], results: dict[str, Any], seconds: float) 
     matching = results.get("matching", {})
     if "ms" in matching:
         figures.add_row(
-            "matching p50 / p95 (ms)",
+            "matching p50 / p95 (ms), 100,000 families",
             f"{matching['ms']['p50']} / {matching['ms']['p95']} "
-            f"(decide {matching['ms']['decide_p50']} / {matching['ms']['decide_p95']})",
+            f"({matching['dynamodb_requests_per_match']['mean']} DynamoDB requests per match)",
         )
     poll = results.get("poll", {})
     if "first_run" in poll:

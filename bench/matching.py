@@ -1,32 +1,47 @@
-"""Matching: the latency of one dossier's identity matching against a directory of 100,000 families.
+"""Matching: identity matching of one dossier against a directory of 100,000 families, with the
+household's blocking, and the labelled set's precision and automatic-link rate.
 
-What is timed per dossier is what reconcile does: ``FamilyRepository.candidates_on`` (the blocking
-Queries on the usager's birth date and, for a two-parent household, the conjoint's — one Query each —,
-through boto3's resource layer, on moto) then ``decide``. The dossiers are those of families of the
-directory (their parent filling the form) and of strangers.
+What is timed per dossier is what reconcile does: ``qfbridge.reconcile.match`` reading through
+``FamilyRepository.candidates_on`` — one Query per distinct birth date of the dossier's household
+(the usager's, the other allocataire's, the children's), and, for a dossier that is not linked, at
+most two bounded Queries on the usager's name keys — through boto3's resource layer, on moto,
+then ``decide``. The dossiers are those of families of the directory (one of their parents filling
+the form), of a new partner of a single parent of the directory (the usager absent, the household
+known: the conjoint and the children), and of strangers.
 
 The directory is generated in full (100,000 seeded households) and its blocking index computed, but
 moto cannot hold it: its Query walks every item of the table and computes the size of every item
 of the partition before applying the key condition (measured: ~1 ms per item, i.e. minutes per
-Query at 265,000 blocking entries), where DynamoDB seeks the sort key. So each sampled dossier's
-Queries run against a partition holding exactly the families the 100,000-family directory has
-with a parent born on one of its keys, written with ``FamilyRepository.upsert_many`` into a table
-of the families table's schema created for that dossier and dropped after it (moto's walk stays
-short): the same items come back as from the full directory. The load rate of ``upsert_many`` is measured on a chunk
-of 1,000 families of the directory.
+Query at hundreds of thousands of blocking entries), where DynamoDB seeks the sort key. So each
+sampled dossier's Queries run against a partition holding exactly the families the
+100,000-family directory has under the dossier's birth dates — and, under each of its name keys,
+the first ``NAME_KEY_LIMIT`` in sort-key order, which are all a bounded Query returns —: their
+blocking entries under the keys read, as ``FamilyRepository.upsert_many`` writes them (a test checks
+the shape), in a table of the families table's schema created for that dossier and dropped after
+it (moto's walk stays short): the same items come back as from the full directory. The load rate
+of ``upsert_many`` itself is measured on a chunk of 1,000 families of the directory.
 
 Floor: the same Queries made with boto3's low-level client (no deserialisation into families, no
 scoring), on the same partition — the read itself. The ratio (p50 over p50) is what qfbridge's own
 work adds to the read.
+
+The labelled set (``tests/data/matching_cases.py``, every case against its own directory, in
+memory): precision of the automatic links (must be 1.0), and the automatic-link rate — the share of
+the dossiers labelled ``linked`` that are linked to the right family.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import statistics
+import sys
 import time
 from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -34,18 +49,28 @@ import boto3
 from bench.aws_calls import RequestCounter, attributed_to
 from qfbridge.domain.dossier import parse_formulaire_qf_json
 from qfbridge.domain.identity import Family
-from qfbridge.reconcile.matching import DossierIdentity, blocking_keys_for_dossier, decide
-from qfbridge.store.families import FamilyRepository, family_pk
-from qfbridge_local.population import Household, households
+from qfbridge.reconcile.matching import (
+    NAME_KEY_LIMIT,
+    DossierIdentity,
+    blocking_keys_for_dossier,
+    blocking_keys_for_family,
+    match,
+    name_keys_for_dossier,
+)
+from qfbridge.store.families import FamilyRepository, blocking_sk, family_pk
+from qfbridge.store.tables import to_dynamo
+from qfbridge_local.population import Household, formulaire_for, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 
 DIRECTORY = 100_000
 SAMPLES = 200
 STRANGER_SHARE = 0.1
+NEW_PARTNER_SHARE = 0.1
 LOAD_CHUNKS = 1
 CHUNK = 1_000
 LIMIT = 2.0
 MATCHER = "matching"
+CASES_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "matching_cases.py"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -54,9 +79,30 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def _identity(household: Household) -> DossierIdentity:
-    parsed = parse_formulaire_qf_json(json.dumps(household.formulaire()).encode())
+def _identity_of(formulaire: dict[str, Any]) -> DossierIdentity:
+    parsed = parse_formulaire_qf_json(json.dumps(formulaire).encode())
     return DossierIdentity.from_parts(parsed.pivot_identity, parsed.allocataires, parsed.enfants)
+
+
+def _new_partner_dossier(household: Household, stranger: Household) -> dict[str, Any]:
+    """The dossier of a new partner (absent from the directory) of the household's single parent."""
+    newcomer = stranger.family.parents[0]
+    family = Family(
+        user_id=household.family.user_id,
+        parents=[newcomer, household.family.parents[0]],
+        enfants=household.family.enfants,
+    )
+    return formulaire_for(family, household.qf, parent=0)
+
+
+def blocking_entry(siret: str, key: str, family: Family) -> dict[str, Any]:
+    """A blocking entry as ``FamilyRepository.upsert_many`` writes it."""
+    return {
+        "pk": family_pk(siret),
+        "sk": blocking_sk(key, family.user_id),
+        "user_id": family.user_id,
+        "family": family.model_dump(mode="json"),
+    }
 
 
 def _create_table(client: Any, schema: dict[str, Any], name: str) -> str:
@@ -74,25 +120,81 @@ def _create_table(client: Any, schema: dict[str, Any], name: str) -> str:
     return name
 
 
+def _load_cases() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("qfbridge_matching_cases", CASES_PATH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def labelled_set() -> dict[str, Any]:
+    """Precision and automatic-link rate on the labelled cases."""
+    module = _load_cases()
+    cases = module.build_cases()
+    right = wrong = expected_links = household_links = reviews = reviews_with_candidates = 0
+    agreements = 0
+    started = time.perf_counter()
+    for case in cases:
+        decision = module.run_case(case)
+        expected_links += case.expected == "linked"
+        if decision.outcome == "linked":
+            if case.expected == "linked" and decision.user_id == case.expected_user_id:
+                right += 1
+                household_links += decision.rule == "household"
+            else:
+                wrong += 1
+        if decision.outcome == "needs_review":
+            reviews += 1
+            reviews_with_candidates += bool(decision.candidates)
+        agreements += decision.outcome == case.expected and decision.user_id == case.expected_user_id
+    return {
+        "cases": len(cases),
+        "expected_links": expected_links,
+        "linked_right": right,
+        "linked_wrong": wrong,
+        "precision": round(right / (right + wrong), 4) if right + wrong else 1.0,
+        "auto_link_rate": round(right / expected_links, 4),
+        "linked_by_household_rule": household_links,
+        "outcome_agreement": round(agreements / len(cases), 4),
+        "reviews_showing_a_family": f"{reviews_with_candidates}/{reviews}",
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
 def run(
     counter: RequestCounter, *, directory: int = DIRECTORY, samples: int = SAMPLES, seed: int = 17
 ) -> dict[str, Any]:
+    labelled = labelled_set()
     started = time.perf_counter()
     population = households(directory, seed=seed, id_prefix="fam")
     generation_s = time.perf_counter() - started
-    by_date: dict[str, list[Family]] = defaultdict(list)
-    for household in population:
-        for date in {p.date_naissance.isoformat() for p in household.family.parents}:
-            by_date[date].append(household.family)
-    entries = sum(len(v) for v in by_date.values())
+    by_key: dict[str, list[Family]] = defaultdict(list)
+    for household in population:  # user ids ascending: each list is in sort-key order
+        for key in blocking_keys_for_family(household.family):
+            by_key[key].append(household.family)
+    date_keys = [k for k in by_key if not k.startswith("name:")]
+    entries = sum(len(v) for v in by_key.values())
+    date_entries = sum(len(by_key[k]) for k in date_keys)
 
     rng = random.Random(seed)
     strangers = households(samples, seed=seed + 1, id_prefix="stranger")
-    picked = [
-        strangers[i] if rng.random() < STRANGER_SHARE else population[rng.randrange(directory)]
-        for i in range(samples)
-    ]
-    dossiers = [_identity(h) for h in picked]
+    singles = [h for h in population if len(h.family.parents) == 1]
+    dossiers: list[tuple[str, str | None, DossierIdentity]] = []
+    for i in range(samples):
+        draw = rng.random()
+        if draw < STRANGER_SHARE:
+            dossiers.append(("stranger", None, _identity_of(strangers[i].formulaire())))
+        elif draw < STRANGER_SHARE + NEW_PARTNER_SHARE:
+            household = singles[rng.randrange(len(singles))]
+            formulaire = _new_partner_dossier(household, strangers[i])
+            dossiers.append(("new_partner", household.family.user_id, _identity_of(formulaire)))
+        else:
+            household = population[rng.randrange(directory)]
+            parent = rng.randrange(len(household.family.parents))
+            formulaire = household.formulaire(parent=parent)
+            dossiers.append(("member", household.family.user_id, _identity_of(formulaire)))
 
     with LocalRuntime.start(RuntimeOptions(serve_api=False)) as rt:
         # A plain client: the resource's ``meta.client`` transforms parameters (Python ↔ DynamoDB JSON).
@@ -100,45 +202,75 @@ def run(
         described: Any = low_level.describe_table(TableName=rt.environment["FAMILIES_TABLE"])
         schema: dict[str, Any] = described["Table"]
         total_ms: list[float] = []
-        decide_ms: list[float] = []
         floor_ms: list[float] = []
         candidates: list[int] = []
         reads: list[int] = []
+        date_reads: list[int] = []
+        name_reads: list[int] = []
         keys_per_dossier: list[int] = []
-        outcomes: dict[str, int] = defaultdict(int)
+        outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        wrong_links = 0
         siret = "21750000000001"
-        for identity in dossiers:
+        for kind, expected, identity in dossiers:
             # One name for every dossier's table: the repository's boto3 Table stays warm, as in reconcile.
             table_name = _create_table(low_level, schema, "bench-matching")
             repo = FamilyRepository(table_name)
             keys = sorted(blocking_keys_for_dossier(identity))
-            families = list({f.user_id: f for key in keys for f in by_date.get(key, [])}.values())
-            if families:
-                repo.upsert_many(siret, families)
+            names = sorted(name_keys_for_dossier(identity))
+            entries_read = [(key, f) for key in keys for f in by_key.get(key, [])]
+            entries_read += [(key, f) for key in names for f in by_key.get(key, [])[:NAME_KEY_LIMIT]]
+            with repo._table.batch_writer() as batch:
+                for key, fam in entries_read:
+                    batch.put_item(Item=to_dynamo(blocking_entry(siret, key, fam)))
+            read_keys: list[tuple[Sequence[str], int | None]] = []
+            found_counts: list[int] = []
+
+            def read(
+                wanted: Sequence[str],
+                limit: int | None,
+                repo: FamilyRepository = repo,
+                read_keys: list[tuple[Sequence[str], int | None]] = read_keys,
+                found_counts: list[int] = found_counts,
+            ) -> list[Family]:
+                read_keys.append((list(wanted), limit))
+                found = repo.candidates_on(siret, wanted, limit=limit)
+                found_counts.append(len(found))
+                return found
+
             counter.reset()
             with attributed_to(MATCHER):
                 t0 = time.perf_counter()
-                found = repo.candidates_on(siret, keys)
+                decision = match(identity, read)
                 t1 = time.perf_counter()
-                decision = decide(identity, found)
-                t2 = time.perf_counter()
-            reads.append(counter.tally.count(function=MATCHER, service="dynamodb"))
+            requests = counter.tally.count(function=MATCHER, service="dynamodb")
+            named = sum(len(k) for k, limit in read_keys if limit is not None)
+            reads.append(requests)
+            name_reads.append(named)
+            date_reads.append(requests - named)
             keys_per_dossier.append(len(keys))
-            t3 = time.perf_counter()
-            for key in keys:
-                low_level.query(
-                    TableName=table_name,
-                    KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
-                    ExpressionAttributeValues={
-                        ":pk": {"S": family_pk(siret)},
-                        ":prefix": {"S": f"B#{key}#"},
-                    },
-                )
-            floor_ms.append((time.perf_counter() - t3) * 1000)
-            total_ms.append((t2 - t0) * 1000)
-            decide_ms.append((t2 - t1) * 1000)
-            candidates.append(len(found))
-            outcomes[decision.outcome] += 1
+            t2 = time.perf_counter()
+            for wanted, limit in read_keys:
+                for key in wanted:
+                    request: dict[str, Any] = {
+                        "TableName": table_name,
+                        "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+                        "ExpressionAttributeValues": {
+                            ":pk": {"S": family_pk(siret)},
+                            ":prefix": {"S": f"B#{key}#"},
+                        },
+                    }
+                    if limit is not None:
+                        request["Limit"] = limit
+                    low_level.query(**request)
+            floor_ms.append((time.perf_counter() - t2) * 1000)
+            total_ms.append((t1 - t0) * 1000)
+            candidates.append(sum(found_counts))
+            outcomes[kind][decision.outcome] += 1
+            if decision.outcome == "linked":
+                if decision.user_id == expected:
+                    outcomes[kind]["linked_right"] += 1
+                else:
+                    wrong_links += 1
             low_level.delete_table(TableName=table_name)
 
         # The load rate of the real bulk path, on chunks of 1,000 families of the directory.
@@ -154,21 +286,19 @@ def run(
     p50, p95 = _percentile(total_ms, 0.5), _percentile(total_ms, 0.95)
     floor_p50 = _percentile(floor_ms, 0.5)
     return {
+        "labelled_set": labelled,
         "directory_families": directory,
         "blocking_entries": entries,
-        "distinct_birth_dates": len(by_date),
+        "birth_date_entries": date_entries,
+        "distinct_birth_dates": len(date_keys),
         "generation_seconds": round(generation_s, 2),
         "upsert_many_families_per_second": round(load_rate, 1),
         "upsert_many_seconds_for_directory": round(directory / load_rate, 1),
         "samples": samples,
-        "outcomes": dict(outcomes),
-        "candidates_per_dossier": {"mean": round(statistics.fmean(candidates), 2), "max": max(candidates)},
-        "ms": {
-            "p50": round(p50, 2),
-            "p95": round(p95, 2),
-            "decide_p50": round(_percentile(decide_ms, 0.5), 3),
-            "decide_p95": round(_percentile(decide_ms, 0.95), 3),
-        },
+        "outcomes": {kind: dict(counts) for kind, counts in outcomes.items()},
+        "wrong_links": wrong_links,
+        "families_read_per_dossier": {"mean": round(statistics.fmean(candidates), 2), "max": max(candidates)},
+        "ms": {"p50": round(p50, 2), "p95": round(p95, 2)},
         "floor": {
             "what": "the same Queries, low-level client, no deserialisation nor scoring",
             "ms_p50": round(floor_p50, 2),
@@ -181,7 +311,12 @@ def run(
             "mean": round(statistics.fmean(keys_per_dossier), 3),
         },
         "dynamodb_requests_per_blocking_key": {
-            "max": max(r / k for r, k in zip(reads, keys_per_dossier, strict=True)),
+            "max": max(r / k for r, k in zip(date_reads, keys_per_dossier, strict=True)),
+        },
+        "name_key_queries_per_match": {
+            "max": max(name_reads),
+            "mean": round(statistics.fmean(name_reads), 3),
+            "limit_per_query": NAME_KEY_LIMIT,
         },
         "limit": LIMIT,
     }

@@ -325,6 +325,35 @@ def test_a_parent_the_directory_does_not_know_reaches_review_through_the_conjoin
     assert town.event_types() == ["dossier.needs_review"]
 
 
+def test_a_parent_the_directory_does_not_know_is_linked_when_the_conjoint_and_children_designate_the_family(
+    world: World, town: Town
+) -> None:
+    # Given a household the editor's directory knows through one parent and the children only
+    household = next(h for h in households(30, seed=506) if len(h.family.parents) == 2)
+    known = household.family.parents[0]
+    user_id = household.family.user_id
+    town.api.call(
+        "PUT",
+        f"/v1/tenants/{town.siret}/families/{user_id}",
+        json_body={
+            "parents": [known.model_dump(mode="json")],
+            "enfants": [c.model_dump(mode="json") for c in household.family.enfants],
+        },
+    )
+
+    # When the other parent fills the public form (the dossier names the known one and the children)
+    case_id, reference = town.deposit_and_run(household.formulaire(parent=1))
+
+    # Then the household designates the family: linked, and the evidence says what matched
+    detail = town.dossier(reference)
+    assert (detail["status"], detail["link_method"], detail["user_id"]) == ("linked", "identity", user_id)
+    assert {"usager_absent", "conjoint_match", "child_match", "household_designates"} <= set(
+        detail["candidate_families"][0]["reasons"]
+    )
+    assert family_qf(town, user_id) == household.qf.valeur
+    assert world.hubee.status_events(case_id) == ["SI_RECEIVED", "DONE"]
+
+
 def test_an_ambiguous_dossier_rejected_by_an_agent_is_refused_to_hubee(world: World, town: Town) -> None:
     # Given an ambiguous dossier waiting for review
     household, twin_id = twin_directory(town, seed=304)

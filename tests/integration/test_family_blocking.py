@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.reconcile import NAME_KEY_LIMIT, DossierIdentity, blocking_keys_for_family, is_name_key, match
 from qfbridge.reconcile.matching import name_key
-from qfbridge.store.families import FamilyRepository
+from qfbridge.store.families import FamilyRepository, blocking_sk, family_pk
+from qfbridge.store.tables import plain, to_dynamo
 from qfbridge_local.population import households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 
@@ -118,3 +122,20 @@ def test_erasing_a_family_removes_every_blocking_entry(families: FamilyRepositor
     assert any(is_name_key(k) for k in keys)
     families.erase(SIRET, household.family.user_id)
     assert families.candidates_on(SIRET, keys) == []
+
+
+def test_the_matching_benchmark_writes_blocking_entries_as_the_repository_does(
+    families: FamilyRepository,
+) -> None:
+    # bench/ is not an installed package: load bench.matching from its file, as ``python -m`` would.
+    repo_root = str(Path(__file__).resolve().parents[2])
+    if repo_root not in sys.path:
+        sys.path.insert(0, repo_root)
+    bench_matching = importlib.import_module("bench.matching")
+    household = households(1, seed=78, id_prefix="shape")[0]
+    families.upsert(SIRET, household.family)
+    for key in blocking_keys_for_family(household.family):
+        stored = families._table.get_item(
+            Key={"pk": family_pk(SIRET), "sk": blocking_sk(key, household.family.user_id)}
+        )["Item"]
+        assert plain(stored) == plain(to_dynamo(bench_matching.blocking_entry(SIRET, key, household.family)))
