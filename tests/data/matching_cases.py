@@ -783,8 +783,8 @@ def _opposite(sexe: str) -> Literal["F", "M"]:
 
 @scenario
 def conjoint_and_children_with_another_partner(p: Persona):
-    # The usager is absent; the conjoint and the children are in a family whose other parent is
-    # someone else (the conjoint's former partner?): the household conflicts, an agent decides.
+    # The usager is absent (a new partner); the conjoint and the children are in a family that
+    # also lists the conjoint's former partner: still the one family the household designates.
     if p.conjoint is None:
         return None
     fam = Family(
@@ -793,6 +793,20 @@ def conjoint_and_children_with_another_partner(p: Persona):
             directory_parent(p.conjoint),
             _other_adult(p, "a", _opposite(p.conjoint.sexe), D(1979, 3, 9)),
         ],
+        enfants=directory_children(p),
+    )
+    return [fam], "linked", _uid(p)
+
+
+@scenario
+def usager_with_another_partner_and_the_children(p: Persona):
+    # The usager and the children, with a partner who is not the dossier's conjoint: the household
+    # contradicts the directory's, an agent decides.
+    if p.conjoint is None:
+        return None
+    fam = Family(
+        user_id=_uid(p),
+        parents=[directory_parent(p.usager), _other_adult(p, "a", _opposite(p.usager.sexe), D(1979, 3, 9))],
         enfants=directory_children(p),
     )
     return [fam], "needs_review", None

@@ -20,9 +20,10 @@ built for precision first:
   first-name evidence) keeps only ``GATED_FACTOR`` of those points. Then the household, uncapped:
   the dossier's other allocataire matching a parent exactly (``conjoint_match``), each child
   matching on first names **and** birth date (``child_match`` — twins share a birth date, the
-  date alone never pairs a child); and what contradicts it costs points: a parent who is neither
-  the usager nor the conjoint while the dossier names a conjoint (``other_parent_mismatch``),
-  children on both sides of which none pairs (``children_contradict``).
+  date alone never pairs a child); and what contradicts it costs points: the usager's partner in
+  the family is not the conjoint the dossier names (``other_parent_mismatch``; a family holding the
+  conjoint but not the usager may hold the conjoint's former partner), children on both sides of
+  which none pairs (``children_contradict``).
 * **Decision** (``decide``) — a family is linked automatically by one of two rules, never else:
 
   1. *identity*: its usager passes the gates, nothing contradicts, its score is at least
@@ -684,8 +685,10 @@ def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Ass
         household.append(_reason("conjoint_match"))
     household.extend(_reason("child_match") for _ in range(min(exact, MAX_CHILDREN_COUNTED)))
     household.extend(_reason("child_partial") for _ in range(min(partial, MAX_CHILDREN_COUNTED)))
+    # The usager's partner in the family is not the dossier's conjoint: another household. (When the
+    # usager is absent, the conjoint's other parent in the directory is a former partner: no conflict.)
     others = [j for j in range(len(parents)) if j != usager_parent and not conjoint_of[j]]
-    if dossier.conjoints and others and (ours or exact):
+    if dossier.conjoints and others and usager_parent is not None:
         conflicts.add("other_parent_mismatch")
         household.append(_reason("other_parent_mismatch"))
     if ours and dossier.children and family.enfants and not exact + partial:
