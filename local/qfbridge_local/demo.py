@@ -4,7 +4,7 @@
    as an editor's delegated access allows), and their directories are imported.
 2. Form links are issued; parents "fill the form": the HubEE sandbox receives their dossiers —
    with a signed external_id, without one (public list, QR code at the counter), twins' parents
-   that only an agent can tell apart, a stranger, and one corrupted dossier.
+   that only an agent can tell apart, a stranger, and one whose JSON was damaged (read from its XML).
 3. hubee_poll and reconcile run; the form's CLOSED events are acknowledged at the next poll.
 4. An agent resolves the dossiers waiting for review through the API.
 5. One month later, the monthly refresh runs against API Particulier; some QFs changed.
@@ -21,6 +21,7 @@ import json
 import os
 import random
 import sys
+import warnings
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class DemoSummary:
     api_particulier_calls: int = 0
     audit_records: int = 0
     token_alerts: list[dict[str, Any]] = field(default_factory=list)
+    rejected_by: Counter[str] = field(default_factory=Counter)  # "intake" | "agent"
+    review_decisions: Counter[str] = field(default_factory=Counter)  # "link" | "reject"
     event_types_by_id: dict[str, str] = field(default_factory=dict)  # every bus event (not printed)
 
     def as_json(self) -> dict[str, Any]:
@@ -78,6 +81,8 @@ class DemoSummary:
             "events": dict(sorted(self.events.items())),
             "audit_records": self.audit_records,
             "token_alerts": self.token_alerts,
+            "rejected_by": dict(sorted(self.rejected_by.items())),
+            "review_decisions": dict(sorted(self.review_decisions.items())),
         }
 
 
@@ -110,7 +115,7 @@ class Narrator:
     def step(self, text: str) -> None:
         if self._progress is not None:
             self._progress.update(self._task, description=text)
-            self._progress.console.log(text)
+            self._progress.console.print(f"• {text}")
 
     def done(self) -> None:
         if self._progress is not None:
@@ -266,7 +271,7 @@ def run_demo(
             # A parent the directory does not know yet: an agent will have to look.
             stranger = households(1, seed=seed * 7 + len(deposited), id_prefix="inconnu")[0]
             case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, stranger.formulaire()).case_id)
-            # A dossier whose bytes were damaged on the way: rejected, flagged, nothing lost.
+            # A dossier whose JSON was damaged on the way: intake reads its XML twin, nothing is lost.
             case_ids.append(
                 hubee.deposit_formulaire_qf(
                     town.siret,
@@ -324,6 +329,7 @@ def run_demo(
                     f"/v1/tenants/{town.siret}/dossiers/{item['reference']}/resolve",
                     json_body=decision,
                 )
+                summary.review_decisions[decision["decision"]] += 1
         rt.drain()
         rt.poll()
         rt.drain()
@@ -370,6 +376,15 @@ def run_demo(
                     summary.dossiers[item["status"]] += 1
                     if item["status"] == "linked" and item.get("link_method"):
                         summary.link_methods[item["link_method"]] += 1
+                    if item["status"] == "rejected":
+                        # An agent's decision names who took it (and needs the reference to be taken);
+                        # intake's rejections have no such name.
+                        detail = (
+                            api.call("GET", f"/v1/tenants/{town.siret}/dossiers/{item['reference']}")
+                            if item["reference"]
+                            else {}
+                        )
+                        summary.rejected_by["agent" if detail.get("resolved_by") else "intake"] += 1
                 cursor = page.get("next_cursor")
                 if not cursor:
                     break
@@ -421,6 +436,18 @@ def print_summary(summary: DemoSummary) -> None:
     from rich.table import Table
 
     data = summary.as_json()
+    dossiers, methods = data["dossiers"], data["link_methods"]
+    rejected_by, decisions = data["rejected_by"], data["review_decisions"]
+    waiting = dossiers.get("needs_review", 0) + dossiers.get("received", 0)
+    to_review = sum(decisions.values()) + dossiers.get("needs_review", 0)
+    accounted = (
+        methods.get("external_id", 0)
+        + methods.get("identity", 0)
+        + methods.get("review", 0)
+        + rejected_by.get("agent", 0)
+        + rejected_by.get("intake", 0)
+        + waiting
+    )
     console = Console()
     table = Table(title="qfbridge demo — what happened", show_header=True)
     table.add_column("what")
@@ -428,24 +455,37 @@ def print_summary(summary: DemoSummary) -> None:
     table.add_row("collectivités onboarded", str(data["tenants"]))
     table.add_row("families in the directories", str(data["families"]))
     table.add_row("dossiers deposited by the form", str(data["dossiers_deposited"]))
-    for outcome, count in data["dossiers"].items():
-        table.add_row(f"  dossiers {outcome}", str(count))
-    for method, count in data["link_methods"].items():
-        table.add_row(f"    linked by {method}", str(count))
+    table.add_row("  linked by their signed external_id", str(methods.get("external_id", 0)))
+    table.add_row("  linked by the parent's identity", str(methods.get("identity", 0)))
+    table.add_row("  rejected by intake", str(rejected_by.get("intake", 0)))
+    table.add_row("  sent to an agent for review", str(to_review))
+    table.add_row("    linked by the agent", str(methods.get("review", 0)))
+    table.add_row("    rejected by the agent", str(rejected_by.get("agent", 0)))
+    table.add_row("    still waiting", str(waiting))
+    table.add_row(
+        "  accounted for (each dossier once)",
+        f"{accounted} of {data['dossiers_deposited']}",
+        end_section=True,
+    )
     table.add_row("HubEE calls (tokens excluded)", str(data["hubee_calls"]))
     table.add_row("HubEE calls per new dossier", f"{data['hubee_calls_per_new_dossier']:.2f}")
-    table.add_row("API Particulier calls", str(data["api_particulier_calls"]))
+    table.add_row("API Particulier calls (monthly refresh)", str(data["api_particulier_calls"]))
     for outcome, count in data["refresh"].items():
         table.add_row(f"  families refreshed: {outcome}", str(count))
-    table.add_row("QF changed by the monthly refresh", str(data["qf_changed"]))
+    table.add_row("  QF changed by the refresh", str(data["qf_changed"]), end_section=True)
+    table.add_row("events published on the bus", str(sum(data["events"].values())))
     for event, count in data["events"].items():
-        table.add_row(f"  event {event}", str(count))
+        table.add_row(f"  {event}", str(count))
     table.add_row("audit records written", str(data["audit_records"]))
     console.print(table)
+    if accounted != data["dossiers_deposited"]:
+        console.print(f"[red]{data['dossiers_deposited'] - accounted} dossier(s) unaccounted for[/red]")
 
 
 def main(*, as_json: bool, seed: int) -> int:
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # Powertools notes each invocation that published no metric; on the laptop that is noise.
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
     # The functions' JSON logs go to stderr; stdout carries the summary only (a table, or --json).
     with contextlib.redirect_stdout(sys.stderr):
         summary = run_demo(quiet=as_json, seed=seed)

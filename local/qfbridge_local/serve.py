@@ -251,7 +251,12 @@ def endpoints(server: Server) -> list[str]:
 
 
 def serve(config_path: str) -> int:
+    import warnings
+
     from .operator import OperatorError
+
+    # Powertools notes each invocation that published no metric; on the laptop that is noise.
+    warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
     try:
         config = ServeConfig.load(config_path)
