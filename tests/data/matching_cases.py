@@ -827,6 +827,30 @@ def parent_in_two_households_household_decides(p: Persona):
 
 
 @scenario
+def conjoint_in_a_former_family_too(p: Persona):
+    # The conjoint is also a parent of another family, with a child the dossier does not list (a
+    # former union): the usager's family, with the conjoint and the children, is the household's.
+    if p.conjoint is None:
+        return None
+    former = Family(
+        user_id=_uid(p, "-former"),
+        parents=[directory_parent(p.conjoint)],
+        enfants=[DirectoryChild(nom="FAURE", prenoms="EMMA", date_naissance=D(2004, 2, 2))],
+    )
+    return [former, family(p, _uid(p))], "linked", _uid(p)
+
+
+@scenario
+def conjoint_alone_in_another_family(p: Persona):
+    # The conjoint also has an account alone (no child): two families hold the household's
+    # conjoint, nothing says which one the QF is for.
+    if p.conjoint is None:
+        return None
+    own = Family(user_id=_uid(p, "-own"), parents=[directory_parent(p.conjoint)])
+    return [own, family(p, _uid(p))], "needs_review", None
+
+
+@scenario
 def parent_in_two_households_only_children_differ(p: Persona):
     # The same parent alone in one family and with other children in another: nothing designates.
     former = Family(

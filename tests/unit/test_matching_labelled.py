@@ -484,6 +484,7 @@ def test_the_labelled_set_has_every_kind_of_household_case_and_its_traps() -> No
         by_scenario[case.scenario].add(case.expected)
     assert by_scenario["only_conjoint_in_directory"] == {"linked"}
     assert by_scenario["conjoint_and_children_with_another_partner"] == {"linked"}
+    assert by_scenario["conjoint_in_a_former_family_too"] == {"linked"}
     assert by_scenario["parent_in_two_households_household_decides"] == {"linked"}
     assert "linked" in by_scenario["usager_birthdate_typo_household_exact"]
     assert by_scenario["january_first_namesakes"] == {"linked", "needs_review"}
@@ -495,6 +496,7 @@ def test_the_labelled_set_has_every_kind_of_household_case_and_its_traps() -> No
         "children_only_single_guardian",
         "conjoint_namesake_other_birthdate",
         "usager_with_another_partner_and_the_children",
+        "conjoint_alone_in_another_family",
         "namesake_born_another_day_only",
     ):
         assert by_scenario[trap] == {"needs_review"}, trap

@@ -29,14 +29,16 @@ built for precision first:
   1. *identity*: its usager passes the gates, nothing contradicts, its score is at least
      ``MatchPolicy.threshold`` and it leads every other family by ``MatchPolicy.margin`` — on the
      whole score **and** on the usager's own points (a household can not tell two identical
-     usagers apart under this rule), and no other family holds the dossier's conjoint;
+     usagers apart under this rule), and no other family holds the dossier's conjoint (but for the
+     conjoint's family of a former union: without the usager, its children contradicting);
   2. *household*: exactly one family is **designated by the household** — nothing in it
      contradicts the dossier, and the conjoint matches a parent exactly, or several children match
      exactly, together with one more piece (the usager, even weakly — a typo'd birth date, another
      spelling of the name — the conjoint, or a child) — and no other family remains plausible
-     (holding the conjoint, several of the children, the usager with a child, or — when the
-     designated family lacks the usager's exact identity — the usager alone, with nothing
-     contradicting).
+     (holding the conjoint — unless it is the conjoint's family of a former union: without the
+     usager, its children contradicting the dossier's —, several of the children, the usager
+     with a child, or — when the designated family lacks the usager's exact identity — the
+     usager alone, with nothing contradicting).
 
   Otherwise the dossier goes to review: two families plausible, only children matching
   (grandparents, guardians), only the conjoint, anything contradicting. Candidates under
@@ -726,9 +728,16 @@ def score_candidate(identity: DossierIdentity, family: Family) -> CandidateScore
     return _assess(_Dossier.of(identity), family).candidate
 
 
+def _holds_the_conjoint(other: _Assessment) -> bool:
+    """Another family with the dossier's conjoint — unless it is the conjoint's family of a former
+    union: without the usager, its children contradicting the dossier's."""
+    former_union = other.usager_level == "none" and "children_contradict" in other.conflicts
+    return other.conjoint_found and not former_union
+
+
 def _still_plausible(other: _Assessment, designated: _Assessment) -> bool:
     """Whether another family stays plausible beside the one the household designates."""
-    if other.conjoint_found or other.children_exact >= 2:
+    if _holds_the_conjoint(other) or other.children_exact >= 2:
         return True
     if other.conflicts:
         return False
@@ -744,7 +753,7 @@ def _identity_link(top: _Assessment, others: Sequence[_Assessment], policy: Matc
     if top.score + epsilon < policy.threshold:
         return False
     for other in others:
-        if other.designated or other.conjoint_found:
+        if other.designated or _holds_the_conjoint(other):
             return False
         if top.score - other.score + epsilon < policy.margin:
             return False
