@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import costs
+from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
@@ -231,6 +232,7 @@ def cost_section(results: dict[str, Any]) -> dict[str, Any]:
         section["polling_month"] = costs.polling(results["poll"])
     if "aws" in results.get("refresh", {}):
         section["refreshes_10000"] = costs.refreshes(results["refresh"])
+    section["fixed_month"] = costs.fixed_monthly(load_template(DEFAULT_TEMPLATE))
     return section
 
 
@@ -281,6 +283,7 @@ def print_table(budgets: list[Budget], results: dict[str, Any], seconds: float) 
         ("dossiers_10000", "USD / 10,000 dossiers"),
         ("refreshes_10000", "USD / 10,000 refreshes"),
         ("polling_month", "USD / month of polling"),
+        ("fixed_month", "USD / month, fixed (1,000 tenants)"),
     ):
         entry = results.get("costs", {}).get(key)
         if entry:

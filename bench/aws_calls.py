@@ -10,9 +10,12 @@ Requests are attributed to the Lambda function whose invocation made them (a con
 around ``LocalFunction.invoke``; ``asyncio.to_thread`` copies it into worker threads). Requests
 made by the harness itself (the SQS poller of the trigger emulator, seeding) are counted apart.
 
-Capacity units are estimated from the request and response payloads (JSON size ≈ item size):
-writes at 1 WRU per KB per item (×2 in a transaction), reads at 1 RRU per 4 KB strongly
-consistent, half that eventually consistent. Good enough to price, not an AWS bill.
+Capacity units follow DynamoDB's billing rules on estimated item sizes (attribute names plus
+values): a write costs 1 WRU per KB of the larger of the item's size before and after it (×2 in a
+transaction), plus one write per global secondary index the item enters, leaves or changes in (two
+when its index key changes); reads 1 RRU per 4 KB strongly consistent, half that eventually
+consistent. The item images come from the requests themselves (``ItemImages``). Good enough to
+price, not an AWS bill.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from botocore.client import BaseClient
@@ -71,6 +75,7 @@ class RequestCounter:
 
     def __init__(self) -> None:
         self.tally = Tally()
+        self.images = ItemImages()
         self._lock = threading.Lock()
         self._original: Any = None
 
@@ -80,12 +85,15 @@ class RequestCounter:
         counter = self
 
         def counting(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            service = client.meta.service_model.service_name
+            if service == "dynamodb" and operation_name in WRITE_OPERATIONS:
+                return counter._write(client, operation_name, api_params, original)
             started = time.perf_counter()
             response = original(client, operation_name, api_params)
             elapsed = time.perf_counter() - started
-            counter._record(
-                client.meta.service_model.service_name, operation_name, api_params, response, elapsed
-            )
+            if service == "dynamodb":
+                counter._see(client, operation_name, api_params, response, original)
+            counter._record(service, operation_name, api_params, response, elapsed)
             return response
 
         setattr(BaseClient, "_make_api_call", counting)  # noqa: B010 - private in the stubs
@@ -98,12 +106,97 @@ class RequestCounter:
         with self._lock:
             self.tally = Tally()
 
+    def _see(self, client: Any, operation: str, params: dict[str, Any], response: Any, original: Any) -> None:
+        """Keep the images a read returned (base-table reads only: an index may project less)."""
+        if operation == "GetItem":
+            items = {params["TableName"]: [response.get("Item")]}
+        elif operation in ("Query", "Scan") and "IndexName" not in params:
+            items = {params["TableName"]: list(response.get("Items", []))}
+        elif operation == "BatchGetItem":
+            items = dict(response.get("Responses", {}))
+        else:
+            return
+        for table, table_items in items.items():
+            shape = self.images.shape(table, _describer(client, original))
+            for item in table_items:
+                self.images.seen(table, shape, plain_item(item))
+
+    def _write(self, client: Any, operation: str, params: dict[str, Any], original: Any) -> Any:
+        """Make one write, pricing it on the item's images before and after it."""
+        images, describe = self.images, _describer(client, original)
+        started = time.perf_counter()
+        if operation in ("PutItem", "UpdateItem", "DeleteItem"):
+            table = params["TableName"]
+            shape = images.shape(table, describe)
+            asked = params.get("ReturnValues", "NONE")
+            wanted = "ALL_NEW" if operation == "UpdateItem" else "ALL_OLD"
+            injected = asked == "NONE"
+            response = original(client, operation, {**params, "ReturnValues": wanted} if injected else params)
+            elapsed = time.perf_counter() - started
+            returned = plain_item(response.get("Attributes")) if injected or asked == wanted else None
+            if injected:
+                response = {k: v for k, v in response.items() if k != "Attributes"}
+            key = plain_item(params.get("Key") or params["Item"])
+            if operation == "PutItem":
+                before, after = returned, plain_item(params["Item"])
+            elif operation == "DeleteItem":
+                before, after = returned, None
+            else:
+                before, after = images.before(table, shape, key), returned
+            writes = images.write(table, shape, key, before, after)
+        elif operation == "BatchWriteItem":
+            response = original(client, operation, params)
+            elapsed = time.perf_counter() - started
+            writes = 0.0
+            for table, requests in params.get("RequestItems", {}).items():
+                shape = images.shape(table, describe)
+                for request in requests:
+                    if "PutRequest" in request:
+                        item = plain_item(request["PutRequest"]["Item"])
+                        writes += images.write(table, shape, item, images.before(table, shape, item), item)
+                    else:
+                        key = plain_item(request["DeleteRequest"]["Key"])
+                        writes += images.write(table, shape, key, images.before(table, shape, key), None)
+        else:  # TransactWriteItems: no ReturnValues; an updated item is read back (uncounted)
+            response = original(client, operation, params)
+            elapsed = time.perf_counter() - started
+            writes = 0.0
+            for entry in params.get("TransactItems", []):
+                ((kind, body),) = entry.items()
+                if kind == "ConditionCheck":
+                    continue
+                table = body["TableName"]
+                shape = images.shape(table, describe)
+                key = plain_item(body.get("Key") or body["Item"])
+                before = images.before(table, shape, key)
+                if kind == "Put":
+                    after: dict[str, Any] | None = plain_item(body["Item"])
+                elif kind == "Delete":
+                    after = None
+                else:
+                    read = original(
+                        client, "GetItem", {"TableName": table, "Key": body["Key"], "ConsistentRead": True}
+                    )
+                    after = plain_item(read.get("Item"))
+                writes += images.write(table, shape, key, before, after, factor=2.0)
+        reads = sum(2.0 for e in params.get("TransactItems", []) if "ConditionCheck" in e)
+        self._record("dynamodb", operation, params, response, elapsed, units=(reads, writes))
+        return response
+
     def _record(
-        self, service: str, operation: str, params: dict[str, Any], response: Any, elapsed: float
+        self,
+        service: str,
+        operation: str,
+        params: dict[str, Any],
+        response: Any,
+        elapsed: float,
+        units: tuple[float, float] | None = None,
     ) -> None:
         function = _current.get()
         reads, writes = 0.0, 0.0
-        if service == "dynamodb":
+        if units is not None:
+            reads, writes = units
+        elif service == "dynamodb":
             reads, writes = capacity_units(operation, params, response)
         with self._lock:
             self.tally.requests[(function, service, operation)] += 1
@@ -195,3 +288,183 @@ def capacity_units(operation: str, params: dict[str, Any], response: Any) -> tup
         items = [i for table_items in response.get("Responses", {}).values() for i in table_items]
         return _read_units(items, consistent), 0.0
     return 0.0, 0.0
+
+
+# ------------------------------------------------------------------ write units from item sizes
+
+WRITE_OPERATIONS = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
+_TYPED = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
+
+
+def _is_typed(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _TYPED
+
+
+def value_size(value: Any) -> int:
+    """DynamoDB's size of one attribute value, from the wire (typed) or the resource (plain) form."""
+    if _is_typed(value):
+        ((kind, inner),) = value.items()
+        if kind == "M":
+            return 3 + sum(len(str(k).encode()) + value_size(v) + 1 for k, v in inner.items())
+        if kind == "L":
+            return 3 + sum(value_size(v) + 1 for v in inner)
+        if kind in ("SS", "NS", "BS"):
+            return sum(value_size({kind[0]: v}) for v in inner)
+        if kind == "N":
+            return len(str(inner).lstrip("-").replace(".", "")) // 2 + 1
+        if kind in ("BOOL", "NULL"):
+            return 1
+        return len(inner) if isinstance(inner, bytes | bytearray) else len(str(inner).encode())
+    if isinstance(value, dict):
+        return 3 + sum(len(str(k).encode()) + value_size(v) + 1 for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return 3 + sum(value_size(v) + 1 for v in value)
+    if isinstance(value, bool) or value is None:
+        return 1
+    if isinstance(value, int | float | Decimal):
+        return len(str(value).lstrip("-").replace(".", "")) // 2 + 1
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    return len(str(value).encode())
+
+
+def item_size(item: dict[str, Any] | None) -> int:
+    """DynamoDB's item size: attribute names plus values (what write and read units are billed on)."""
+    if not item:
+        return 0
+    return sum(len(str(name).encode()) + value_size(value) for name, value in item.items())
+
+
+def _units(size: int) -> float:
+    return float(max(1, math.ceil(size / 1024)))
+
+
+def _plain(value: Any) -> Any:
+    """A key value in one form, whichever form (typed or plain) the request used."""
+    if _is_typed(value):
+        return str(next(iter(value.values())))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class TableShape:
+    key: tuple[str, ...]
+    indexes: tuple[tuple[tuple[str, ...], str, tuple[str, ...]], ...]  # (keys, projection, included)
+
+
+def _projected(
+    shape: TableShape, keys: tuple[str, ...], projection: str, included: tuple[str, ...], item: Any
+) -> dict[str, Any] | None:
+    """The item's entry in one index (None when it lacks the index's key attributes)."""
+    if not item or not all(k in item for k in keys):
+        return None
+    if projection == "ALL":
+        return dict(item)
+    names = set(shape.key) | set(keys) | (set(included) if projection == "INCLUDE" else set())
+    return {k: v for k, v in item.items() if k in names}
+
+
+def index_write_units(
+    shape: TableShape, before: dict[str, Any] | None, after: dict[str, Any] | None
+) -> float:
+    """Writes to the table's global secondary indexes caused by one item going ``before`` → ``after``.
+
+    An item is in an index when it carries the index's key attributes. A write that moves it in or
+    out costs one index write, one that changes its index key two (delete + put), one that changes
+    only projected attributes one, one that changes nothing the index projects none.
+    """
+    units = 0.0
+    for keys, projection, included in shape.indexes:
+        old = _projected(shape, keys, projection, included, before)
+        new = _projected(shape, keys, projection, included, after)
+        if old is None and new is None:
+            continue
+        if old is None or new is None:
+            units += _units(item_size(old or new))
+        elif [_plain(old[k]) for k in keys] != [_plain(new[k]) for k in keys]:
+            units += _units(item_size(old)) + _units(item_size(new))
+        elif json.dumps(old, default=str, sort_keys=True) != json.dumps(new, default=str, sort_keys=True):
+            units += _units(max(item_size(old), item_size(new)))
+    return units
+
+
+class ItemImages:
+    """The last image seen of each item (from reads and writes), and the shape of each table.
+
+    Write units are billed on the larger of the item's size before and after the write, plus the
+    writes to each global secondary index the item is in; an UpdateItem's attribute values alone
+    say neither. The images come from the requests' own responses: the counter asks DynamoDB to
+    return the old or new image (``ReturnValues``) when the caller did not, and strips it again.
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._shapes: dict[str, TableShape] = {}
+        self._lock = threading.Lock()
+
+    def shape(self, table: str, describe: Any) -> TableShape:
+        with self._lock:
+            known = self._shapes.get(table)
+        if known is not None:
+            return known
+        described = describe(table)["Table"]
+        shape = TableShape(
+            key=tuple(k["AttributeName"] for k in described["KeySchema"]),
+            indexes=tuple(
+                (
+                    tuple(k["AttributeName"] for k in index["KeySchema"]),
+                    index["Projection"]["ProjectionType"],
+                    tuple(index["Projection"].get("NonKeyAttributes", [])),
+                )
+                for index in described.get("GlobalSecondaryIndexes", [])
+            ),
+        )
+        with self._lock:
+            self._shapes[table] = shape
+        return shape
+
+    @staticmethod
+    def key_of(shape: TableShape, item: dict[str, Any]) -> str:
+        return json.dumps([_plain(item[k]) for k in shape.key])
+
+    def seen(self, table: str, shape: TableShape, item: dict[str, Any] | None) -> None:
+        if item and all(k in item for k in shape.key):
+            with self._lock:
+                self._images[(table, self.key_of(shape, item))] = dict(item)
+
+    def before(self, table: str, shape: TableShape, key: dict[str, Any]) -> dict[str, Any] | None:
+        with self._lock:
+            return self._images.get((table, self.key_of(shape, key)))
+
+    def write(
+        self,
+        table: str,
+        shape: TableShape,
+        key: dict[str, Any],
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        *,
+        factor: float = 1.0,
+    ) -> float:
+        """Units of one item write (``factor`` 2 in a transaction), index writes included."""
+        units = factor * _units(max(item_size(before), item_size(after))) + index_write_units(
+            shape, before, after
+        )
+        with self._lock:
+            self._images[(table, self.key_of(shape, key))] = dict(after) if after else None
+        return units
+
+
+def _describer(client: Any, original: Any) -> Any:
+    """DescribeTable through the unpatched call: the harness's own request, not counted."""
+    return lambda table: original(client, "DescribeTable", {"TableName": table})
+
+
+def plain_item(item: Any) -> Any:
+    """An item in the resource's plain form, whichever form the request or response used."""
+    if isinstance(item, dict) and item and all(_is_typed(v) for v in item.values()):
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserializer = TypeDeserializer()
+        return {k: deserializer.deserialize(v) for k, v in item.items()}
+    return item

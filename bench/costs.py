@@ -1,4 +1,5 @@
-"""The AWS cost of 10,000 dossiers and of 10,000 refreshes, from the benchmarks' counts and durations.
+"""The AWS cost of 10,000 dossiers and of 10,000 refreshes, from the benchmarks' counts and durations,
+and what a stage costs every month whatever its traffic (``fixed_monthly``, from the template).
 
 Unit prices: AWS public **list** prices for eu-west-3 (Paris), as of 2025, without free tier,
 savings plans or taxes. They are inputs, not measurements: check them against the AWS pricing
@@ -20,6 +21,14 @@ PRICES = {
     "eventbridge_event": 1.00 / 1_000_000,  # custom events published (PutEvents entry)
     "cloudwatch_logs_gb": 0.53,  # ingestion (audit trail), standard class
     "xray_trace": 5.00 / 1_000_000,  # traces recorded (tracing is active on every function)
+}
+FIXED_PRICES = {
+    "kms_key_month": 1.00,  # customer-managed key (rotation on: the first rotations are billed too)
+    "cloudwatch_alarm_month": 0.10,  # standard-resolution metric alarm
+    "secretsmanager_secret_month": 0.40,
+    "apigateway_rest_request": 3.50 / 1_000_000,  # REST API, first 333 million a month
+    "scheduler_invocation": 1.00 / 1_000_000,  # EventBridge Scheduler, beyond its free tier
+    "cloudwatch_logs_storage_gb_month": 0.03,
 }
 MEMORY_GB = 512 / 1024
 AUDIT_RECORD_BYTES = 600  # one JSON audit line per automatic link
@@ -135,6 +144,71 @@ def refreshes(refresh: dict[str, Any], count: int = 10_000) -> dict[str, Any] | 
             "sqs_requests": round(sqs * scale),
             "secretsmanager_calls": round(secrets * scale),
             "eventbridge_events": round(events * scale),
+        },
+        "usd": {k: round(v, 4) for k, v in lines.items()},
+        "total_usd": round(sum(lines.values()), 4),
+    }
+
+
+def _unconditional(resources: dict[str, Any], kind: str) -> list[str]:
+    """Logical ids of ``kind`` the stack always creates (conditional ones, e.g. the webhook's, apart)."""
+    return sorted(lid for lid, r in resources.items() if r["Type"] == kind and "Condition" not in r)
+
+
+def _schedule_runs_per_month(expression: Any, poll_interval_minutes: int) -> float:
+    text = expression if isinstance(expression, str) else str(expression.get("Fn::Sub", ""))
+    if text.startswith("rate("):
+        return 30 * 24 * 60 / poll_interval_minutes
+    return 30.0  # the daily cron
+
+
+def fixed_monthly(
+    template: dict[str, Any],
+    *,
+    tenants: int = 1_000,
+    api_requests: int = 100_000,
+    log_gb: float = 1.0,
+    retained_log_gb: float = 5.0,
+) -> dict[str, Any]:
+    """What a stage costs every month whatever its traffic, counted from the template.
+
+    ``tenants``: one Secrets Manager secret each (their HubEE and API Particulier credentials).
+    ``api_requests``: the editor's calls to the API a month (an input: it depends on the editor).
+    ``log_gb``: logs ingested a month (functions, API access logs, audit trail); ``retained_log_gb``:
+    what the log groups hold at steady state (the audit trail keeps 1,096 days). Lambda time of the
+    scheduled functions is in ``polling`` (hubee_poll); refresh_dispatch's is of the same order.
+    """
+    resources = template["Resources"]
+    interval = int(template["Parameters"]["PollIntervalMinutes"]["Default"])
+    keys = _unconditional(resources, "AWS::KMS::Key")
+    alarms = _unconditional(resources, "AWS::CloudWatch::Alarm")
+    stack_secrets = _unconditional(resources, "AWS::SecretsManager::Secret")
+    schedule_runs = sum(
+        _schedule_runs_per_month(event["Properties"]["ScheduleExpression"], interval)
+        for r in resources.values()
+        if r["Type"] == "AWS::Serverless::Function"
+        for event in (r["Properties"].get("Events") or {}).values()
+        if event["Type"] in ("Schedule", "ScheduleV2")
+    )
+    lines = {
+        "kms_keys": len(keys) * FIXED_PRICES["kms_key_month"],
+        "cloudwatch_alarms": len(alarms) * FIXED_PRICES["cloudwatch_alarm_month"],
+        "secrets": (len(stack_secrets) + tenants) * FIXED_PRICES["secretsmanager_secret_month"],
+        "api_gateway_requests": api_requests * FIXED_PRICES["apigateway_rest_request"],
+        "scheduler": schedule_runs * FIXED_PRICES["scheduler_invocation"],
+        "cloudwatch_logs": log_gb * PRICES["cloudwatch_logs_gb"]
+        + retained_log_gb * FIXED_PRICES["cloudwatch_logs_storage_gb_month"],
+    }
+    return {
+        "tenants": tenants,
+        "quantities": {
+            "kms_keys": keys,
+            "cloudwatch_alarms": len(alarms),
+            "secrets": len(stack_secrets) + tenants,
+            "api_requests": api_requests,
+            "schedule_runs": round(schedule_runs),
+            "log_gb_ingested": log_gb,
+            "log_gb_stored": retained_log_gb,
         },
         "usd": {k: round(v, 4) for k, v in lines.items()},
         "total_usd": round(sum(lines.values()), 4),
