@@ -21,12 +21,16 @@ if TYPE_CHECKING:
 
 class Settings(BaseSettings):
     tenants_table: str
+    dossiers_table: str
     event_bus_name: str
     tenant_secrets_prefix: str
     dossiers_queue_url: str
     hubee_api_url: str
     hubee_token_url: str
     poll_concurrency: int = Field(default=20, ge=1, le=200)
+    dossiers_visibility_timeout_seconds: int = Field(default=360, ge=30, le=43200)
+    poll_stuck_after_polls: int = Field(default=3, ge=1, le=1000)
+    poll_repoll_delay_seconds: int = Field(default=2, ge=0, le=900)
 
 
 @cache
@@ -38,6 +42,7 @@ def services() -> PollService:
     from qfbridge.hubee import HubeeConfig
     from qfbridge.services.poll import PollService
     from qfbridge.store.events import EventPublisher
+    from qfbridge.store.markers import MarkerRepository
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
@@ -50,6 +55,10 @@ def services() -> PollService:
         dossiers_queue_url=settings.dossiers_queue_url,
         hubee=HubeeConfig(api_url=settings.hubee_api_url, token_url=settings.hubee_token_url),
         concurrency=settings.poll_concurrency,
+        markers=MarkerRepository(settings.dossiers_table),
+        queued_for_s=settings.dossiers_visibility_timeout_seconds + 60,
+        stuck_after_polls=settings.poll_stuck_after_polls,
+        repoll_delay_s=settings.poll_repoll_delay_seconds,
     )
 
 
@@ -60,4 +69,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     poll = services()
     report = poll.run()
     metrics.add_metric(name="NotificationsQueued", unit="Count", value=report.notifications)
+    metrics.add_metric(name="HubeeStuckNotifications", unit="Count", value=report.stuck)
     return {"poll": report.as_dict()}

@@ -1,7 +1,10 @@
 """reconcile — SQS ``dossiers``: verify, reconcile and acknowledge each HubEE notification.
 
 Partial batch failures: a record that fails is retried alone (then lands in the DLQ); the
-others of the batch are acknowledged.
+others of the batch are acknowledged. Before each record the handler checks the time left: a
+record it could not finish (``RECORD_BUDGET_S``) is not started and goes back to the queue, so a
+batch never times out as a whole. Every failed record is logged with its message id and the
+error's code — never the message body, which names the usager's case.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from pydantic_settings import BaseSettings
 from qfbridge.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from qfbridge.hubee import HubeeConfig
     from qfbridge.services.intake import IntakeService
+    from qfbridge.services.poll import PollService
 
 
 class Settings(BaseSettings):
@@ -35,19 +41,47 @@ class Settings(BaseSettings):
     hubee_api_url: str
     hubee_token_url: str
     dossier_lease_seconds: int = Field(default=300, ge=0, le=900)
+    hubee_connect_timeout_s: float = Field(default=3.0, gt=0)
+    hubee_read_timeout_s: float = Field(default=10.0, gt=0)
+    hubee_retry_attempts: int = Field(default=2, ge=1, le=5)
+    dossiers_queue_url: str | None = None
+    dossiers_visibility_timeout_seconds: int = Field(default=360, ge=30, le=43200)
+    poll_stuck_after_polls: int = Field(default=3, ge=1, le=1000)
+    poll_repoll_delay_seconds: int = Field(default=2, ge=0, le=900)
+
+    def hubee_config(self) -> HubeeConfig:
+        from qfbridge.hubee import HubeeConfig
+
+        return HubeeConfig(
+            api_url=self.hubee_api_url,
+            token_url=self.hubee_token_url,
+            connect_timeout_s=self.hubee_connect_timeout_s,
+            read_timeout_s=self.hubee_read_timeout_s,
+            retry_attempts=self.hubee_retry_attempts,
+            backoff_max_s=2.0,
+        )
+
+
+class NotStarted(Exception):
+    """Too little time left in the invocation to handle this record: it goes back to the queue."""
+
+
+def record_budget_s(config: HubeeConfig) -> float:
+    """Time a record must have left to start: two worst-case HubEE calls (a dossier makes up to 8)."""
+    return 2 * config.worst_case_call_s
 
 
 @cache
 def service() -> IntakeService:
     # Imported here, not at module level: a cold start's init only pays for what the handler's
     # decorators need (docs/performance.md, cold-start proxy).
-    from qfbridge.hubee import HubeeConfig
     from qfbridge.services.intake import IntakeService
     from qfbridge.store.audit import AuditTrail
     from qfbridge.store.dossiers import DossierRepository
     from qfbridge.store.events import EventPublisher
     from qfbridge.store.families import FamilyRepository
     from qfbridge.store.links import LinkRepository
+    from qfbridge.store.markers import MarkerRepository
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
@@ -60,15 +94,72 @@ def service() -> IntakeService:
         secrets=SecretStore(settings.tenant_secrets_prefix),
         events=EventPublisher(settings.event_bus_name),
         audit=AuditTrail(settings.audit_log_group),
-        hubee=HubeeConfig(api_url=settings.hubee_api_url, token_url=settings.hubee_token_url),
+        hubee=settings.hubee_config(),
         link_signing_secret_id=settings.link_signing_secret_id,
         lease_seconds=settings.dossier_lease_seconds,
+        markers=MarkerRepository(settings.dossiers_table),
     )
 
 
+@cache
+def poller() -> PollService:
+    """The poll of one credential, for ``repoll`` messages (queued by hubee_poll after a full listing)."""
+    import boto3
+
+    from qfbridge.services.poll import PollService
+    from qfbridge.store.events import EventPublisher
+    from qfbridge.store.markers import MarkerRepository
+    from qfbridge.store.secrets import SecretStore
+    from qfbridge.store.tenants import TenantRepository
+
+    settings = Settings()  # type: ignore[call-arg]
+    if not settings.dossiers_queue_url:
+        raise RuntimeError("DOSSIERS_QUEUE_URL is not set: reconcile cannot poll again")
+    return PollService(
+        tenants=TenantRepository(settings.tenants_table),
+        secrets=SecretStore(settings.tenant_secrets_prefix),
+        events=EventPublisher(settings.event_bus_name),
+        sqs=boto3.client("sqs"),
+        dossiers_queue_url=settings.dossiers_queue_url,
+        hubee=settings.hubee_config(),
+        concurrency=1,
+        markers=MarkerRepository(settings.dossiers_table),
+        queued_for_s=settings.dossiers_visibility_timeout_seconds + 60,
+        stuck_after_polls=settings.poll_stuck_after_polls,
+        repoll_delay_s=settings.poll_repoll_delay_seconds,
+    )
+
+
+class LoggedBatchProcessor(BatchProcessor):
+    """Powertools' processor, logging each failed record (message id and error code only)."""
+
+    def failure_handler(self, record: Any, exception: Any) -> Any:
+        exc = exception[1] if isinstance(exception, tuple) and len(exception) > 1 else None
+        code = getattr(exc, "code", None)
+        level = logger.info if isinstance(exc, NotStarted) else logger.warning
+        level(
+            "record failed, left to the queue",
+            extra={
+                "message_id": getattr(record, "message_id", None) or (record or {}).get("messageId"),
+                "error_code": code if isinstance(code, str) else type(exc).__name__,
+            },
+        )
+        if not isinstance(exc, NotStarted):
+            metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
+        return super().failure_handler(record, exception)
+
+
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord) -> None:
-    result = service().handle(json.loads(record.body))
+def record_handler(record: SQSRecord, context: LambdaContext | None = None) -> None:
+    intake = service()
+    if context is not None and context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000:
+        raise NotStarted("too little time left in this invocation")
+    message = json.loads(record.body)
+    if message.get("kind") == "repoll":
+        report = poller().repoll(message)
+        logger.info("credential polled again", extra={"hop": message.get("hop"), **report.as_dict()})
+        return
+    result = intake.handle(message)
     logger.info(
         "notification handled",
         extra={
@@ -83,9 +174,9 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # One processor per invocation: it holds the batch's state, and invocations must not share it.
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = LoggedBatchProcessor(event_type=EventType.SQS)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

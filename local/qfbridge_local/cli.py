@@ -9,6 +9,7 @@
     qfbridge tenants list                        collectivités with token expiry and health
     qfbridge directory import SIRET FILE.csv     import a directory, with a per-row error report
     qfbridge dossiers review SIRET               the dossiers waiting for an agent
+    qfbridge dossiers retry-status SIRET REF     post again a status HubEE refused
     qfbridge dlq inspect|redrive QUEUE           dead-letter queues (dossiers | refresh)
     qfbridge tokens report                       API Particulier token expiry report
     qfbridge audit query SIRET [--user-id ID]    who read or changed a family's data
@@ -113,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     dossiers_sub = dossiers.add_subparsers(dest="dossiers_command", required=True, metavar="ACTION")
     review = dossiers_sub.add_parser("review", parents=[common], help="the dossiers waiting for review")
     review.add_argument("siret")
+    retry = dossiers_sub.add_parser(
+        "retry-status",
+        parents=[common],
+        help="post again a status HubEE refused (after reading docs/operations.md)",
+    )
+    retry.add_argument("siret")
+    retry.add_argument("reference", help="the dossier's 13-character reference")
+    retry.add_argument("--table", help="the dossiers table (default: from the stack outputs)")
+    retry.add_argument("--queue-url", help="the dossiers queue URL (default: from the stack outputs)")
+    retry.add_argument("--operator", default="operator", help="who asks for it (recorded on the dossier)")
 
     dlq = sub.add_parser("dlq", help="dead-letter queues")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -208,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         ("tenants", "list"): ops.tenants_list,
         ("directory", "import"): ops.directory_import,
         ("dossiers", "review"): ops.dossiers_review,
+        ("dossiers", "retry-status"): ops.dossiers_retry_status,
         ("dlq", "inspect"): ops.dlq_inspect,
         ("dlq", "redrive"): ops.dlq_redrive,
         ("tokens", "report"): ops.tokens_report,

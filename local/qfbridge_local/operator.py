@@ -625,6 +625,37 @@ _QUEUE_OUTPUTS = {
 }
 
 
+def dossiers_retry_status(args: argparse.Namespace) -> int:
+    from qfbridge.domain.errors import QfbridgeError
+    from qfbridge.services.status_retry import retry_refused_status
+    from qfbridge.store.dossiers import DossierRepository
+
+    require_siret(args.siret)
+    outputs = {} if args.table and args.queue_url else stack_outputs(args)
+    table_name = args.table or outputs["DossiersTableName"]
+    queue_url = args.queue_url or outputs["DossiersQueueUrl"]
+    try:
+        record = retry_refused_status(
+            DossierRepository(table_name),
+            aws_session(args).client("sqs"),
+            queue_url,
+            args.siret,
+            args.reference,
+            actor=args.operator,
+        )
+    except QfbridgeError as exc:
+        raise OperatorError(f"{exc.code}: {exc}", "docs/operations.md, HubEE refused a status") from None
+    refused = record.last_status_refusal or {}
+    if args.json:
+        print_json({"case_id": record.case_id, "retried": refused})
+        return 0
+    console.print(
+        f"dossier {args.reference}: retry of {refused.get('status')} queued (case {record.case_id}, "
+        f"refused with HTTP {refused.get('http_status')})"
+    )
+    return 0
+
+
 def _dlq_messages(sqs: Any, url: str, limit: int, visibility: int = 30) -> list[dict[str, Any]]:
     messages_: list[dict[str, Any]] = []
     while len(messages_) < limit:

@@ -19,7 +19,6 @@ from qfbridge.hubee import (
     CaseStatus,
     EventStatus,
     HubeeAuthError,
-    HubeeBadRequestError,
     HubeeClient,
     HubeeConfig,
     HubeeCredentials,
@@ -226,38 +225,123 @@ def test_notifications_of_another_demarche_are_not_listed_with_the_formulaire_qf
 # --- status rules ----------------------------------------------------------------------------
 
 
-def test_illegal_transitions_are_rejected_and_not_recorded(
-    sandbox: HubeeSandbox, client: HubeeClient
+def raw_status_post(sandbox: HubeeSandbox, case_id: str, current: str, new: str) -> int:
+    """A STATUS_UPDATE sent without the client (which refuses illegal transitions before sending)."""
+    with httpx.Client(base_url=sandbox.api_url, timeout=5) as http:
+        token = http.post(
+            "/oauth2/token",
+            auth=("editor-a", "secret-a"),
+            data={"grant_type": "client_credentials", "scope": "SI"},
+        ).json()["access_token"]
+        answer = http.post(
+            f"/teledossiers/v1/cases/{case_id}/events",
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "actionType": "STATUS_UPDATE",
+                "author": "test",
+                "notification": True,
+                "caseCurrentStatus": current,
+                "caseNewStatus": new,
+                "message": "x",
+            },
+        )
+    return answer.status_code
+
+
+def walk(sandbox: HubeeSandbox, case_id: str, *statuses: str) -> None:
+    current = "HUBEE_NOTIFIED"
+    for status in statuses:
+        assert raw_status_post(sandbox, case_id, current, status) == 201, (current, status)
+        current = status
+
+
+# (path to reach the current status, new status): refused by HubEE's documented table
+REFUSED_TRANSITIONS = [
+    ((), "SI_INTG_ERROR"),  # never straight from HUBEE_NOTIFIED
+    ((), "DONE"),
+    ((), "REFUSED"),
+    ((), "CLOSED"),  # only the form sets it
+    ((), "ADD_AWAITING"),
+    (("SENT",), "DONE"),
+    (("SENT",), "REFUSED"),
+    (("SI_RECEIVED",), "SENT"),  # backwards
+    (("SI_RECEIVED",), "ADD_AWAITING"),
+    (("IN_PROGRESS",), "SI_RECEIVED"),
+]
+ALLOWED_TRANSITIONS = [
+    ((), "SENT"),
+    ((), "SI_RECEIVED"),  # skipping SENT forward
+    (("SENT",), "SI_RECEIVED"),
+    (("SI_RECEIVED",), "IN_PROGRESS"),
+    (("SI_RECEIVED",), "DONE"),
+    (("SI_RECEIVED",), "REFUSED"),
+    (("SI_RECEIVED",), "SI_INTG_ERROR"),
+    (("SI_RECEIVED", "IN_PROGRESS"), "ADD_AWAITING"),
+    (("SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING"), "REFUSED"),
+]
+
+
+@pytest.mark.parametrize(("path", "new"), REFUSED_TRANSITIONS)
+def test_a_transition_outside_the_documented_table_is_refused_and_not_recorded(
+    sandbox: HubeeSandbox, path: tuple[str, ...], new: str
 ) -> None:
+    sandbox.auto_close = False
     case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
-    # caseCurrentStatus that is not the case's status
-    with pytest.raises(HubeeBadRequestError):
-        client.post_status_event(case_id, CaseStatus.SENT, CaseStatus.SI_RECEIVED, "x")
-    # only the form sets CLOSED
-    with pytest.raises(HubeeBadRequestError):
-        client.post_status_event(case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.CLOSED, "x")
-    client.post_status_event(case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED, "x")
-    # neither repeated nor backwards
-    for new_status in (CaseStatus.SI_RECEIVED, CaseStatus.SENT):
-        with pytest.raises(HubeeBadRequestError):
-            client.post_status_event(case_id, CaseStatus.SI_RECEIVED, new_status, "x")
-    assert sandbox.status_events(case_id) == ["SI_RECEIVED"]
-    assert sandbox.case_status(case_id) == "SI_RECEIVED"
+    walk(sandbox, case_id, *path)
+    current = path[-1] if path else "HUBEE_NOTIFIED"
+    assert raw_status_post(sandbox, case_id, current, new) == 400
+    assert sandbox.status_events(case_id) == list(path)
+    assert sandbox.status_posts(case_id)[-1] | {"client_id": None} == {
+        "case_id": case_id,
+        "client_id": None,
+        "action_type": "STATUS_UPDATE",
+        "current": current,
+        "new": new,
+        "http_status": 400,
+        "recorded": False,
+    }
 
 
-def test_an_integration_error_is_allowed_before_in_progress_only(
+@pytest.mark.parametrize(("path", "new"), ALLOWED_TRANSITIONS)
+def test_a_transition_of_the_documented_table_is_accepted(
+    sandbox: HubeeSandbox, path: tuple[str, ...], new: str
+) -> None:
+    sandbox.auto_close = False
+    case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
+    walk(sandbox, case_id, *path, new)
+    assert sandbox.case_status(case_id) == new
+
+
+def test_a_current_status_that_is_not_the_cases_is_refused(sandbox: HubeeSandbox) -> None:
+    case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
+    assert raw_status_post(sandbox, case_id, "SENT", "SI_RECEIVED") == 400
+    assert sandbox.status_events(case_id) == []
+
+
+def test_a_repeated_status_is_accepted_and_duplicates_the_history(sandbox: HubeeSandbox) -> None:
+    # A blind retry of a status HubEE already recorded: accepted again, recorded twice
+    case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
+    assert raw_status_post(sandbox, case_id, "HUBEE_NOTIFIED", "SI_RECEIVED") == 201
+    assert raw_status_post(sandbox, case_id, "HUBEE_NOTIFIED", "SI_RECEIVED") == 201
+    assert sandbox.status_events(case_id) == ["SI_RECEIVED", "SI_RECEIVED"]
+    assert [p["http_status"] for p in sandbox.status_posts(case_id)] == [201, 201]
+
+
+def test_the_client_refuses_locally_what_the_table_forbids(
     sandbox: HubeeSandbox, client: HubeeClient
 ) -> None:
-    early = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
-    client.post_status_event(
-        early, CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_INTG_ERROR, "Dossier inexploitable."
-    )
-    client.post_status_event(early, CaseStatus.SI_INTG_ERROR, CaseStatus.SI_RECEIVED, "Repris.")
-    late = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
-    client.patch_case_status(late, CaseStatus.IN_PROGRESS)
-    with pytest.raises(HubeeBadRequestError):
-        client.patch_case_status(late, CaseStatus.SI_INTG_ERROR)
-    assert sandbox.status_events(early) == ["SI_INTG_ERROR", "SI_RECEIVED"]
+    from qfbridge.hubee import HubeeTransitionRefused
+
+    case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
+    for current, new in (
+        (CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_INTG_ERROR),
+        (CaseStatus.HUBEE_NOTIFIED, CaseStatus.DONE),
+        (CaseStatus.HUBEE_NOTIFIED, CaseStatus.CLOSED),
+        (CaseStatus.SI_RECEIVED, CaseStatus.SI_RECEIVED),
+    ):
+        with pytest.raises(HubeeTransitionRefused):
+            client.post_status_event(case_id, current, new, "x")
+    assert sandbox.status_posts(case_id) == []
 
 
 def test_a_patch_of_the_case_can_be_followed_by_its_event(sandbox: HubeeSandbox, client: HubeeClient) -> None:
@@ -272,7 +356,8 @@ def test_the_closing_waits_for_the_form_when_auto_close_is_off(
 ) -> None:
     sandbox.auto_close = False
     case_id = sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE).case_id
-    client.post_status_event(case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.REFUSED, "Hors commune.")
+    client.post_status_event(case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED, "Reçu.")
+    client.post_status_event(case_id, CaseStatus.SI_RECEIVED, CaseStatus.REFUSED, "Hors commune.")
     assert all(n.is_new_dossier for n in client.list_notifications())
     assert sandbox.close_finished_cases() == 1
     closed = next(n for n in client.list_notifications() if not n.is_new_dossier)
@@ -452,7 +537,8 @@ def test_duplicated_and_reordered_notifications_are_seen_once_by_the_iterator(
     sandbox: HubeeSandbox, client: HubeeClient
 ) -> None:
     deposited = [sandbox.deposit_formulaire_qf(SIRET_A, COG_A, FORMULAIRE) for _ in range(3)]
-    client.post_status_event(deposited[0].case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.DONE, "x")
+    client.post_status_event(deposited[0].case_id, CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED, "x")
+    client.post_status_event(deposited[0].case_id, CaseStatus.SI_RECEIVED, CaseStatus.DONE, "x")
     sandbox.inject("duplicate_notification")
     page = client.list_notifications(max_result=10)
     assert len(page) == 5 and len({n.id for n in page}) == 4

@@ -215,7 +215,8 @@ def test_a_notification_delivered_twice_gives_one_outcome_and_one_status_of_each
     runtime.poll()
     runtime.poll()
     assert hubee.faults_injected["duplicate_notification"] == 2
-    assert runtime.queue_depth("DossiersQueue") == 2
+    # Then it is queued once: the second poll sees it in flight
+    assert runtime.queue_depth("DossiersQueue") == 1
     runtime.drain()
     # Then one outcome, one SI_RECEIVED, one DONE, one event, and the notification is acknowledged
     record = record_of(runtime, case.case_id)
@@ -306,30 +307,188 @@ def test_a_notification_of_another_process_code_is_left_untouched(
     assert record_of(runtime, str(foreign.case_id)) is None
 
 
-def test_a_digest_mismatch_rejects_the_dossier_and_loses_nothing(
+def unusable_formulaire(kind: str, household: Household) -> dict[str, Any]:
+    formulaire = household.formulaire()
+    if kind == "missing_identity":
+        formulaire.pop("pivot_identity")
+    elif kind == "missing_quotient_familial":
+        formulaire.pop("quotient_familial_v3")
+        formulaire.pop("quotient_familial")
+    elif kind == "too_many_children":
+        child = formulaire["quotient_familial_v3"]["enfants"][0]
+        formulaire["quotient_familial_v3"]["enfants"] = [child] * 31
+    return formulaire
+
+
+UNUSABLE = {
+    # kind: the reason recorded
+    "corrupted_json_and_xml": "digest_mismatch",
+    "bad_json_xml_not_received": "malformed_json",
+    "attachments_not_received": "attachment_unavailable",
+    "missing_identity": "missing_identity",
+    "missing_quotient_familial": "missing_quotient_familial",
+    "too_many_children": "invalid_field",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNUSABLE))
+def test_an_unusable_dossier_is_refused_to_the_usager_through_allowed_statuses(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, kind: str
+) -> None:
+    # Given a dossier that cannot be used, HubEE enforcing its documented status table
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=25)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    json_bytes = b'{"pivot_identity": ' if kind == "bad_json_xml_not_received" else None
+    case = hubee.deposit_formulaire_qf(
+        TOWN_A.siret, TOWN_A.cog, unusable_formulaire(kind, household), json_bytes=json_bytes
+    )
+    if kind == "corrupted_json_and_xml":
+        hubee.inject("corrupt_bytes", case_id=case.case_id, times=10)  # every download damaged
+    if kind == "bad_json_xml_not_received":
+        hubee.set_attachment_status(case.case_id, case.xml_attachment_id, "CORRUPTED")
+    if kind == "attachments_not_received":
+        hubee.set_attachment_status(case.case_id, case.json_attachment_id, "PENDING")
+        hubee.set_attachment_status(case.case_id, case.xml_attachment_id, "PENDING")
+    # When the poll runs and reconcile handles it, and the next polls run too
+    for _ in range(3):
+        runtime.poll()
+        runtime.drain()
+    # Then it is recorded rejected with its reason, and the usager sees REFUSED (through SI_RECEIVED:
+    # the form mirrors no SI_INTG_ERROR), each status posted once and accepted
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "rejected" and record.reason == UNUSABLE[kind]
+    posts = hubee.status_posts(case.case_id)
+    assert [(p["current"], p["new"], p["http_status"]) for p in posts] == [
+        ("HUBEE_NOTIFIED", "SI_RECEIVED", 201),
+        ("SI_RECEIVED", "REFUSED", 201),
+    ]
+    refused = next(e for e in hubee.case_snapshot(case.case_id)["events"] if e["caseNewStatus"] == "REFUSED")
+    assert "déposer à nouveau" in refused["message"]
+    # And its notification is deleted, with at most 8 HubEE calls for it in all
+    assert case.notification_id not in hubee.pending_notification_ids()
+    case_calls = sum(hubee.calls_by_case(case.case_id).values())
+    closed_event_calls = 3  # the form closed the REFUSED case: GET event, PATCH it, DELETE its notification
+    assert intake_calls(hubee) - closed_event_calls <= 8
+    assert case_calls + 1 <= 8 + 2  # + DELETE of its notification; the CLOSED event's GET and PATCH
+    (rejected,) = published.of("dossier.rejected")
+    assert rejected["case_id"] == case.case_id and rejected["reason"] == UNUSABLE[kind]
+    assert qf_of(runtime, TOWN_A, household) is None
+
+
+def test_a_json_whose_digest_mismatches_is_read_from_its_intact_xml_twin(
     runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
 ) -> None:
-    # Given a dossier whose JSON bytes arrive corrupted at every download (the digest is the original's)
+    # Given a dossier whose JSON bytes arrive corrupted at every download, while the XML is intact
     onboard(runtime, hubee, TOWN_A, "client-a")
     household = households(1, seed=25)[0]
     family_in_directory(runtime, TOWN_A, household)
     case = deposit(hubee, TOWN_A, household)
-    hubee.inject("corrupt_bytes", case_id=case.case_id, times=3)
-    # When the poll runs and reconcile handles it
+    hubee.inject("corrupt_bytes", case_id=case.case_id, times=2)  # both downloads of the JSON
+    # When reconcile handles it
     runtime.poll()
     runtime.drain()
-    # Then it is recorded as rejected with its reason, the form is told, the notification is deleted
+    # Then, as for a malformed JSON, the XML twin carries the dossier: linked, nothing lost
     record = record_of(runtime, case.case_id)
-    assert record is not None and record.outcome == "rejected" and record.reason == "digest_mismatch"
-    assert record.tenant_siret == TOWN_A.siret and record.reference == case.reference
-    assert hubee.status_events(case.case_id) == ["SI_INTG_ERROR"]
+    assert record is not None and record.outcome == "linked"
+    assert hubee.calls_by_case(case.case_id)[GET_ATTACHMENT] == 3
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+    assert qf_of(runtime, TOWN_A, household) == household.qf.valeur
+
+
+def metrics_emitted(out: str, name: str) -> float:
+    """Sum of a metric's values in the EMF lines Powertools printed."""
+    total = 0.0
+    for line in out.splitlines():
+        if line.startswith("{") and '"_aws"' in line:
+            values = json.loads(line).get(name)
+            if values is not None:
+                total += sum(values) if isinstance(values, list) else values
+    return total
+
+
+def test_a_status_hubee_refuses_is_recorded_alarmed_and_posted_again_only_on_an_operators_retry(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a case whose event cap HubEE already reached: every status post gets a 400
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=31)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    hubee.max_events_per_case = 0
+    # When three poll cycles run
+    for _ in range(3):
+        runtime.poll()
+        runtime.drain()
+    # Then one post was tried and refused, never again; the dossier is recorded with the refusal
+    posts = hubee.status_posts(case.case_id)
+    assert [(p["new"], p["http_status"]) for p in posts] == [("SI_RECEIVED", 400)]
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked"
+    assert record.status_refused is not None
+    assert record.status_refused["status"] == "SI_RECEIVED" and record.status_refused["http_status"] == 400
+    assert qf_of(runtime, TOWN_A, household) == household.qf.valeur  # nothing lost
     assert case.notification_id not in hubee.pending_notification_ids()
-    (rejected,) = published.of("dossier.rejected")
-    assert rejected["case_id"] == case.case_id and rejected["reason"] == "digest_mismatch"
-    # And nothing is lost: no QF was taken from the bad bytes, and HubEE still holds the dossier
-    assert qf_of(runtime, TOWN_A, household) is None
-    attachments = {a["id"]: a["status"] for a in hubee.case_snapshot(case.case_id)["attachments"]}
-    assert attachments[case.json_attachment_id] == "RECEIVED"
+    assert runtime.queue_depth("DossiersDeadLetterQueue") == 0
+    # And the alarm's metric was emitted, and the template alarms on it
+    assert metrics_emitted(capsys.readouterr().out, "HubeeStatusRefused") == 1
+    from qfbridge_local.template import load_template
+
+    template = load_template()
+    alarm = template["Resources"]["HubeeStatusRefusedAlarm"]["Properties"]
+    assert alarm["MetricName"] == "HubeeStatusRefused"
+    # When the operator follows the runbook: HubEE's cap lifted, the status retried
+    from pathlib import Path
+
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    assert "HubeeStatusRefused" in runbook and "qfbridge dossiers retry-status" in runbook
+    hubee.max_events_per_case = 50
+    from qfbridge.services.status_retry import retry_refused_status
+
+    retry_refused_status(
+        DossierRepository(runtime.environment["DOSSIERS_TABLE"]),
+        runtime.client("sqs"),
+        runtime.queue_url("DossiersQueue"),
+        TOWN_A.siret,
+        str(record.reference),
+        actor="ops@editor",
+    )
+    runtime.drain()
+    # Then the statuses reach the usager, once each
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.status_refused is None and record.done("final_status")
+
+
+def test_a_dossier_failing_for_no_dossier_reason_ends_after_bounded_attempts(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given reconcile failing on a case with an unexpected error at every attempt
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    household = households(1, seed=32)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    case = deposit(hubee, TOWN_A, household)
+    runtime.functions["ReconcileFunction"].load()
+    service = sys.modules["qfbridge_fn_reconcile_app"].service()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unexpected")
+
+    service._reconcile_and_persist = broken
+    # When the poll cycles run
+    for _ in range(3):
+        runtime.poll()
+        runtime.drain()
+    # Then it was tried a bounded number of times, then rejected, the usager told, acknowledged
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "rejected" and record.reason == "unprocessable"
+    assert record.attempts == 3
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "REFUSED"]
+    assert case.notification_id not in hubee.pending_notification_ids()
+    assert runtime.queue_depth("DossiersDeadLetterQueue") == 0
+    assert [e["case_id"] for e in published.of("dossier.rejected")] == [case.case_id]
+    # 3 attempts reading the case + 1 reading it before the statuses, 1 download, 2 statuses, the CLOSED event's 2
+    assert sum(hubee.calls_by_case(case.case_id).values()) <= 4 + 1 + 2 + 2
 
 
 def test_bytes_damaged_once_in_transit_are_downloaded_again(
@@ -486,3 +645,35 @@ def test_corrected_credentials_are_used_at_the_next_poll_despite_the_pollers_cac
     assert tenants.require(TOWN_A.siret).hubee_status == "ok"
     record = record_of(runtime, case.case_id)
     assert record is not None and record.outcome in ("linked", "needs_review")
+
+
+def test_thirty_stuck_notifications_neither_hide_a_new_dossier_nor_go_unnoticed(
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+) -> None:
+    # Given an editor credential that also sees town B's dossiers, B being polled with its own credential,
+    # which fails (a wrong stored secret): 30 dossiers for B stay pending, listed first through A's credential
+    onboard(runtime, hubee, TOWN_A, "client-a", also_serves=(TOWN_B,))
+    onboard(runtime, hubee, TOWN_B, "client-b", stored_secret="not-the-secret")
+    stuck = [deposit(hubee, TOWN_B, h) for h in households(30, seed=33)]
+    # When several polls run
+    reports = []
+    for _ in range(4):
+        reports.append(runtime.poll()["poll"])
+        runtime.drain()
+    # Then A's poll queued each of them once (reconcile leaves them to B's own credential)
+    assert [r["notifications"] for r in reports] == [30, 0, 0, 0]
+    # When a new dossier for A arrives, and the next poll runs
+    household = households(1, seed=34)[0]
+    family_in_directory(runtime, TOWN_A, household)
+    new = deposit(hubee, TOWN_A, household)
+    report = runtime.poll()["poll"]
+    runtime.drain()
+    # Then the new dossier is processed in that poll
+    record = record_of(runtime, new.case_id)
+    assert record is not None and record.outcome == "linked"
+    assert report["notifications"] == 1 and report["in_flight"] == 30 and report["stuck"] == 30
+    # And the stuck ones show in A's status (B's shows its authentication failure)
+    shown = tenant(runtime, TOWN_A)
+    assert shown.hubee_stuck_notifications == 30 and shown.status == "hubee_notifications_stuck"
+    assert tenant(runtime, TOWN_B).status == "hubee_auth_failed"
+    assert all(c.notification_id in hubee.pending_notification_ids() for c in stuck)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +26,37 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Tracer
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+THIRD_PARTY_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer")
+"""Libraries that log request URLs at INFO/DEBUG: API Particulier's carry the usager's identity
+in the query string (names, birth date, birthplace), HubEE's the case ids."""
+
+
+class _NoThirdPartyDetail(logging.Filter):
+    """Drops records below WARNING from the third-party loggers, whatever level someone set on them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+_FILTER = _NoThirdPartyDetail()
+
+
+def quiet_third_party_loggers() -> None:
+    """Silence the request logs of HTTP/AWS libraries (Lambda sets the root logger to INFO).
+
+    With ``LogFormat: JSON`` Lambda configures the root logger at ``ApplicationLogLevel`` (INFO by
+    default), and httpx then logs every URL it requests at INFO. Their level is raised to WARNING
+    and a filter keeps anything below WARNING out even if the level is lowered again. Idempotent.
+    """
+    for name in THIRD_PARTY_LOGGERS:
+        library_logger = logging.getLogger(name)
+        library_logger.setLevel(logging.WARNING)
+        if _FILTER not in library_logger.filters:
+            library_logger.addFilter(_FILTER)
+
+
+quiet_third_party_loggers()
 
 logger = Logger()
 metrics = Metrics()

@@ -15,11 +15,15 @@ Served routes (path templates as in the swagger, under ``/teledossiers/v1``)::
     POST   /cases/{caseId}/events                     STATUS_UPDATE, status rules enforced
     GET    /cases/{caseId}/events/{eventId}  PATCH {"status": "RECEIVED"}
 
-Status rules (DOMAIN §3): ``caseCurrentStatus`` must be the case's status; an SI moves a case
-forward along HUBEE_NOTIFIED → SENT → SI_RECEIVED → IN_PROGRESS → DONE | REFUSED (steps may be
-skipped, never repeated nor reversed); SI_INTG_ERROR is allowed before IN_PROGRESS and can be
-left towards SI_RECEIVED or later; DONE/REFUSED are final; only the form sets CLOSED. A PATCH of
-the case may precede its event: the event then carries the status before the PATCH.
+Status rules: HubEE's documented transition table (below, ``_ALLOWED_FROM``) — each status with the
+statuses it may be reached from; the intake statuses HUBEE_NOTIFIED → SENT → SI_RECEIVED →
+IN_PROGRESS may be skipped forward; anything else (going back, SI_INTG_ERROR straight from
+HUBEE_NOTIFIED, DONE from SENT, any change after DONE/REFUSED) is answered 400. Only the form sets
+CLOSED. ``caseCurrentStatus`` must be the case's status, except for a repeated status: HubEE accepts
+a STATUS_UPDATE whose new status is the case's status and records it again (a blind retry
+duplicates the history). Every ``POST …/events`` is recorded raw (``status_posts``), answered or
+refused, so tests can assert what was sent. A PATCH of the case may precede its event: the event
+then carries the status before the PATCH.
 
 Everything is guarded by one lock and deterministic given ``seed`` (ids, references, page order,
 faults), except for the interleaving of concurrent requests. Nothing is logged.
@@ -66,10 +70,30 @@ DEFAULT_MAX_RESULT = 50
 
 DigestFormat = Literal["bare", "prefixed", "absent"]
 
-# Rank of each status an SI may reach; DONE and REFUSED are both final.
-_RANK = {"HUBEE_NOTIFIED": 0, "SENT": 1, "SI_RECEIVED": 2, "IN_PROGRESS": 3, "DONE": 4, "REFUSED": 4}
+# HubEE's functional specification: each status an SI sets, and the statuses it may be reached from.
+_ALLOWED_FROM: dict[str, frozenset[str]] = {
+    "SENT": frozenset({"HUBEE_NOTIFIED"}),
+    "SI_RECEIVED": frozenset({"SENT"}),
+    "IN_PROGRESS": frozenset({"SI_RECEIVED"}),
+    "ADD_AWAITING": frozenset({"IN_PROGRESS"}),
+    "DONE": frozenset({"SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING"}),
+    "REFUSED": frozenset({"SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING"}),
+    "SI_INTG_ERROR": frozenset({"SI_RECEIVED", "IN_PROGRESS", "ADD_AWAITING", "DONE"}),
+}
+# Intake statuses clients skip forward along (HUBEE_NOTIFIED -> SI_RECEIVED is accepted).
+_FORWARD = ("HUBEE_NOTIFIED", "SENT", "SI_RECEIVED", "IN_PROGRESS")
+# Rank of a status for the attachment purge (configured at IN_PROGRESS for every documented démarche).
+_RANK = {
+    "HUBEE_NOTIFIED": 0,
+    "SENT": 1,
+    "SI_RECEIVED": 2,
+    "IN_PROGRESS": 3,
+    "ADD_AWAITING": 3,
+    "DONE": 4,
+    "REFUSED": 4,
+}
 _FINAL = frozenset({"DONE", "REFUSED", "CLOSED"})
-_SI_SETTABLE = frozenset({"SENT", "SI_RECEIVED", "IN_PROGRESS", "DONE", "REFUSED", "SI_INTG_ERROR"})
+_SI_SETTABLE = frozenset(_ALLOWED_FROM)
 _ATTACHMENT_STATUSES = frozenset({"PENDING", "RECEIVED", "CORRUPTED", "REJECTED", "DELETED"})
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CLOSING_MESSAGE = {"DONE": "Dossier traité par le service.", "REFUSED": "Dossier refusé par le service."}
@@ -279,6 +303,7 @@ class HubeeSandbox:
         self._calls: Counter[tuple[str, str]] = Counter()
         self._calls_by_case: dict[str, Counter[tuple[str, str]]] = {}
         self._token_calls: Counter[str] = Counter()
+        self._status_posts: list[dict[str, Any]] = []
         self._http = SandboxHttpServer(self._serve, request_queue_size=request_queue_size)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -423,6 +448,16 @@ class HubeeSandbox:
         with self._lock:
             return list(self._cases[case_id].status_events)
 
+    def status_posts(self, case_id: str | None = None) -> list[dict[str, Any]]:
+        """Every ``POST /cases/{caseId}/events`` received, in order, with HubEE's answer.
+
+        Items: ``case_id``, ``client_id`` (``None`` when unauthenticated), ``action_type``,
+        ``current`` and ``new`` (the body's statuses), ``http_status`` (what was answered, faults
+        included) and ``recorded`` (whether the event was added to the case).
+        """
+        with self._lock:
+            return [dict(p) for p in self._status_posts if case_id is None or p["case_id"] == case_id]
+
     def case_status(self, case_id: str) -> str:
         with self._lock:
             return self._cases[case_id].status
@@ -466,6 +501,7 @@ class HubeeSandbox:
             self._calls.clear()
             self._calls_by_case.clear()
             self._token_calls.clear()
+            self._status_posts.clear()
             self._faults.injected.clear()
 
     # -- faults -----------------------------------------------------------------------------
@@ -535,8 +571,13 @@ class HubeeSandbox:
             fault = self._faults.draw(CALL_FAULTS, route, case_id) if template != "<unknown>" else None
         if self.latency_ms > 0:
             self._http.stopping.wait(self.latency_ms / 1000)
+        record = route == "POST /cases/{caseId}/events"
         if fault is not None and fault.kind != "timeout" and not fault.after_processing:
-            return _fault_reply(fault)
+            reply = _fault_reply(fault)
+            if record:
+                self._record_post(request, case_id, reply.status, recorded=False)
+            return reply
+        events_before = self._event_count(case_id) if record else 0
         try:
             if template == "<unknown>":
                 raise _Problem(404, "Resource is not found")
@@ -546,11 +587,45 @@ class HubeeSandbox:
                 reply = self._dispatch(method, template, params, request)
         except _Problem as problem:
             reply = _error_reply(problem.status, problem.message)
+        if record:
+            recorded = self._event_count(case_id) > events_before
+            answered = (
+                _fault_reply(fault).status if fault is not None and fault.kind != "timeout" else reply.status
+            )
+            self._record_post(request, case_id, answered, recorded=recorded)
         if fault is not None and fault.kind != "timeout":
             return _fault_reply(fault)
         if fault is not None:
             reply.delay_s, reply.drop = fault.delay_s, fault.drop
         return self._maybe_gzip(request, reply)
+
+    def _event_count(self, case_id: str | None) -> int:
+        with self._lock:
+            case = self._cases.get(case_id or "")
+            return len(case.events) if case is not None else 0
+
+    def _record_post(
+        self, request: SandboxRequest, case_id: str | None, status: int, *, recorded: bool
+    ) -> None:
+        try:
+            body = json.loads(request.body or b"null")
+        except ValueError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        scheme, _, value = request.header("Authorization").partition(" ")
+        with self._lock:
+            token = self._tokens.get(value.strip()) if scheme.lower() == "bearer" else None
+            self._status_posts.append(
+                {
+                    "case_id": case_id,
+                    "client_id": token.client_id if token is not None else None,
+                    "action_type": body.get("actionType"),
+                    "current": body.get("caseCurrentStatus"),
+                    "new": body.get("caseNewStatus"),
+                    "http_status": status,
+                    "recorded": recorded,
+                }
+            )
 
     def _dispatch(
         self, method: str, template: str, params: dict[str, str], request: SandboxRequest
@@ -718,6 +793,8 @@ class HubeeSandbox:
         status = body.get("status")
         if not isinstance(status, str) or not status:
             raise _Problem(400, "Bad request : status is required")
+        if status == case.status and status in _SI_SETTABLE:
+            return SandboxReply(204)  # a repeated status changes nothing
         self._check_transition(case.status, status)
         previous = case.status
         self._set_status(case, status)
@@ -739,7 +816,8 @@ class HubeeSandbox:
             if not isinstance(current, str) or not isinstance(new, str):
                 raise _Problem(400, "Bad request : caseCurrentStatus and caseNewStatus are required")
             completes_patch = case.status_before_patch == current and case.status == new
-            if not completes_patch:
+            repeated = new == case.status and new in _SI_SETTABLE
+            if not completes_patch and not repeated:
                 if current != case.status:
                     raise _Problem(400, "Bad request : caseCurrentStatus does not match the case status")
                 self._check_transition(current, new)
@@ -772,13 +850,11 @@ class HubeeSandbox:
             raise _Problem(400, f"Bad request : status {new} cannot be set by an SI")
         if current in _FINAL:
             raise _Problem(400, f"Bad request : the case is {current}, its status can no longer change")
-        if new == "SI_INTG_ERROR":
-            if current not in ("HUBEE_NOTIFIED", "SENT", "SI_RECEIVED"):
-                raise _Problem(400, f"Bad request : transition {current} -> {new} is not allowed")
+        if current in _ALLOWED_FROM[new]:
             return
-        floor = _RANK["SENT"] if current == "SI_INTG_ERROR" else _RANK.get(current, -1)
-        if _RANK[new] <= floor:
-            raise _Problem(400, f"Bad request : transition {current} -> {new} is not allowed")
+        if new in _FORWARD and current in _FORWARD and _FORWARD.index(current) < _FORWARD.index(new):
+            return
+        raise _Problem(400, f"Bad request : transition {current} -> {new} is not allowed")
 
     def _set_status(self, case: _Case, status: str) -> None:
         case.status = status

@@ -143,6 +143,7 @@ class TenantPatch(BaseModel):
 TenantStatus = Literal[
     "awaiting_credentials",
     "hubee_auth_failed",
+    "hubee_notifications_stuck",
     "api_particulier_token_expired",
     "api_particulier_forbidden",
     "active",
@@ -161,6 +162,10 @@ class TenantView(BaseModel):
     hubee_status: HubeeStatus = Field(
         description="Outcome of the last HubEE poll with the tenant's credentials"
     )
+    hubee_stuck_notifications: int = Field(
+        default=0,
+        description="Notifications of the tenant's HubEE credential still pending after more than 3 polls",
+    )
     refresh_status: RefreshStatus = Field(description="Whether the monthly QF refreshes run, and why not")
     created_at: str | None
     updated_at: str | None
@@ -177,6 +182,7 @@ class TenantView(BaseModel):
             status=cast(TenantStatus, tenant.status),
             has_credentials=tenant.has_credentials,
             hubee_status=tenant.hubee_status,
+            hubee_stuck_notifications=tenant.hubee_stuck_notifications,
             refresh_status=tenant.refresh_status,
             created_at=tenant.created_at,
             updated_at=tenant.updated_at,

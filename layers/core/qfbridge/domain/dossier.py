@@ -11,7 +11,9 @@ its batch. Codes:
 ``not_an_object``
     the document's root is not an object (``<hash>`` for XML);
 ``invalid_field``
-    a present field has the wrong type or value; the message names field *paths* only, never values;
+    a present field has the wrong type or value, or is too long, or a list has too many members
+    (``MAX_ALLOCATAIRES``, ``MAX_ENFANTS``; strings are capped by the models); the message names
+    field *paths* only, never values;
 ``missing_identity``
     no ``pivot_identity`` block (absent, null or empty): without it we can neither reconcile on identity
     nor refresh the QF monthly;
@@ -48,6 +50,10 @@ from qfbridge.domain.qf import QuotientFamilial
 DEFAULT_MAX_BYTES = 256 * 1024
 DEFAULT_MAX_DEPTH = 32
 EXTERNAL_ID_MAX_LENGTH = 1024
+MAX_ALLOCATAIRES = 4
+"""A CAF/MSA household has one allocataire and at most one conjoint: 4 leaves room, 11,000 does not."""
+MAX_ENFANTS = 30
+"""Caps what one dossier may make us store and match (a DynamoDB item is at most 400 KB)."""
 _MAX_REPORTED_ERRORS = 5
 
 SourceVersion = Literal["v3", "v2"]
@@ -101,8 +107,8 @@ class _QuotientFamilialV3Block(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     quotient_familial: QuotientFamilial | None = None
-    allocataires: list[Person] = Field(default_factory=list)
-    enfants: list[Person] = Field(default_factory=list)
+    allocataires: list[Person] = Field(default_factory=list, max_length=MAX_ALLOCATAIRES)
+    enfants: list[Person] = Field(default_factory=list, max_length=MAX_ENFANTS)
 
     _blank_qf = field_validator("quotient_familial", mode="before")(_blank_is_none)
     _lists = field_validator("allocataires", "enfants", mode="before")(_none_is_empty_list)
@@ -157,8 +163,8 @@ class _QuotientFamilialV2Block(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     quotient_familial: QuotientFamilial | None = None
-    allocataires: list[Person] = Field(default_factory=list)
-    enfants: list[Person] = Field(default_factory=list)
+    allocataires: list[Person] = Field(default_factory=list, max_length=MAX_ALLOCATAIRES)
+    enfants: list[Person] = Field(default_factory=list, max_length=MAX_ENFANTS)
 
     @model_validator(mode="before")
     @classmethod

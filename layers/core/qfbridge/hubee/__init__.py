@@ -12,6 +12,7 @@ from qfbridge.hubee.errors import (
     HubeeOutcomeUnknown,
     HubeeProtocolError,
     HubeeServerError,
+    HubeeTransitionRefused,
     HubeeTransportError,
 )
 from qfbridge.hubee.models import (
@@ -54,6 +55,7 @@ __all__ = [
     "HubeeOutcomeUnknown",
     "HubeeProtocolError",
     "HubeeServerError",
+    "HubeeTransitionRefused",
     "HubeeTransportError",
     "Notification",
     "OrganizationIdentifier",

@@ -21,10 +21,11 @@ import httpx
 
 from qfbridge.hubee import protocol
 from qfbridge.hubee.config import HubeeConfig, HubeeCredentials
-from qfbridge.hubee.errors import HubeeNotFoundError
+from qfbridge.hubee.errors import HubeeNotFoundError, HubeeTransitionRefused
 from qfbridge.hubee.models import FORMULAIRE_QF, Case, Download, Event, EventStatus, Notification
 from qfbridge.hubee.pager import NotificationPager
 from qfbridge.hubee.protocol import Call, HubeeProtocol
+from qfbridge.hubee.statuses import SET_BY_SI, transition_allowed
 from qfbridge.hubee.tokens import PROCESS_TOKEN_CACHE, TokenCache
 
 T = TypeVar("T")
@@ -141,7 +142,15 @@ class HubeeClient:
 
         Returns the created event, or ``None`` if HubEE acknowledged (201) without a readable body.
         Raises ``HubeeOutcomeUnknown`` when it may have been recorded: read the case, then decide.
+        Raises ``HubeeTransitionRefused`` without calling HubEE when its status table forbids the
+        transition (a repeated status included: HubEE would accept it and duplicate the history).
         """
+        if not transition_allowed(str(current_status), str(new_status)):
+            raise HubeeTransitionRefused(
+                f"transition {current_status} -> {new_status} is not in HubEE's status table",
+                method="POST",
+                path_template="/cases/{caseId}/events",
+            )
         body = _status_event_body(
             current_status, new_status, message, author or self.config.editor_name, notification
         )
@@ -157,6 +166,10 @@ class HubeeClient:
         return self._exchange(call, consume)
 
     def patch_case_status(self, case_id: str, status: str) -> None:
+        if str(status) not in SET_BY_SI:
+            raise HubeeTransitionRefused(
+                f"status {status} cannot be set by an SI", method="PATCH", path_template="/cases/{caseId}"
+            )
         self._exchange(protocol.patch_case_call(case_id, str(status)), lambda _: None)
 
     def get_event(self, case_id: str, event_id: str) -> Event:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 HubeeEnvironment = Literal["bas", "prod"]
 
 _ENVIRONMENTS: dict[str, tuple[str, str]] = {
-    # (api_url, token_url) — DOMAIN §3
+    # (api_url, token_url): HubEE production and its "bas" iso-prod test platform
     "prod": ("https://api.hubee.numerique.gouv.fr", "https://auth.hubee.numerique.gouv.fr/oauth2/token"),
     "bas": (
         "https://api.bas.hubee.numerique.gouv.fr",
@@ -71,6 +71,19 @@ class HubeeConfig(BaseModel):
             write=self.read_timeout_s,
             pool=self.connect_timeout_s,
         )
+
+    @property
+    def worst_case_call_s(self) -> float:
+        """The longest one call can take: every attempt hanging to its timeouts, every backoff at its cap.
+
+        A Lambda's timeout must leave room for at least one such call (tests/infra checks the template).
+        """
+        attempts = self.retry_attempts
+        per_attempt = self.connect_timeout_s + self.read_timeout_s
+        backoffs = sum(
+            min(self.backoff_max_s, self.backoff_base_s * 2 ** (a - 1)) for a in range(1, attempts)
+        )
+        return attempts * per_attempt + backoffs
 
     @property
     def api_root(self) -> str:

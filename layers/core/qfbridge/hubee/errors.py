@@ -68,6 +68,12 @@ class HubeeBadRequestError(HubeeError):
     code = "hubee_bad_request"
 
 
+class HubeeTransitionRefused(HubeeError):
+    """The status transition is not in HubEE's table: refused locally, nothing was sent."""
+
+    code = "hubee_transition_refused"
+
+
 class HubeeServerError(HubeeError):
     """HubEE kept answering 5xx on a call that was safe to retry."""
 

@@ -25,12 +25,13 @@ _REFERENCE = re.compile(r"^Formulaire-QF-([0-9A-F]{13})-\d{2}$")
 
 
 class CaseStatus(StrEnum):
-    """Case statuses (DOMAIN §3). Only the form sets ``CLOSED``."""
+    """Case statuses. Only the form sets ``CLOSED``; ``qfbridge.hubee.statuses`` holds the transition table."""
 
     HUBEE_NOTIFIED = "HUBEE_NOTIFIED"
     SENT = "SENT"
     SI_RECEIVED = "SI_RECEIVED"
     IN_PROGRESS = "IN_PROGRESS"
+    ADD_AWAITING = "ADD_AWAITING"
     DONE = "DONE"
     REFUSED = "REFUSED"
     SI_INTG_ERROR = "SI_INTG_ERROR"

@@ -9,13 +9,22 @@ so that a retry resumes where the previous attempt stopped:
    digest checked, size-capped; parsed leniently.
 3. reconcile — signed ``external_id`` first, identity matching otherwise — and persist in one
    transaction (dossier record + family QF), step ``persisted``.
-4. ``POST SI_RECEIVED`` (or ``SI_INTG_ERROR`` for an unusable dossier), then ``POST DONE`` once the
-   family is linked. Statuses are never posted twice: a retry re-reads the case (step 1 runs on
-   every attempt) and skips a status the case already has.
+4. ``POST SI_RECEIVED``, then ``POST DONE`` once the family is linked; an unusable dossier goes
+   ``SI_RECEIVED`` → ``REFUSED`` with a message asking the usager to submit again (the form shows
+   neither ``SI_INTG_ERROR`` nor anything else to the usager). Only transitions of HubEE's status
+   table (``qfbridge.hubee.statuses``) are posted, never twice: a retry re-reads the case (step 1
+   runs on every attempt) and skips a status the case already has. A status HubEE refuses (4xx)
+   is recorded on the dossier (``status_refused``), counted (metric ``HubeeStatusRefused``) and
+   not posted again until an operator asks for it (``kind: status_retry``).
 5. ``DELETE notification``, then publish the event (and audit an automatic link).
 
 That is five HubEE calls for a new dossier. An event notification (the form's CLOSED) costs three:
 GET event, PATCH it RECEIVED, DELETE the notification.
+
+An error that is not a dossier error (a DynamoDB refusal, a bug) fails the message, to be retried;
+on the ``POISON_ATTEMPTS``-th attempt of a case it ends instead: the dossier is recorded
+``rejected: unprocessable``, the usager told (``REFUSED``), the notification deleted and
+``dossier.rejected`` published. Transient HubEE failures do not count: they end when HubEE recovers.
 """
 
 from __future__ import annotations
@@ -34,21 +43,31 @@ from qfbridge.domain.reference import reference_from_case_external_id
 from qfbridge.hubee import (
     Case,
     CaseStatus,
+    HubeeAuthError,
+    HubeeBadRequestError,
     HubeeClient,
     HubeeConfig,
     HubeeCredentials,
+    HubeeError,
+    HubeeForbiddenError,
     HubeeNotFoundError,
+    HubeeOutcomeUnknown,
+    HubeeServerError,
+    HubeeTransitionRefused,
+    HubeeTransportError,
 )
 from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notification
+from qfbridge.hubee.statuses import path_to, reached
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, match
 from qfbridge.services.snapshots import dossier_snapshot, persist_link, qf_event_detail, snapshot_parsed
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
-from qfbridge.store.dossiers import DossierRecord, DossierRepository
+from qfbridge.store.dossiers import DossierBusy, DossierRecord, DossierRepository
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.links import LinkRepository
+from qfbridge.store.markers import MarkerRepository
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
 
@@ -56,28 +75,44 @@ AUTHOR = "qfbridge"
 JSON_ATTACHMENT = "FormulaireQF.json"
 XML_ATTACHMENT = "FormulaireQF.xml"
 MAX_ATTACHMENT_BYTES = 256 * 1024
-INTEGRITY_ATTEMPTS = 3
-"""Downloads of an attachment whose bytes do not match their size or digest, before giving up."""
-RETRIED_INTEGRITY_ERRORS = frozenset({"digest_mismatch", "size_mismatch"})
+INTEGRITY_ATTEMPTS = 2
+"""Downloads of an attachment whose bytes do not match their size or digest, before giving up on it.
 
-# Where a case stands in HubEE's life cycle: a status is posted only if the case is before it.
-_ORDER = {
-    CaseStatus.HUBEE_NOTIFIED: 0,
-    CaseStatus.SENT: 1,
-    CaseStatus.SI_RECEIVED: 2,
-    CaseStatus.SI_INTG_ERROR: 2,
-    CaseStatus.IN_PROGRESS: 3,
-    CaseStatus.DONE: 4,
-    CaseStatus.REFUSED: 4,
-    CaseStatus.CLOSED: 5,
-}
+With the XML twin as fallback, an unusable dossier costs at most 4 downloads: with GET case, two
+status posts and DELETE, at most 8 HubEE calls."""
+RETRIED_INTEGRITY_ERRORS = frozenset({"digest_mismatch", "size_mismatch"})
+XML_FALLBACK_ERRORS = frozenset(
+    {"malformed_json", "not_an_object", "digest_mismatch", "digest_unreadable", "size_mismatch"}
+)
+"""JSON failures the intact XML twin rescues: bytes that cannot be read as the JSON they should be."""
+POISON_ATTEMPTS = 3
+"""Attempts of a case ending in an untyped error before it is rejected (the queue allows 5)."""
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    DossierBusy,
+    HubeeServerError,
+    HubeeTransportError,
+    HubeeOutcomeUnknown,
+    HubeeAuthError,
+)
+"""Failures that say nothing about the dossier: retried without counting towards ``POISON_ATTEMPTS``."""
+STATUS_REFUSALS: tuple[type[Exception], ...] = (
+    HubeeBadRequestError,
+    HubeeForbiddenError,
+    HubeeNotFoundError,
+    HubeeTransitionRefused,
+)
+"""A status post HubEE refused (4xx) or that its table forbids: recorded, never retried blindly."""
 
 MESSAGES = {
-    CaseStatus.SI_RECEIVED: "Dossier intégré dans le logiciel de la collectivité.",
+    CaseStatus.SI_RECEIVED: "Dossier reçu par le logiciel de la collectivité.",
     CaseStatus.DONE: "Quotient familial enregistré sur le compte famille.",
     CaseStatus.REFUSED: "Dossier non rattaché : contactez votre collectivité.",
-    CaseStatus.SI_INTG_ERROR: "Dossier illisible par le logiciel de la collectivité.",
 }
+UNUSABLE_MESSAGE = (
+    "Votre dossier n'a pas pu être exploité par le logiciel de la collectivité. "
+    "Merci de le déposer à nouveau ; si le problème persiste, contactez votre collectivité."
+)
+"""The REFUSED message of an unusable dossier: the only status the form shows that says it failed."""
 
 
 # Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
@@ -102,13 +137,6 @@ def verify_download(download: Download, declared_size: int | None) -> None:
             or not download.digest_matches()
         ):
             raise
-
-
-def status_rank(status: str | None) -> int:
-    try:
-        return _ORDER[CaseStatus(status)] if status else 0
-    except ValueError:
-        return 0
 
 
 @dataclass
@@ -137,13 +165,15 @@ class IntakeService:
     """One connection pool per process (created on first use): a client per message would open new
     TCP/TLS connections to HubEE for every dossier."""
     lease_seconds: int = 300
+    markers: MarkerRepository | None = None
+    """Remembers an event acknowledged and a notification deleted, so a second copy costs no call."""
     crash_after: Callable[[str], None] = field(default=lambda step: None)
     """Fault-injection hook for the reliability campaign: called after each recorded step."""
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: dict[str, Any]) -> IntakeResult:
         kind = message.get("kind")
-        if kind == "review_resolved":
+        if kind in ("review_resolved", "status_retry"):
             return self._finish_review(message)
         notification = Notification.model_validate(message["notification"])
         if notification.process_code not in (None, FORMULAIRE_QF):
@@ -174,14 +204,29 @@ class IntakeService:
 
     # ------------------------------------------------------------------ events (CLOSED)
     def _acknowledge_event(self, client: HubeeClient, notification: Notification) -> IntakeResult:
-        if notification.event_status != "RECEIVED" and notification.case_id and notification.event_id:
+        marker = self.markers.get(notification.id) if self.markers is not None else None
+        if marker is not None and marker.deleted:
+            return IntakeResult(
+                kind="event", outcome="acknowledged", case_id=notification.case_id, resumed=True
+            )
+        acked = marker is not None and marker.acked
+        if (
+            notification.event_status != "RECEIVED"
+            and notification.case_id
+            and notification.event_id
+            and not acked
+        ):
             try:
                 event = client.get_event(notification.case_id, notification.event_id)
                 if not event.is_acknowledged:
                     client.patch_event_status(notification.case_id, notification.event_id, "RECEIVED")
             except HubeeNotFoundError:
                 logger.info("event already gone", extra={"case_id": notification.case_id})
+            if self.markers is not None:
+                self.markers.flag(notification.id, "acked")
         client.delete_notification(notification.id)
+        if self.markers is not None:
+            self.markers.flag(notification.id, "deleted")
         return IntakeResult(kind="event", outcome="acknowledged", case_id=notification.case_id)
 
     # ------------------------------------------------------------------ new dossiers
@@ -201,8 +246,44 @@ class IntakeService:
         record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
         try:
             return self._resume(client, notification, record, recipient, allowed)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            if record.attempts < POISON_ATTEMPTS:
+                logger.warning(
+                    "dossier attempt failed, to be retried",
+                    extra={"case_id": case_id, "error_code": _error_code(exc), "attempt": record.attempts},
+                )
+                raise
+            return self._give_up(client, notification, case_id, exc)
         finally:
             self.dossiers.release(case_id)
+
+    def _give_up(
+        self, client: HubeeClient, notification: Notification, case_id: str, exc: Exception
+    ) -> IntakeResult:
+        """A case failing again and again for no dossier reason: rejected, the usager told, acknowledged."""
+        logger.error(
+            "dossier rejected after repeated failures",
+            extra={"case_id": case_id, "error_code": _error_code(exc), "attempts": POISON_ATTEMPTS},
+        )
+        metrics.add_metric(name="DossiersPoisoned", unit="Count", value=1)
+        record = self.dossiers.get(case_id)
+        if record is None:
+            raise exc
+        try:
+            case: Case | None = client.get_case(case_id)
+        except HubeeError:
+            case = None
+        record = self.dossiers.mark(
+            case_id,
+            "rejected",
+            self.clock(),
+            tenant_siret=record.tenant_siret,
+            outcome="rejected",
+            reason="unprocessable",
+        )
+        return self._reject(client, notification, record, case, "unprocessable")
 
     def _served_elsewhere(self, recipient: str, holder: str) -> bool:
         """Whether ``recipient`` is a tenant polled with a HubEE credential other than ``holder``'s."""
@@ -225,8 +306,10 @@ class IntakeService:
         resumed = bool(record.steps)
 
         if record.done("notification_deleted") and record.done("published"):
-            # A redelivered or duplicated notification of a dossier fully handled: acknowledge it only.
-            client.delete_notification(notification.id)
+            # A duplicated notification of a dossier fully handled: acknowledge it only, and only if it
+            # is not the one already deleted (a second copy of one queue message costs no call).
+            if notification.id not in record.deleted_notification_ids:
+                self._delete_notification(client, notification, record)
             return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
         if record.done("published") and record.reason in LEFT_PENDING:
             # Another démarche's case, already recorded: leave its notification to its consumer.
@@ -253,6 +336,10 @@ class IntakeService:
                     if record.parsed
                     else self._download_and_parse(client, case)
                 )
+                if not record.parsed:
+                    self.dossiers.mark(case_id, "parsed", self.clock(), parsed=dossier_snapshot(parsed))
+                    self.crash_after("parsed")
+                self._reconcile_and_persist(record, parsed)
             except DossierError as exc:
                 record = self.dossiers.mark(
                     case_id,
@@ -263,29 +350,12 @@ class IntakeService:
                     reason=exc.code,
                 )
                 return self._reject(client, notification, record, case, exc.code)
-            self.dossiers.mark(case_id, "parsed", self.clock(), parsed=dossier_snapshot(parsed))
-            self.crash_after("parsed")
-            self._reconcile_and_persist(record, parsed)
             self.crash_after("persisted")
             record = self.dossiers.get(case_id) or record
 
-        # Statuses: SI_RECEIVED always, then DONE once linked.
-        if not record.done("si_received"):
-            if status_rank(case.status) < status_rank(CaseStatus.SI_RECEIVED):
-                client.post_status_event(
-                    case_id,
-                    case.status or CaseStatus.HUBEE_NOTIFIED,
-                    CaseStatus.SI_RECEIVED,
-                    MESSAGES[CaseStatus.SI_RECEIVED],
-                    author=AUTHOR,
-                )
-                case_status = CaseStatus.SI_RECEIVED.value
-            else:
-                case_status = case.status or CaseStatus.SI_RECEIVED.value
-            record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=case_status)
-            self.crash_after("si_received")
-        if record.outcome == "linked" and not record.done("final_status"):
-            record = self._post_final(client, case, record, CaseStatus.DONE)
+        # Statuses: SI_RECEIVED always, then DONE once linked (needs_review waits for an agent).
+        target = CaseStatus.DONE if record.outcome == "linked" else CaseStatus.SI_RECEIVED
+        record = self._advance(client, case, record, target, MESSAGES[target])
 
         record = self._delete_notification(client, notification, record)
         self._publish(record)
@@ -331,14 +401,20 @@ class IntakeService:
         json_attachment = case.attachment_named(JSON_ATTACHMENT)
         xml_attachment = case.attachment_named(XML_ATTACHMENT)
         if json_attachment is not None and json_attachment.is_downloadable:
-            content = self._download_verified(client, case.id, json_attachment)
             try:
+                content = self._download_verified(client, case.id, json_attachment)
                 return parse_formulaire_qf_json(content, max_bytes=MAX_ATTACHMENT_BYTES)
             except DossierError as json_error:
+                # Bytes that are not the JSON they should be (malformed, or damaged beyond what a new
+                # download fixes): the XML twin carries the same dossier.
                 if xml_attachment is None or not xml_attachment.is_downloadable:
                     raise
-                if json_error.code not in ("malformed_json", "not_an_object"):
+                if json_error.code not in XML_FALLBACK_ERRORS:
                     raise
+                logger.info(
+                    "JSON attachment unusable, reading the XML twin",
+                    extra={"case_id": case.id, "error_code": json_error.code},
+                )
         if xml_attachment is not None and xml_attachment.is_downloadable:
             content = self._download_verified(client, case.id, xml_attachment)
             return parse_formulaire_qf_xml(content, max_bytes=MAX_ATTACHMENT_BYTES)
@@ -454,9 +530,18 @@ class IntakeService:
 
     # ------------------------------------------------------------------ endings
     def _reject(
-        self, client: HubeeClient, notification: Notification, record: DossierRecord, case: Case, reason: str
+        self,
+        client: HubeeClient,
+        notification: Notification,
+        record: DossierRecord,
+        case: Case | None,
+        reason: str,
     ) -> IntakeResult:
-        """Record the dossier as rejected, tell HubEE (unless the case is not ours) and acknowledge it."""
+        """Record the dossier as rejected, tell the usager (unless the case is not ours), acknowledge it.
+
+        The usager learns it through ``REFUSED`` (reached through ``SI_RECEIVED``, as HubEE's table
+        requires) with a message asking them to submit again: the form shows nothing else.
+        """
         case_id = record.case_id
         post_status = reason not in NOT_OURS
         if record.outcome != "rejected":
@@ -468,18 +553,8 @@ class IntakeService:
                 outcome="rejected",
                 reason=reason,
             )
-        if post_status and not record.done("final_status"):
-            if status_rank(case.status) < status_rank(CaseStatus.SI_INTG_ERROR):
-                client.post_status_event(
-                    case_id,
-                    case.status or CaseStatus.HUBEE_NOTIFIED,
-                    CaseStatus.SI_INTG_ERROR,
-                    MESSAGES[CaseStatus.SI_INTG_ERROR],
-                    author=AUTHOR,
-                )
-            record = self.dossiers.mark(
-                case_id, "final_status", self.clock(), hubee_status=CaseStatus.SI_INTG_ERROR.value
-            )
+        if post_status and case is not None:
+            record = self._advance(client, case, record, CaseStatus.REFUSED, UNUSABLE_MESSAGE)
         metrics.add_metric(name="DossiersRejected", unit="Count", value=1)
         logger.warning("dossier rejected", extra={"case_id": case_id, "reason": reason})
         if reason not in LEFT_PENDING:
@@ -487,27 +562,74 @@ class IntakeService:
         self._publish(record)
         return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
 
-    def _post_final(
-        self, client: HubeeClient, case: Case, record: DossierRecord, status: CaseStatus
+    def _advance(
+        self, client: HubeeClient, case: Case, record: DossierRecord, target: CaseStatus, message: str
     ) -> DossierRecord:
-        current = case.status
-        if record.done("si_received") and status_rank(current) < status_rank(CaseStatus.SI_RECEIVED):
-            current = CaseStatus.SI_RECEIVED.value  # we posted it in this attempt
-        if status_rank(current) < status_rank(status):
-            client.post_status_event(
-                record.case_id, current or CaseStatus.SI_RECEIVED, status, MESSAGES[status], author=AUTHOR
-            )
-        record = self.dossiers.mark(record.case_id, "final_status", self.clock(), hubee_status=status.value)
-        self.crash_after("final_status")
+        """Post the statuses that bring the case to ``target``, each allowed by HubEE's table, once.
+
+        ``case`` was read in this attempt: statuses it already has (posted by an earlier attempt)
+        are skipped. A refusal (4xx, or a transition the table forbids) is recorded on the dossier
+        and stops every later post for the case until an operator retries it.
+        """
+        if record.done("status_refused"):
+            return record
+        case_id = record.case_id
+        current = case.status or CaseStatus.HUBEE_NOTIFIED.value
+        if not reached(current, target):
+            path = path_to(current, target)
+            status = str(target)
+            try:
+                if path is None:
+                    raise HubeeTransitionRefused(
+                        f"no transition of HubEE's status table leads from {current} to {target}"
+                    )
+                for status in path:
+                    text = message if status == target else MESSAGES[CaseStatus(status)]
+                    client.post_status_event(case_id, current, status, text, author=AUTHOR)
+                    current = status
+                    if status == CaseStatus.SI_RECEIVED:
+                        record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=status)
+                        self.crash_after("si_received")
+            except STATUS_REFUSALS as exc:
+                return self._status_refused(record, current, status, exc)
+        if reached(current, CaseStatus.SI_RECEIVED) and not record.done("si_received"):
+            record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=current)
+            self.crash_after("si_received")
+        if target != CaseStatus.SI_RECEIVED and not record.done("final_status"):
+            final = target.value if current == target else current
+            record = self.dossiers.mark(case_id, "final_status", self.clock(), hubee_status=final)
+            self.crash_after("final_status")
         return record
+
+    def _status_refused(
+        self, record: DossierRecord, current: str, status: str, exc: Exception
+    ) -> DossierRecord:
+        """HubEE refused a status (or its table forbids it): record it, alarm, post nothing more."""
+        refusal = {
+            "status": status,
+            "from": current,
+            "error_code": _error_code(exc),
+            "http_status": getattr(exc, "status", None),
+            "hubee_code": getattr(exc, "hubee_code", None),
+            "at": self.clock().isoformat(),
+        }
+        metrics.add_metric(name="HubeeStatusRefused", unit="Count", value=1)
+        logger.error(
+            "HubEE refused a status: the dossier waits for an operator",
+            extra={"case_id": record.case_id, **{k: v for k, v in refusal.items() if k != "at"}},
+        )
+        return self.dossiers.mark(
+            record.case_id, "status_refused", self.clock(), status_refused=refusal, hubee_status=current
+        )
 
     def _delete_notification(
         self, client: HubeeClient, notification: Notification, record: DossierRecord
     ) -> DossierRecord:
+        if notification.id in record.deleted_notification_ids:
+            return record  # a second queue copy of a notification already acknowledged
         client.delete_notification(notification.id)
-        if not record.done("notification_deleted"):
-            record = self.dossiers.mark(record.case_id, "notification_deleted", self.clock())
-            self.crash_after("notification_deleted")
+        record = self.dossiers.mark_notification_deleted(record.case_id, notification.id, self.clock())
+        self.crash_after("notification_deleted")
         return record
 
     def _publish(self, record: DossierRecord) -> None:
@@ -545,11 +667,23 @@ class IntakeService:
         if record is None:
             return IntakeResult(kind="review_resolved", outcome="gone", case_id=case_id)
         holder = str(message.get("credential_holder") or record.tenant_siret)
+        if message.get("kind") == "status_retry" and record.done("status_refused"):
+            return IntakeResult(kind="status_retry", outcome="still_refused", case_id=case_id)
         if not record.done("final_status"):
-            status = CaseStatus.DONE if record.outcome == "linked" else CaseStatus.REFUSED
-            with self._client(holder) as client:
-                case = client.get_case(case_id)
-                self._post_final(client, case, record, status)
+            if record.outcome == "linked":
+                target, text = CaseStatus.DONE, MESSAGES[CaseStatus.DONE]
+            elif record.outcome == "needs_review":
+                target, text = CaseStatus.SI_RECEIVED, MESSAGES[CaseStatus.SI_RECEIVED]
+            elif record.resolved_by is None and record.reason not in NOT_OURS:
+                target, text = CaseStatus.REFUSED, UNUSABLE_MESSAGE
+            else:
+                target, text = CaseStatus.REFUSED, MESSAGES[CaseStatus.REFUSED]
+            if record.reason not in NOT_OURS or record.resolved_by is not None:
+                with self._client(holder) as client:
+                    case = client.get_case(case_id)
+                    record = self._advance(client, case, record, target, text)
+        if message.get("kind") == "status_retry":
+            return IntakeResult(kind="status_retry", outcome=record.outcome, case_id=case_id)
         record = self.dossiers.get(case_id) or record
         if record.done("review_published"):
             return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
@@ -572,3 +706,9 @@ class IntakeService:
         self.events.publish_many(events)
         self.dossiers.mark(case_id, "review_published", self.clock())
         return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
+
+
+def _error_code(exc: Exception) -> str:
+    """A technical name for a failure: its code when typed, else its class (never its message)."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else type(exc).__name__

@@ -6,6 +6,15 @@
 * Each notification becomes one SQS message (sent in batches of 10) carrying the credential's
   tenants, so that reconcile can check that the dossier's recipient is one of them.
 * Nothing is deleted here: reconcile acknowledges each notification once it is handled.
+* Each notification is queued once: a marker (``qfbridge.store.markers``) holds it "in flight" for
+  the queue's visibility timeout plus a margin, so the next polls skip it while reconcile works on
+  it; a notification still pending after ``stuck_after_polls`` polls is *stuck*: counted in the
+  tenant's ``hubee_stuck_notifications`` and the ``HubeeStuckNotifications`` metric (alarmed).
+* No head-of-line blocking: HubEE has no cursor and lists a pending notification until it is
+  deleted, in no guaranteed order, so notifications left pending take places in every listing.
+  Pages are of ``MAX_RESULT`` (100, as the form itself lists), read while they are full and bring
+  news; when the last page was full, a ``repoll`` message (handled by reconcile, after the batch it
+  follows) polls that credential again at once instead of at the next tick, until a page is short.
 * A failing credential (bad secret, HubEE 5xx) does not stop the others: it is reported through a
   metric, the tenants' ``hubee_status`` and (for an authentication failure) an event.
 """
@@ -27,13 +36,20 @@ import httpx
 from qfbridge.clock import Clock, utc_now
 from qfbridge.hubee import AsyncHubeeClient, HubeeAuthError, HubeeConfig, HubeeCredentials, HubeeError
 from qfbridge.hubee.models import FORMULAIRE_QF, Notification
+from qfbridge.hubee.pager import NotificationPager
 from qfbridge.observability import logger
 from qfbridge.store.events import EventPublisher
+from qfbridge.store.markers import Marker, MarkerRepository
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantRepository
 
 BLOCKING_WORKERS = 10
 SECRETS_PER_BATCH = 20  # BatchGetSecretValue's maximum
+MAX_RESULT = 100
+"""Notifications per listing (HubEE's default is 25; the form itself lists with 100)."""
+MAX_PAGES_PER_POLL = 10
+MAX_REPOLL_HOPS = 60
+MAX_REPOLL_DELAY_S = 60
 
 
 @cache
@@ -59,6 +75,10 @@ class PollReport:
     new_dossiers: int = 0
     events: int = 0
     failed_credentials: list[str] = field(default_factory=list)  # holders' SIRETs
+    in_flight: int = 0
+    """Pending notifications seen but not queued again: already queued, reconcile works on them."""
+    stuck: int = 0
+    repolls: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +87,9 @@ class PollReport:
             "new_dossiers": self.new_dossiers,
             "events": self.events,
             "failed_credentials": len(self.failed_credentials),
+            "in_flight": self.in_flight,
+            "stuck": self.stuck,
+            "repolls": self.repolls,
         }
 
 
@@ -102,6 +125,13 @@ class PollService:
     clock: Clock = utc_now
     credentials_ttl_seconds: float = 3600.0
     monotonic: Callable[[], float] = time.monotonic
+    markers: MarkerRepository | None = None
+    """Without markers every poll queues every pending notification again (tests of the bare poll)."""
+    queued_for_s: float = 420.0
+    """How long a queued notification is left to reconcile: the queue's visibility timeout + margin."""
+    stuck_after_polls: int = 3
+    repoll_delay_s: int = 2
+    wall_clock: Callable[[], float] = time.time
     _credentials: dict[str, tuple[float, TenantCredentials]] = field(default_factory=dict, repr=False)
     """Credentials read in earlier ticks of this execution environment: HubEE secrets change rarely,
     and a refused one is read again at once (``_poll_group``), so a tick reads only new holders'."""
@@ -122,7 +152,16 @@ class PollService:
         )
         return await self.poll_all(tenants)
 
-    async def poll_all(self, tenants: list[Tenant] | None = None) -> PollReport:
+    def repoll(self, message: dict[str, Any]) -> PollReport:
+        """A ``repoll`` message: poll one credential again now that its last batch was queued."""
+        tenants = [t for t in (self.tenants.get(s) for s in message.get("credential_tenants", [])) if t]
+        hop = int(message.get("hop", 1))
+        delay = int(message.get("delay_s", self.repoll_delay_s))
+        return asyncio.run(self.poll_all(tenants, hop=hop, delay_s=delay))
+
+    async def poll_all(
+        self, tenants: list[Tenant] | None = None, *, hop: int = 0, delay_s: int | None = None
+    ) -> PollReport:
         if tenants is None:
             tenants = self.tenants.all()
         groups = group_by_credential(tenants)
@@ -144,7 +183,9 @@ class PollService:
 
             async def guarded(group: CredentialGroup) -> None:
                 async with semaphore:
-                    await self._poll_group(group, by_siret, report, http, prefetched.get(group.holder))
+                    await self._poll_group(
+                        group, by_siret, report, http, prefetched.get(group.holder), hop=hop, delay_s=delay_s
+                    )
 
             await asyncio.gather(*(guarded(group) for group in groups))
         logger.info("hubee poll done", extra=report.as_dict())
@@ -157,20 +198,36 @@ class PollService:
         report: PollReport,
         http: httpx.AsyncClient,
         prefetched: TenantCredentials | None = None,
+        *,
+        hop: int = 0,
+        delay_s: int | None = None,
     ) -> None:
         from qfbridge.observability import metrics
 
+        stuck = 0
         try:
             try:
-                notifications = await self._list_notifications(group, http, prefetched)
+                listed, full = await self._list_notifications(group, http, prefetched)
             except HubeeAuthError:
                 if prefetched is None:
                     raise
                 # A cached secret may have been replaced since (PUT …/credentials): read it again, once.
                 self._credentials.pop(group.holder, None)
-                notifications = await self._list_notifications(group, http, None)
-            if notifications:  # most ticks bring nothing: no thread hop (it would hold a concurrency slot)
-                await asyncio.to_thread(self._enqueue, notifications, group)
+                listed, full = await self._list_notifications(group, http, None)
+            notifications = listed
+            if listed and self.markers is not None:
+                notifications, in_flight, stuck = await asyncio.to_thread(self._claim, listed)
+                report.in_flight += in_flight
+            repoll = None
+            if full and hop < MAX_REPOLL_HOPS:
+                # A full listing may hide newer notifications: poll again as soon as this batch is handled,
+                # sooner when it brought news, later and later while it only shows notifications in flight.
+                delay = self.repoll_delay_s if delay_s is None else delay_s
+                delay = delay if notifications else min(MAX_REPOLL_DELAY_S, max(1, delay) * 2)
+                repoll = {"hop": hop + 1, "delay_s": delay}
+                report.repolls += 1
+            if notifications or repoll:  # most ticks bring nothing: no thread hop (it holds a slot)
+                await asyncio.to_thread(self._enqueue, notifications, group, repoll)
         except HubeeError as exc:
             report.failed_credentials.append(group.holder)
             auth = isinstance(exc, HubeeAuthError)
@@ -193,12 +250,14 @@ class PollService:
         report.notifications += len(notifications)
         report.new_dossiers += sum(1 for n in notifications if n.is_new_dossier)
         report.events += sum(1 for n in notifications if not n.is_new_dossier)
-        if any(_needs_reset(by_siret.get(siret)) for siret in group.sirets):
-            await asyncio.to_thread(self._mark_success, group, by_siret)
+        report.stuck += stuck
+        if any(_needs_reset(by_siret.get(siret), stuck) for siret in group.sirets):
+            await asyncio.to_thread(self._mark_success, group, by_siret, stuck)
 
     async def _list_notifications(
         self, group: CredentialGroup, http: httpx.AsyncClient, secret: TenantCredentials | None
-    ) -> list[Notification]:
+    ) -> tuple[list[Notification], bool]:
+        """The credential's pending FormulaireQF notifications, and whether the last page was full."""
         if secret is None:
             secret = await asyncio.to_thread(self.secrets.read_tenant, group.holder, force_fetch=True)
             self._credentials[group.holder] = (self.monotonic() + self.credentials_ttl_seconds, secret)
@@ -208,13 +267,51 @@ class PollService:
             client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
         )
         notifications: list[Notification] = []
+        full = False
+        pager = NotificationPager(MAX_RESULT, MAX_PAGES_PER_POLL)
         async with AsyncHubeeClient(self.hubee, credentials, http=http) as client:
-            async for notification in client.iter_notifications(FORMULAIRE_QF, 25, True):
-                # Never touch another démarche's notifications (other consumers may share credentials).
-                if notification.process_code not in (None, FORMULAIRE_QF):
-                    continue
-                notifications.append(notification)
-        return notifications
+            while not pager.done:
+                page = await client.list_notifications(FORMULAIRE_QF, MAX_RESULT, True)
+                full = len(page) >= MAX_RESULT
+                for notification in pager.accept(page):
+                    # Never touch another démarche's notifications (other consumers may share credentials).
+                    if notification.process_code not in (None, FORMULAIRE_QF):
+                        continue
+                    notifications.append(notification)
+        return notifications, full
+
+    def _claim(self, listed: list[Notification]) -> tuple[list[Notification], int, int]:
+        """(to queue, seen in flight, stuck): queue what no earlier poll queued, or whose time ran out."""
+        assert self.markers is not None
+        now = self.wall_clock()
+        known = self.markers.get_many(n.id for n in listed)
+        to_queue: list[Notification] = []
+        in_flight = stuck = 0
+        writes: list[Marker] = []
+        for notification in listed:
+            marker = known.get(notification.id)
+            polls = (marker.polls if marker else 0) + 1
+            if polls > self.stuck_after_polls:
+                stuck += 1
+            if marker is not None and marker.in_flight(now):
+                in_flight += 1
+                until = marker.queued_until
+            else:
+                to_queue.append(notification)
+                until = now + self.queued_for_s
+            writes.append(
+                Marker(
+                    notification_id=notification.id,
+                    queued_until=until,
+                    polls=polls,
+                    first_seen=marker.first_seen if marker else now,
+                    case_id=notification.case_id,
+                    acked=marker.acked if marker else False,
+                    deleted=marker.deleted if marker else False,
+                )
+            )
+        self.markers.put_many(writes)
+        return to_queue, in_flight, stuck
 
     async def _prefetch_credentials(self, holders: list[str]) -> dict[str, TenantCredentials]:
         """The holders' secrets, 20 per BatchGetSecretValue call, instead of one GetSecretValue each.
@@ -248,18 +345,31 @@ class PollService:
                 continue
         return found
 
-    def _enqueue(self, notifications: list[Notification], group: CredentialGroup) -> None:
-        for start in range(0, len(notifications), 10):
-            chunk = notifications[start : start + 10]
+    def _enqueue(
+        self, notifications: list[Notification], group: CredentialGroup, repoll: dict[str, Any] | None = None
+    ) -> None:
+        entries: list[dict[str, Any]] = [
+            {"MessageBody": json.dumps(notification_message(n, group), separators=(",", ":"))}
+            for n in notifications
+        ]
+        if repoll is not None:  # last: it follows the batch it polls after
+            body = {
+                "kind": "repoll",
+                "credential_holder": group.holder,
+                "credential_tenants": list(group.sirets),
+                **repoll,
+            }
+            entries.append(
+                {
+                    "MessageBody": json.dumps(body, separators=(",", ":")),
+                    "DelaySeconds": int(repoll["delay_s"]),
+                }
+            )
+        for start in range(0, len(entries), 10):
+            chunk = entries[start : start + 10]
             response = self.sqs.send_message_batch(
                 QueueUrl=self.dossiers_queue_url,
-                Entries=[
-                    {
-                        "Id": str(i),
-                        "MessageBody": json.dumps(notification_message(n, group), separators=(",", ":")),
-                    }
-                    for i, n in enumerate(chunk)
-                ],
+                Entries=[{"Id": str(i), **entry} for i, entry in enumerate(chunk)],
             )
             if response.get("Failed"):
                 # Not sent now, not deleted either: HubEE redelivers it at the next poll.
@@ -267,12 +377,18 @@ class PollService:
                     f"{len(response['Failed'])} notification(s) could not be queued", code="enqueue_failed"
                 )
 
-    def _mark_success(self, group: CredentialGroup, by_siret: dict[str, Tenant]) -> None:
+    def _mark_success(self, group: CredentialGroup, by_siret: dict[str, Tenant], stuck: int = 0) -> None:
         now = self.clock().isoformat()
         for siret in group.sirets:
             tenant = by_siret.get(siret)
-            if tenant and (tenant.hubee_status != "ok" or tenant.hubee_failures):
-                self.tenants.update(siret, hubee_status="ok", hubee_failures=0, hubee_checked_at=now)
+            if tenant and _needs_reset(tenant, stuck):
+                self.tenants.update(
+                    siret,
+                    hubee_status="ok",
+                    hubee_failures=0,
+                    hubee_stuck_notifications=stuck,
+                    hubee_checked_at=now,
+                )
 
     def _mark_failure(
         self, group: CredentialGroup, by_siret: dict[str, Tenant], auth: bool, code: str
@@ -296,6 +412,8 @@ class PollService:
                 )
 
 
-def _needs_reset(tenant: Tenant | None) -> bool:
+def _needs_reset(tenant: Tenant | None, stuck: int = 0) -> bool:
     """Whether a successful poll changes the tenant's HubEE status (else no write is needed)."""
-    return tenant is not None and (tenant.hubee_status != "ok" or tenant.hubee_failures > 0)
+    return tenant is not None and (
+        tenant.hubee_status != "ok" or tenant.hubee_failures > 0 or tenant.hubee_stuck_notifications != stuck
+    )

@@ -55,6 +55,12 @@ class DossierRecord(BaseModel):
     evidence: list[str] = Field(default_factory=list)
     parsed: dict[str, Any] | None = None  # the dossier's data, kept for review; erased with the family
     notification_ids: list[str] = Field(default_factory=list)
+    deleted_notification_ids: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    """Deliveries that took the processing lease (bounded: a case failing again and again ends)."""
+    status_refused: dict[str, Any] | None = None
+    """The status HubEE refused (4xx) and from which status; nothing is posted until it is cleared."""
+    last_status_refusal: dict[str, Any] | None = None
     resolved_by: str | None = None
     expires_at: int | None = None
 
@@ -93,7 +99,7 @@ class DossierRepository:
                     "SET tenant_siret = if_not_exists(tenant_siret, :t), received_at = if_not_exists(received_at, :r), "
                     "outcome = if_not_exists(outcome, :o), tenant_outcome = if_not_exists(tenant_outcome, :to), "
                     "expires_at = if_not_exists(expires_at, :e), steps = if_not_exists(steps, :s), "
-                    "lease_until = :lease, "
+                    "lease_until = :lease, attempts = if_not_exists(attempts, :zero) + :one, "
                     "notification_ids = list_append(if_not_exists(notification_ids, :empty), :n)"
                 ),
                 ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
@@ -109,6 +115,8 @@ class DossierRepository:
                         ":n": [notification_id],
                         ":now": now_ts,
                         ":lease": now_ts + lease_seconds,
+                        ":zero": 0,
+                        ":one": 1,
                     }
                 ),
                 ReturnValues="ALL_NEW",
@@ -132,6 +140,45 @@ class DossierRepository:
             ExpressionAttributeValues=to_dynamo(values),
             ReturnValues="ALL_NEW",
         )
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def mark_notification_deleted(
+        self, case_id: str, notification_id: str, now: dt.datetime
+    ) -> DossierRecord:
+        """Journal the acknowledgement of ``notification_id`` (a second copy then costs no DELETE)."""
+        response = self._table.update_item(
+            Key={"case_id": case_id},
+            UpdateExpression=(
+                "SET #steps.#step = if_not_exists(#steps.#step, :now), "
+                "deleted_notification_ids = list_append(if_not_exists(deleted_notification_ids, :empty), :n)"
+            ),
+            ExpressionAttributeNames={"#steps": "steps", "#step": "notification_deleted"},
+            ExpressionAttributeValues=to_dynamo(
+                {":now": now.isoformat(), ":empty": [], ":n": [notification_id]}
+            ),
+            ReturnValues="ALL_NEW",
+        )
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def clear_status_refusal(self, case_id: str, now: dt.datetime, actor: str) -> DossierRecord | None:
+        """An operator asks to post the refused status again: the refusal moves to ``last_status_refusal``.
+
+        ``None`` when the dossier has no refusal recorded (nothing to retry).
+        """
+        try:
+            response = self._table.update_item(
+                Key={"case_id": case_id},
+                UpdateExpression=(
+                    "SET last_status_refusal = status_refused, status_retry_by = :actor, status_retry_at = :now "
+                    "REMOVE status_refused, #steps.#step"
+                ),
+                ConditionExpression="attribute_exists(#steps.#step)",
+                ExpressionAttributeNames={"#steps": "steps", "#step": "status_refused"},
+                ExpressionAttributeValues=to_dynamo({":actor": actor, ":now": now.isoformat()}),
+                ReturnValues="ALL_NEW",
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return None
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
     def mark_once(

@@ -32,6 +32,8 @@ class Tenant(BaseModel):
     has_credentials: bool = False
     hubee_status: HubeeStatus = "unknown"
     hubee_failures: int = 0
+    hubee_stuck_notifications: int = 0
+    """Notifications of the tenant's HubEE credential pending for longer than a few polls."""
     refresh_status: RefreshStatus = "no_token"
     token_alerts_sent: list[str] = Field(default_factory=list)
     created_at: str | None = None
@@ -44,6 +46,8 @@ class Tenant(BaseModel):
             return "awaiting_credentials"
         if self.hubee_status == "auth_failed":
             return "hubee_auth_failed"
+        if self.hubee_stuck_notifications:
+            return "hubee_notifications_stuck"
         if self.refresh_status in ("token_expired", "forbidden"):
             return f"api_particulier_{self.refresh_status}"
         return "active"
