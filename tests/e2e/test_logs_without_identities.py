@@ -99,9 +99,7 @@ def test_the_demo_logs_no_name_birth_date_or_qf_under_lambdas_root_logger(
     # Then records were emitted (libraries included), and none carries a name, a birth date or a QF
     assert seen
     names = {n.upper() for n in names if len(n) >= 4}
-    date_forms = {d for d in dates if d} | {
-        dt.date.fromisoformat(d).strftime("%d/%m/%Y") for d in dates if d
-    }
+    date_forms = {d for d in dates if d} | {dt.date.fromisoformat(d).strftime("%d/%m/%Y") for d in dates if d}
     qf_pattern = re.compile(r"\b(" + "|".join(str(v) for v in sorted(qf_values)) + r")\b")
     hits = []
     for record in seen:

@@ -63,7 +63,9 @@ def test_reconcile_leaves_room_for_two_worst_case_hubee_calls_per_record() -> No
 
 def test_hubee_poll_fits_a_worst_case_hubee_call() -> None:
     timeout, _ = _function("HubeePollFunction")
-    assert HubeeConfig(api_url="https://a.example", token_url="https://a.example/t").worst_case_call_s <= timeout
+    assert (
+        HubeeConfig(api_url="https://a.example", token_url="https://a.example/t").worst_case_call_s <= timeout
+    )
 
 
 def test_worst_case_counts_every_attempt_and_backoff() -> None:
