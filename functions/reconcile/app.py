@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     dossiers_visibility_timeout_seconds: int = Field(default=360, ge=30, le=43200)
     poll_stuck_after_polls: int = Field(default=3, ge=1, le=1000)
     poll_repoll_delay_seconds: int = Field(default=2, ge=0, le=900)
+    dossiers_max_receive_count: int = Field(default=5, ge=1, le=1000)
 
     def hubee_config(self) -> HubeeConfig:
         from qfbridge.hubee import HubeeConfig
@@ -146,7 +147,23 @@ class LoggedBatchProcessor(BatchProcessor):
         )
         if not isinstance(exc, NotStarted):
             metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
+        _release_if_leaving(record)
         return super().failure_handler(record, exception)
+
+
+def _release_if_leaving(record: Any) -> None:
+    """A message failing its last receive goes to the DLQ: the next poll may queue its notification again."""
+    try:
+        receives = int(record.attributes.approximate_receive_count)
+        if receives < Settings().dossiers_max_receive_count:  # type: ignore[call-arg]
+            return
+        notification_id = (json.loads(record.body).get("notification") or {}).get("id")
+        if notification_id:
+            service().markers.release(str(notification_id))  # type: ignore[union-attr]
+    except Exception as exc:  # the DLQ and its alarm still hold the message
+        logger.warning(
+            "could not release the notification's marker", extra={"error_code": type(exc).__name__}
+        )
 
 
 @tracer.capture_method(capture_response=False)

@@ -107,3 +107,12 @@ def test_a_record_is_not_started_without_the_time_to_finish_it(monkeypatch: pyte
     with pytest.raises(app.NotStarted):
         app.record_handler(record, _Context(budget_ms - 1))
     assert handled == []
+
+
+def test_the_in_flight_markers_follow_the_dossiers_queue() -> None:
+    queue = RESOURCES["DossiersQueue"]["Properties"]
+    for function in ("HubeePollFunction", "ReconcileFunction"):
+        _, variables = _function(function)
+        assert int(variables["dossiers_visibility_timeout_seconds"]) == int(queue["VisibilityTimeout"])
+    _, variables = _function("ReconcileFunction")
+    assert int(variables["dossiers_max_receive_count"]) == int(queue["RedrivePolicy"]["maxReceiveCount"])

@@ -561,6 +561,9 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         # tenants listed (index by_kind), hubee_status updated
         ("dynamodb:Query", "TenantsTable/index/*"),
         ("dynamodb:UpdateItem", "TenantsTable"),
+        # per-notification markers (queued once, stuck ones counted), outside every index
+        ("dynamodb:BatchGetItem", "DossiersTable"),
+        ("dynamodb:BatchWriteItem", "DossiersTable"),
         ("sqs:SendMessage", "DossiersQueue"),
         ("secretsmanager:GetSecretValue", TENANT_SECRETS),
         ("secretsmanager:BatchGetSecretValue", "*"),
@@ -578,8 +581,12 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         *own_logs("ReconcileLogGroup"),
         *consumes("DossiersQueue"),
         ("dynamodb:GetItem", "TenantsTable"),
+        ("dynamodb:UpdateItem", "TenantsTable"),  # a repoll updates the credential's tenants' status
         ("dynamodb:GetItem", "DossiersTable"),
         ("dynamodb:UpdateItem", "DossiersTable"),
+        ("dynamodb:BatchGetItem", "DossiersTable"),  # a repoll reads and writes the markers
+        ("dynamodb:BatchWriteItem", "DossiersTable"),
+        ("sqs:SendMessage", "DossiersQueue"),  # a repoll queues what it found
         *{
             (a, "FamiliesTable")
             for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")

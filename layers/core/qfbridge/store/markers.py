@@ -91,6 +91,18 @@ class MarkerRepository:
                     item["marker_case_id"] = marker.case_id
                 batch.put_item(Item=item)
 
+    def release(self, notification_id: str) -> None:
+        """No longer in flight (its message leaves the queue for the DLQ): the next poll queues it again."""
+        try:
+            self._table.update_item(
+                Key={"case_id": PREFIX + notification_id},
+                UpdateExpression="SET queued_until = :zero",
+                ConditionExpression="attribute_exists(case_id)",
+                ExpressionAttributeValues={":zero": 0},
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return
+
     def flag(self, notification_id: str, name: str) -> None:
         """Record ``acked`` or ``deleted`` (reconcile), creating the marker if a copy arrived without one."""
         if name not in ("acked", "deleted"):
