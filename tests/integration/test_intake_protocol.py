@@ -482,13 +482,14 @@ def test_a_dossier_failing_for_no_dossier_reason_ends_after_bounded_attempts(
     # Then it was tried a bounded number of times, then rejected, the usager told, acknowledged
     record = record_of(runtime, case.case_id)
     assert record is not None and record.outcome == "rejected" and record.reason == "unprocessable"
-    assert record.attempts == 3
+    # (the 1st attempt parsed and recorded the dossier before failing: progress, not counted)
+    assert record.failures == 3 and record.attempts == 4
     assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "REFUSED"]
     assert case.notification_id not in hubee.pending_notification_ids()
     assert runtime.queue_depth("DossiersDeadLetterQueue") == 0
     assert [e["case_id"] for e in published.of("dossier.rejected")] == [case.case_id]
-    # 3 attempts reading the case + 1 reading it before the statuses, 1 download, 2 statuses, the CLOSED event's 2
-    assert sum(hubee.calls_by_case(case.case_id).values()) <= 4 + 1 + 2 + 2
+    # 4 attempts reading the case + 1 reading it before the statuses, 1 download, 2 statuses, the CLOSED event's 2
+    assert sum(hubee.calls_by_case(case.case_id).values()) <= 5 + 1 + 2 + 2
 
 
 def test_bytes_damaged_once_in_transit_are_downloaded_again(

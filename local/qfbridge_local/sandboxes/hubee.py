@@ -426,6 +426,13 @@ class HubeeSandbox:
         with self._lock:
             self._clock_offset += seconds
 
+    def revoke_tokens(self) -> int:
+        """HubEE revokes every access token it issued (as on a key rotation): the next calls get 401."""
+        with self._lock:
+            revoked = len(self._tokens)
+            self._tokens.clear()
+            return revoked
+
     def set_attachment_status(self, case_id: str, attachment_id: str, status: str) -> None:
         """E.g. ``REJECTED`` or ``CORRUPTED``: such attachments are listed but cannot be downloaded."""
         if status not in _ATTACHMENT_STATUSES:

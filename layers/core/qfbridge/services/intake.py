@@ -22,7 +22,8 @@ That is five HubEE calls for a new dossier. An event notification (the form's CL
 GET event, PATCH it RECEIVED, DELETE the notification.
 
 An error that is not a dossier error (a DynamoDB refusal, a bug) fails the message, to be retried;
-on the ``POISON_ATTEMPTS``-th attempt of a case it ends instead: the dossier is recorded
+on the ``POISON_ATTEMPTS``-th such failure of a case that made no progress (no journal step
+recorded by the attempt) it ends instead: the dossier is recorded
 ``rejected: unprocessable``, the usager told (``REFUSED``), the notification deleted and
 ``dossier.rejected`` published. Transient HubEE failures do not count: they end when HubEE recovers.
 """
@@ -86,7 +87,8 @@ XML_FALLBACK_ERRORS = frozenset(
 )
 """JSON failures the intact XML twin rescues: bytes that cannot be read as the JSON they should be."""
 POISON_ATTEMPTS = 3
-"""Attempts of a case ending in an untyped error before it is rejected (the queue allows 5)."""
+"""Attempts of a case ending in an untyped error without recording any step, before it is rejected
+(the queue allows 5 receives; an attempt that records a step before failing does not count)."""
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     DossierBusy,
     HubeeServerError,
@@ -249,10 +251,14 @@ class IntakeService:
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
-            if record.attempts < POISON_ATTEMPTS:
+            # An attempt that recorded a step made progress (a crash between two steps): not poison.
+            current = self.dossiers.get(case_id)
+            progressed = current is not None and len(current.steps) > len(record.steps)
+            failures = 0 if progressed else self.dossiers.count_failure(case_id)
+            if failures < POISON_ATTEMPTS:
                 logger.warning(
                     "dossier attempt failed, to be retried",
-                    extra={"case_id": case_id, "error_code": _error_code(exc), "attempt": record.attempts},
+                    extra={"case_id": case_id, "error_code": _error_code(exc), "failures": failures},
                 )
                 raise
             return self._give_up(client, notification, case_id, exc)

@@ -57,7 +57,9 @@ class DossierRecord(BaseModel):
     notification_ids: list[str] = Field(default_factory=list)
     deleted_notification_ids: list[str] = Field(default_factory=list)
     attempts: int = 0
-    """Deliveries that took the processing lease (bounded: a case failing again and again ends)."""
+    """Deliveries that took the processing lease."""
+    failures: int = 0
+    """Attempts that failed for no dossier reason without progress (bounded: such a case ends)."""
     status_refused: dict[str, Any] | None = None
     """The status HubEE refused (4xx) and from which status; nothing is posted until it is cleared."""
     last_status_refusal: dict[str, Any] | None = None
@@ -141,6 +143,16 @@ class DossierRepository:
             ReturnValues="ALL_NEW",
         )
         return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def count_failure(self, case_id: str) -> int:
+        """One more attempt failed without progress; returns how many did."""
+        response = self._table.update_item(
+            Key={"case_id": case_id},
+            UpdateExpression="SET failures = if_not_exists(failures, :zero) + :one",
+            ExpressionAttributeValues={":zero": 0, ":one": 1},
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(response["Attributes"]["failures"])
 
     def mark_notification_deleted(
         self, case_id: str, notification_id: str, now: dt.datetime
