@@ -170,10 +170,16 @@ class LocalRuntime:
 
     def poll(self) -> Any:
         """One tick of ``PollIntervalMinutes``: hubee_poll's schedule, then refresh_dispatch's
-        (two schedules on AWS, firing together); their results merged (``poll`` and ``refresh``)."""
+        (two schedules on AWS, firing together); their results merged (``poll`` and ``refresh``).
+
+        The dispatch fires even when the poll fails, as its own schedule does on AWS.
+        """
         assert self.triggers is not None
-        polled = self.triggers.fire_schedule(POLL_FUNCTION)
-        return {**polled, **self.dispatch_refreshes()}
+        try:
+            polled = self.triggers.fire_schedule(POLL_FUNCTION)
+        finally:
+            dispatched = self.dispatch_refreshes()
+        return {**polled, **dispatched}
 
     def dispatch_refreshes(self) -> Any:
         assert self.triggers is not None

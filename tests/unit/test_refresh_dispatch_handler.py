@@ -53,3 +53,22 @@ def test_the_deadline_margin_leaves_the_function_most_of_its_timeout() -> None:
     app = load_handler()
     function = load_template(DEFAULT_TEMPLATE)["Resources"]["RefreshDispatchFunction"]["Properties"]
     assert int(function["Timeout"]) * 1000 >= app.STOP_WITH_REMAINING_MS * 4
+
+
+def test_a_failing_poll_does_not_starve_the_refresh_dispatch_on_the_laptop_runtime() -> None:
+    from qfbridge_local.runtime import LocalRuntime
+
+    fired: list[str] = []
+
+    class Triggers:
+        def fire_schedule(self, function: str, name: str | None = None) -> dict[str, Any]:
+            fired.append(function)
+            if function == "HubeePollFunction":
+                raise TimeoutError("HubEE did not answer")
+            return {"refresh": {"enqueued": 3}}
+
+    runtime = LocalRuntime()
+    runtime.triggers = Triggers()  # type: ignore[assignment]
+    with pytest.raises(TimeoutError):
+        runtime.poll()
+    assert fired == ["HubeePollFunction", "RefreshDispatchFunction"]
