@@ -26,7 +26,7 @@ from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-ORDER = ["cold_start", "package_size", "intake", "poll", "matching", "refresh"]
+ORDER = ["cold_start", "package_size", "intake", "poll", "hubee_burst", "matching", "refresh"]
 SECTION_TIMEOUT = 900
 
 
@@ -143,6 +143,29 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             f" = {steady.get('floor_seconds')} s"
             if steady
             else poll.get("error", "not run"),
+        )
+    )
+
+    burst = results.get("hubee_burst", {})
+    budgets.append(
+        Budget.at_most(
+            "hubee_burst.calls_per_new_dossier",
+            burst.get("burst", {}).get("calls_per_new_dossier"),
+            5.2,
+            f"× 1 HubEE call; {burst['burst']['dossiers']} dossiers in 3 waves, every token revoked mid-burst, "
+            "listings included, tokens excluded (the protocol's floor: 5)"
+            if "burst" in burst
+            else burst.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "hubee_burst.poll_ticks_to_drain_1000",
+            burst.get("drain", {}).get("ticks") if not burst.get("drain", {}).get("not_taken_in") else None,
+            3.0,
+            f"× 1 scheduled tick; {burst['drain']['dossiers']} dossiers pending for one credential"
+            if "drain" in burst
+            else burst.get("error", "not run"),
         )
     )
 

@@ -60,6 +60,12 @@ def poll() -> dict[str, Any]:
     return _with_moto_process(poll_cycle.run)
 
 
+def hubee_burst() -> dict[str, Any]:
+    from bench import hubee_burst as module
+
+    return _with_moto_process(module.run)
+
+
 def matching() -> dict[str, Any]:
     from bench import matching as module
 
@@ -100,6 +106,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "package_size": package_size,
     "intake": intake,
     "poll": poll,
+    "hubee_burst": hubee_burst,
     "matching": matching,
     "refresh": refresh,
 }
