@@ -1,9 +1,12 @@
 """Package size: the layer and each function's package after ``sam build``, unzipped and zipped.
 
-``sam build`` runs into a temporary directory with the SAM CLI of ``.venv-sam`` (``make sam-check``
-installs it), so that the figures are those of the code as it is now. Without the SAM CLI, or if
-the build fails (it installs the layer's requirements for arm64 from PyPI), the last
-``.aws-sam/build`` is measured instead and the result says so.
+Always a build into a temporary directory, so that the figures are those of the code as it is now
+(never a stale ``.aws-sam/build``): ``sam build`` with the SAM CLI of ``.venv-sam`` (``make
+sam-check`` installs it) or ``sam`` on the PATH; without it, what SAM's Python builder does for the
+layer — ``pip install --target`` of the layer's requirements for arm64 and Python 3.13, beside a copy
+of its sources — and a copy of each function's code directory. When neither can build (no SAM CLI
+and the arm64 wheels out of reach of pip), the result says "not measured" and why: the budget is
+then reported as not measured, not as failed.
 
 Budget: Lambda's hard limit of 250 MB unzipped for a function and all its layers; the value is the
 layer plus the largest function package over that limit.
@@ -31,7 +34,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SAM = REPO / ".venv-sam" / "bin" / "sam"
 TEMPLATE = REPO / "infra" / "template.yaml"
-FALLBACK = REPO / ".aws-sam" / "build"
+LAYER_SOURCE = REPO / "layers" / "core"
+FUNCTIONS_SOURCE = REPO / "functions"
 LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024
 MB = 1024 * 1024
 LOCK = REPO / "layers" / "core" / "requirements.txt"
@@ -99,15 +103,22 @@ def _python313_dir() -> str | None:
     return str(Path(found).parent) if found else None
 
 
+def _sam() -> str | None:
+    if SAM.is_file():
+        return str(SAM)
+    return shutil.which("sam")
+
+
 def _sam_build(build_dir: Path) -> tuple[bool, str]:
-    if not SAM.is_file():
+    sam = _sam()
+    if sam is None:
         return False, "SAM CLI not installed (make sam-check installs it in .venv-sam)"
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0"}
     python_dir = _python313_dir()
     if python_dir:
         env["PATH"] = python_dir + os.pathsep + env.get("PATH", "")
     completed = subprocess.run(
-        [str(SAM), "build", "-t", str(TEMPLATE), "--build-dir", str(build_dir)],
+        [sam, "build", "-t", str(TEMPLATE), "--build-dir", str(build_dir)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -120,15 +131,46 @@ def _sam_build(build_dir: Path) -> tuple[bool, str]:
     return True, "sam build (fresh)"
 
 
+def _pip_build(build_dir: Path) -> tuple[bool, str]:
+    """The layer as SAM's Python builder makes it (sources + requirements for arm64 under python/,
+    as Lambda mounts it on /opt), and each function's code directory copied as is."""
+    layer = build_dir / "CoreLayer" / "python"
+    shutil.copytree(LAYER_SOURCE, layer, ignore=shutil.ignore_patterns("__pycache__", "requirements*.txt"))
+    completed = subprocess.run(
+        [
+            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+            "-r", str(LAYER_SOURCE / "requirements.txt"), "--target", str(layer),
+            "--platform", "manylinux2014_aarch64", "--implementation", "cp",
+            "--python-version", "3.13", "--only-binary=:all:",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    if completed.returncode != 0:
+        errors = [line for line in completed.stderr.splitlines() if line.startswith("ERROR")]
+        return False, "pip could not install the layer for arm64: " + (errors or ["?"])[-1][:300]
+    for code in sorted(FUNCTIONS_SOURCE.iterdir()):
+        if code.is_dir() and (code / "app.py").is_file():
+            shutil.copytree(code, build_dir / code.name, ignore=shutil.ignore_patterns("__pycache__"))
+    return True, "pip install --target for arm64 (no SAM CLI), fresh"
+
+
 def run() -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="qfbridge-bench-sam-"))
     try:
         started = time.perf_counter()
-        built, source = _sam_build(workdir / "build")
+        build_dir = workdir / "build"
+        built, source = _sam_build(build_dir)
+        if not built:
+            shutil.rmtree(build_dir, ignore_errors=True)
+            pip_built, pip_source = _pip_build(build_dir)
+            if not pip_built:
+                return {"measured": False, "reason": f"{source}; {pip_source}"}
+            source = pip_source
         build_seconds = time.perf_counter() - started
-        build_dir = workdir / "build" if built else FALLBACK
-        if not build_dir.is_dir():
-            return {"error": f"{source}; and no {FALLBACK.relative_to(REPO)} to measure"}
         layer = build_dir / "CoreLayer"
         functions = {d.name: d for d in sorted(build_dir.iterdir()) if d.is_dir() and d.name != "CoreLayer"}
         layer_unzipped = _unzipped(layer)
@@ -138,8 +180,8 @@ def run() -> dict[str, Any]:
         }
         largest = max((s["unzipped_bytes"] for s in function_sizes.values()), default=0)
         return {
-            "source": source if built else f"{source} — measured the last .aws-sam/build instead",
-            "fresh": built,
+            "measured": True,
+            "source": source,
             "build_seconds": round(build_seconds, 1),
             "layer": {
                 "unzipped_mb": round(layer_unzipped / MB, 2),
