@@ -8,12 +8,12 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
 from qfbridge.api.dependencies import ApiDependencies, configure
 from qfbridge.api.resolver import app
 from qfbridge.observability import logger, metrics, tracer
 from qfbridge.services.editor import EditorService
+from qfbridge.settings import BaseSettings
 from qfbridge.store.audit import AuditTrail
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository

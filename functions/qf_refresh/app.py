@@ -15,16 +15,16 @@ import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
+from qfbridge.batch import process_partial_response
 from qfbridge.observability import logger, metrics, tracer
+from qfbridge.settings import BaseSettings
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from qfbridge.batch import SqsRecord
     from qfbridge.services.refresh import RefreshService
 
 
@@ -81,7 +81,7 @@ def sqs() -> Any:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
+def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
     from qfbridge.services.refresh import RetryLater
 
     attempt = int(record.attributes.approximate_receive_count or "1")
@@ -107,8 +107,4 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    # One processor per invocation: it holds the batch's state, and invocations must not share it.
-    processor = BatchProcessor(event_type=EventType.SQS)
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    return process_partial_response(event, record_handler, context)

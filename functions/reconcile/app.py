@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
 from qfbridge.observability import logger, metrics, tracer
+from qfbridge.settings import BaseSettings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse

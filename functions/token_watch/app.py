@@ -5,9 +5,8 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from pydantic_settings import BaseSettings
-
 from qfbridge.observability import logger, metrics, tracer
+from qfbridge.settings import BaseSettings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext

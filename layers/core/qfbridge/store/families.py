@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.reconcile.matching import blocking_keys_for_family
 from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
 HISTORY_LIMIT = 60  # five years of monthly refreshes
@@ -44,6 +43,10 @@ def blocking_sk(birthdate: str, user_id: str) -> str:
 
 def blocking_dates(family: Family) -> set[str]:
     """The family's blocking keys: its members' birth dates and its parents' name keys."""
+    # Imported here: the matcher (its models, rapidfuzz) is for the functions that write the
+    # directory or match; hubee_poll and qf_refresh read families and never load it.
+    from qfbridge.reconcile.matching import blocking_keys_for_family
+
     return blocking_keys_for_family(family)
 
 

@@ -1,0 +1,150 @@
+"""The handlers' own plumbing: SQS partial batch responses, settings from the environment, and
+what a cold request imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import Field, ValidationError
+
+from qfbridge.batch import BatchProcessingError, SqsRecord, process_partial_response
+from qfbridge.settings import BaseSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _event(*bodies: str) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": f"m{i}",
+                "receiptHandle": f"rh{i}",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "3"},
+            }
+            for i, body in enumerate(bodies)
+        ]
+    }
+
+
+def test_only_failed_records_are_reported() -> None:
+    seen: list[str] = []
+
+    def handler(record: SqsRecord) -> None:
+        seen.append(record.body)
+        if record.body == "bad":
+            raise RuntimeError("boom")
+
+    response = process_partial_response(_event("ok", "bad", "ok2"), handler)
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    assert seen == ["ok", "bad", "ok2"]  # a failure does not stop the batch's other records
+
+
+def test_a_batch_where_every_record_failed_fails_the_invocation() -> None:
+    def handler(record: SqsRecord) -> None:
+        raise ValueError(record.message_id)
+
+    with pytest.raises(BatchProcessingError) as failure:
+        process_partial_response(_event("a", "b"), handler)
+    assert [str(e) for e in failure.value.exceptions] == ["m0", "m1"]
+
+
+def test_the_record_and_the_context_reach_the_handler() -> None:
+    received: list[tuple[str, str | None, str, object]] = []
+    context = object()
+
+    def handler(record: SqsRecord, lambda_context: object) -> None:
+        received.append(
+            (record.receipt_handle, record.attributes.approximate_receive_count, record.body, lambda_context)
+        )
+
+    assert process_partial_response(_event("x"), handler, context) == {"batchItemFailures": []}
+    assert received == [("rh0", "3", "x", context)]
+
+
+class _Settings(BaseSettings):
+    tenants_table: str
+    poll_concurrency: int = Field(default=20, ge=1, le=200)
+    dossiers_queue_url: str | None = None
+
+
+def test_settings_read_the_environment_case_insensitively(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENANTS_TABLE", "tenants")
+    monkeypatch.setenv("POLL_CONCURRENCY", "7")
+    monkeypatch.delenv("DOSSIERS_QUEUE_URL", raising=False)
+
+    settings = _Settings()  # type: ignore[call-arg]
+
+    assert (settings.tenants_table, settings.poll_concurrency, settings.dossiers_queue_url) == (
+        "tenants",
+        7,
+        None,
+    )
+    assert _Settings(tenants_table="given").tenants_table == "given"  # explicit values win
+
+
+def test_settings_refuse_a_missing_or_invalid_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TENANTS_TABLE", raising=False)
+    with pytest.raises(ValidationError, match="tenants_table"):
+        _Settings()  # type: ignore[call-arg]
+    monkeypatch.setenv("TENANTS_TABLE", "tenants")
+    monkeypatch.setenv("POLL_CONCURRENCY", "0")
+    with pytest.raises(ValidationError, match="poll_concurrency"):
+        _Settings()  # type: ignore[call-arg]
+
+
+_FIRST_REQUEST = """
+import inspect, json, sys
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import app
+for name, value in sorted(vars(app).items()):
+    if callable(value) and hasattr(value, "cache_info") and getattr(value, "__module__", "") == "app":
+        if not inspect.signature(value).parameters:
+            value()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+_COSTLY = {
+    # pydantic-settings: the handlers read flat environment variables (qfbridge.settings)
+    "all": ("pydantic_settings",),
+    # the matcher (rapidfuzz, its models): for the functions that match or write the directory
+    "hubee_poll": ("qfbridge.reconcile.matching", "rapidfuzz"),
+    # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
+    "qf_refresh": ("qfbridge.reconcile.matching", "rapidfuzz", "aws_lambda_powertools.utilities.batch"),
+}
+
+
+@pytest.mark.parametrize("function", ["hubee_poll", "reconcile", "qf_refresh", "api", "token_watch"])
+def test_a_cold_request_does_not_import_what_it_does_not_use(function: str) -> None:
+    """Import and wiring of each handler, as its first request pays them (docs/performance.md)."""
+    env = {
+        **os.environ,
+        "AWS_REGION": "eu-west-3",
+        "AWS_DEFAULT_REGION": "eu-west-3",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    from qfbridge_local.template import resolve_stack
+
+    stack = resolve_stack(endpoint="https://example.invalid")
+    spec = next(s for s in stack.functions.values() if s.code_uri.name == function)
+    env |= {k: v for k, v in spec.environment.items() if k != "AWS_ENDPOINT_URL"}
+    completed = subprocess.run(
+        [sys.executable, "-c", _FIRST_REQUEST, str(spec.code_uri), str(REPO / "layers" / "core")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = set(json.loads(completed.stdout.strip().splitlines()[-1]))
+    for module in _COSTLY["all"] + _COSTLY.get(function, ()):
+        assert module not in loaded, f"{function} imports {module} on its first request"
