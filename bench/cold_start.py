@@ -122,38 +122,15 @@ print(json.dumps({"import_ms": (time.perf_counter() - started) * 1000,
 )
 
 
-RUNTIME_PROVIDED = ("boto3",)
-"""Lambda's Python runtime provides boto3 (and botocore, s3transfer, jmespath…) beside the layer."""
-
-
 def layer_modules() -> list[str]:
-    """Top-level modules of the distributions the layer ships (its requirements and their
-    dependencies, extras included) and of the boto3 the runtime provides."""
+    """Top-level modules of the distributions the layer ships: its lock (``requirements.txt``) pins
+    every one of them, transitive ones and boto3 included."""
     from importlib import metadata
 
-    from packaging.requirements import Requirement
-
-    lines = (LAYER / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    pending = [Requirement(line.split("#")[0].strip()) for line in lines if line.split("#")[0].strip()]
-    pending += [Requirement(name) for name in RUNTIME_PROVIDED]
-    seen: set[tuple[str, tuple[str, ...]]] = set()
-    distributions: set[str] = set()
-    while pending:
-        requirement = pending.pop()
-        name = requirement.name.lower().replace("_", "-")
-        if (name, tuple(sorted(requirement.extras))) in seen:
-            continue
-        seen.add((name, tuple(sorted(requirement.extras))))
-        try:
-            distribution = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        distributions.add(name)
-        for text in distribution.requires or []:
-            dependency = Requirement(text)
-            extras = list(requirement.extras) or [""]
-            if dependency.marker is None or any(dependency.marker.evaluate({"extra": e}) for e in extras):
-                pending.append(dependency)
+    lock = (LAYER / "requirements.txt").read_text(encoding="utf-8")
+    distributions = {
+        name.lower().replace("_", "-") for name in re.findall(r"^([A-Za-z0-9_.-]+)==", lock, re.M)
+    }
     return sorted(
         module
         for module, names in metadata.packages_distributions().items()
