@@ -83,6 +83,7 @@ def refresh() -> dict[str, Any]:
         attribute_invocations(counter)
         result: dict[str, Any] = campaign.run()
         tally = counter.tally
+    result.update(_refresh_floor(result))
     calls = int(result.get("requests") or 0)
     result["aws"] = {
         "requests_by_function": {
@@ -99,6 +100,21 @@ def refresh() -> dict[str, Any]:
         "api_particulier_calls": calls,
     }
     return result
+
+
+def _refresh_floor(result: dict[str, Any]) -> dict[str, Any]:
+    """The campaign's floor, measured right after it on the same machine (``bench.refresh_floor``)."""
+    from bench import refresh_floor
+
+    tenants = list(result.get("per_tenant", {}).values())
+    if not tenants:
+        return {}
+    floor = refresh_floor.run([t["budget_rps"] for t in tenants], [t["calls"] for t in tenants])
+    summed = floor["summed_achieved_rps"]
+    return {
+        "floor": floor,
+        "ratio_to_floor": round(result["summed_achieved_rps"] / summed, 3) if summed else None,
+    }
 
 
 SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
