@@ -212,6 +212,11 @@ class RequestCounter:
             self.tally.invocations.setdefault(function, []).append(duration_ms)
 
 
+def current_function() -> str:
+    """The function the current request is attributed to (``HARNESS`` outside an invocation)."""
+    return _current.get()
+
+
 @contextmanager
 def attributed_to(function: str) -> Iterator[None]:
     token = _current.set(function)
