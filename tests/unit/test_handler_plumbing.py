@@ -118,10 +118,13 @@ _COSTLY = {
     "hubee_poll": ("qfbridge.reconcile.matching", "rapidfuzz"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
     "qf_refresh": ("qfbridge.reconcile.matching", "rapidfuzz", "aws_lambda_powertools.utilities.batch"),
+    "refresh_dispatch": ("qfbridge.reconcile.matching", "rapidfuzz"),
 }
 
 
-@pytest.mark.parametrize("function", ["hubee_poll", "reconcile", "qf_refresh", "api", "token_watch"])
+@pytest.mark.parametrize(
+    "function", ["hubee_poll", "reconcile", "qf_refresh", "refresh_dispatch", "api", "token_watch"]
+)
 def test_a_cold_request_does_not_import_what_it_does_not_use(function: str) -> None:
     """Import and wiring of each handler, as its first request pays them (docs/performance.md)."""
     env = {
