@@ -22,6 +22,7 @@ import pytest
 
 from qfbridge.domain.errors import DossierError
 from qfbridge.hubee import PROCESS_TOKEN_CACHE, Download, HubeeClient, HubeeConfig, HubeeCredentials
+from qfbridge.services.editor import TenantConfig
 from qfbridge.services.intake import verify_download
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository
@@ -564,26 +565,55 @@ def test_a_tenant_with_failing_credentials_does_not_stop_the_others(
     assert [a["tenant_siret"] for a in alerts] == [TOWN_A.siret]
 
 
-def test_a_dossier_for_a_recipient_outside_the_credential_is_rejected_and_attached_to_no_family(
+def test_a_dossier_for_a_collectivite_not_onboarded_is_kept_then_processed_once_it_is(
     runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
 ) -> None:
-    # Given a credential whose HubEE subscription also serves town X, which is not one of its tenants,
-    # and a family known to tenant A depositing its dossier for X
+    # Given a credential whose HubEE subscription also serves town X, which is not a tenant yet,
+    # and a household depositing its dossier for X (HubEE notifies a case once: deleting it unread
+    # would lose it for good)
     onboard(runtime, hubee, TOWN_A, "client-a", also_serves=(TOWN_X,))
     household = households(1, seed=28)[0]
     family_in_directory(runtime, TOWN_A, household)
     case = deposit(hubee, TOWN_X, household)
-    # When the poll runs and reconcile handles it
-    runtime.poll()
-    runtime.drain()
-    # Then it is rejected as foreign, linked to no family, and no status is posted on that case
+    # When two polls run and reconcile handles what they queue
+    for _ in range(2):
+        runtime.poll()
+        runtime.drain()
+    # Then the dossier is kept under X, awaiting its onboarding: nothing downloaded, no status, no
+    # family touched, and its notification no longer takes a place in the listing
     record = record_of(runtime, case.case_id)
-    assert record is not None and record.outcome == "rejected" and record.reason == "foreign_recipient"
+    assert record is not None and record.outcome == "awaiting_onboarding"
+    assert record.tenant_siret == TOWN_X.siret and record.awaiting_holder == TOWN_A.siret
     assert record.user_id is None and record.parsed is None
     assert qf_of(runtime, TOWN_A, household) is None
     assert hubee.status_events(case.case_id) == []
     assert hubee.calls_by_case(case.case_id)[GET_ATTACHMENT] == 0
-    assert published.kinds_for_case(case.case_id) == Counter({"dossier.rejected": 1})
+    assert case.notification_id not in hubee.pending_notification_ids()
+    assert published.kinds_for_case(case.case_id) == Counter()
+    # ... and A's own dossiers still flow meanwhile
+    own = deposit(hubee, TOWN_A, households(1, seed=29)[0])
+    runtime.poll()
+    runtime.drain()
+    assert record_of(runtime, own.case_id) is not None
+
+    # When X is onboarded through the editor API, under the same delegated credential, with the
+    # family in its directory
+    editor = runtime.editor_service()
+    editor.put_tenant(TOWN_X.siret, TenantConfig(name="Commune X", cog=TOWN_X.cog))
+    family_in_directory(runtime, TOWN_X, household)
+    editor.store_credentials(
+        TOWN_X.siret,
+        TenantCredentials(hubee_client_id="client-a", hubee_client_secret="secret-client-a"),
+    )
+    runtime.drain()
+    # Then the kept dossier is processed like any new one: linked, DONE posted once, event published
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked" and record.tenant_siret == TOWN_X.siret
+    assert hubee.status_events(case.case_id) == ["SI_RECEIVED", "DONE"]
+    assert qf_of(runtime, TOWN_X, household) is not None
+    assert published.kinds_for_case(case.case_id)["dossier.linked"] == 1
+    # ... and a second onboarding call queues nothing more
+    assert editor.release_awaiting_dossiers(TOWN_X.siret) == 0
 
 
 def test_two_tenants_sharing_a_credential_are_polled_once_and_each_gets_its_dossiers(

@@ -9,8 +9,8 @@ paths log too:
 * the logs of the whole run (the Powertools JSON lines as Lambda would ship them, every other
   logger of the process, stdout, stderr and the audit log group) hold no identity value, no QF
   value, no secret, no HubEE token and no signed link;
-* a dossier of C read with A's credential is rejected ``foreign_recipient`` and attached to no
-  family; a dossier of B seen through A's credential first is still B's; a link issued by A used
+* a dossier of C (no credential yet) read with A's credential is kept ``awaiting_onboarding``
+  under C, unread and attached to no family; a dossier of B seen through A's credential first is still B's; a link issued by A used
   in a dossier of B never links; a tampered link never links;
 * each function's IAM policy is exactly its allowlist, and covers every AWS call it made;
 * the servers of the local runtime listen on 127.0.0.1 only.
@@ -480,12 +480,12 @@ def test_no_secret_token_or_signed_link_appears_in_the_logs(run: IntakeRun) -> N
 # ---------------------------------------------------------------------------------- isolation
 
 
-def test_a_dossier_of_a_tenant_not_served_by_the_credential_is_rejected_and_attached_to_no_family(
+def test_a_dossier_of_a_tenant_not_served_by_the_credential_waits_unread_and_attached_to_no_family(
     run: IntakeRun,
 ) -> None:
     for deposit in run.deposits["foreign_recipient"]:
         record = run.record(deposit)
-        assert (record.outcome, record.reason) == ("rejected", "foreign_recipient")
+        assert (record.outcome, record.tenant_siret) == ("awaiting_onboarding", run.c.siret)
         assert record.user_id is None and record.parsed is None
         # The household is in A's and C's directories: neither family received the dossier's QF
         for siret in (run.a.siret, run.c.siret):

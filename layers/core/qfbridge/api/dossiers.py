@@ -27,7 +27,7 @@ from qfbridge.services.editor import ReviewDecision
 router = Router()
 
 StatusQuery = Annotated[
-    Literal["received", "linked", "needs_review", "rejected"] | None,
+    Literal["received", "linked", "needs_review", "rejected", "awaiting_onboarding"] | None,
     Query(description="Only the dossiers with this outcome"),
 ]
 

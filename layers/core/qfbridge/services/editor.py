@@ -208,6 +208,43 @@ class EditorService:
             "updated_at": self.clock().isoformat(),
         }
         self.tenants.update(tenant.siret, **fields)
+        self.release_awaiting_dossiers(tenant.siret)
+
+    def release_awaiting_dossiers(self, siret: str) -> int:
+        """Queue again the dossiers HubEE delivered for this collectivité before it was onboarded.
+
+        reconcile kept them (outcome ``awaiting_onboarding``, the case untouched in HubEE) with the
+        tenant whose credential saw them; each is now processed like a new dossier, read with that
+        credential (or the collectivité's own when that one is gone). Returns how many were queued.
+        """
+        queued = 0
+        cursor: str | None = None
+        while True:
+            records, cursor = self.dossiers.list_page(
+                siret, outcome="awaiting_onboarding", limit=100, cursor=cursor
+            )
+            for record in records:
+                holder = record.awaiting_holder or siret
+                holder_tenant = self.tenants.get(holder)
+                if holder_tenant is None or not holder_tenant.has_credentials:
+                    holder = siret
+                notification_id = (record.deleted_notification_ids or record.notification_ids or [""])[0]
+                message = {
+                    "kind": "onboarded",
+                    "notification": {
+                        "id": notification_id,
+                        "processCode": "FormulaireQF",
+                        "caseId": record.case_id,
+                        "eventId": None,
+                        "recipient": {"type": "SI", "companyRegister": siret},
+                    },
+                    "credential_holder": holder,
+                    "credential_tenants": [siret],
+                }
+                self.sqs.send_message(QueueUrl=self.dossiers_queue_url, MessageBody=_json(message))
+                queued += 1
+            if not cursor:
+                return queued
 
     # ------------------------------------------------------------------ form links
     def _signer(self) -> LinkSigner:

@@ -4,7 +4,9 @@ For a new dossier (ARCHITECTURE.md §Data flow 2), each step is recorded in the 
 so that a retry resumes where the previous attempt stopped:
 
 1. ``GET case`` — processCode must be FormulaireQF; the recipient must be a tenant of the polling
-   credential (else: rejected, ``foreign_recipient``, attached to no family).
+   credential. A collectivité the credential sees but qfbridge does not serve yet: the dossier is
+   kept unread (``awaiting_onboarding``) and queued again once its credentials are stored; a case
+   naming another recipient than its notification: rejected, ``foreign_recipient``.
 2. ``GET attachment`` — ``FormulaireQF.json`` if RECEIVED (else the XML, parsed safely), size and
    digest checked, size-capped; parsed leniently.
 3. reconcile — signed ``external_id`` first, identity matching otherwise — and persist in one
@@ -30,6 +32,7 @@ recorded by the attempt) it ends instead: the dossier is recorded
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +120,10 @@ UNUSABLE_MESSAGE = (
 """The REFUSED message of an unusable dossier: the only status the form shows that says it failed."""
 
 
+AWAITING_ONBOARDING = "awaiting_onboarding"
+"""Outcome of a dossier for a collectivité the credential sees but qfbridge does not serve yet."""
+SIRET_SHAPE = re.compile(r"\d{14}")
+
 # Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
 NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
 # The notification of another démarche belongs to its own consumer: it is never deleted.
@@ -189,7 +196,7 @@ class IntakeService:
         with self._client(holder) as client:
             if kind == "event":
                 return self._acknowledge_event(client, notification)
-            return self._intake_dossier(client, notification, holder, allowed)
+            return self._intake_dossier(client, notification, holder, allowed, onboarded=kind == "onboarded")
 
     def _client(self, holder: str) -> HubeeClient:
         secret = self.secrets.read_tenant(holder)
@@ -233,12 +240,23 @@ class IntakeService:
 
     # ------------------------------------------------------------------ new dossiers
     def _intake_dossier(
-        self, client: HubeeClient, notification: Notification, holder: str, allowed: set[str]
+        self,
+        client: HubeeClient,
+        notification: Notification,
+        holder: str,
+        allowed: set[str],
+        *,
+        onboarded: bool = False,
     ) -> IntakeResult:
         case_id = str(notification.case_id)
         now = self.clock()
         recipient = notification.recipient.company_register if notification.recipient else None
-        if recipient is not None and recipient not in allowed and self._served_elsewhere(recipient, holder):
+        if (
+            not onboarded
+            and recipient is not None
+            and recipient not in allowed
+            and self._served_elsewhere(recipient, holder)
+        ):
             # A tenant polled with its own credential, seen through another one (a delegation wider
             # at HubEE than here): its own credential handles it. Recording or acknowledging it here
             # would attribute the dossier to the wrong tenant and lose it for the right one.
@@ -246,8 +264,12 @@ class IntakeService:
             return IntakeResult(kind="dossier", outcome="ignored", case_id=case_id)
         tenant_siret = recipient if recipient in allowed else holder
         record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
+        if record.outcome == AWAITING_ONBOARDING and not onboarded:
+            # A second copy of a parked dossier's notification: it waits for its tenant, no HubEE call.
+            self.dossiers.release(case_id)
+            return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=case_id, resumed=True)
         try:
-            return self._resume(client, notification, record, recipient, allowed)
+            return self._resume(client, notification, record, recipient, allowed, holder)
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
@@ -306,6 +328,7 @@ class IntakeService:
         record: DossierRecord,
         recipient: str | None,
         allowed: set[str],
+        holder: str,
     ) -> IntakeResult:
         case_id = record.case_id
         now = self.clock()
@@ -323,11 +346,15 @@ class IntakeService:
 
         case = client.get_case(case_id)
         if not record.done("verified"):
-            problem = self._verify_case(case, recipient, allowed)
+            problem = self._verify_case(case, recipient, allowed, holder)
             reference = case.reference
             fields: dict[str, Any] = {"reference": reference} if reference else {}
+            if problem == AWAITING_ONBOARDING:
+                return self._park(client, notification, record, case, holder)
             if problem is not None:
                 fields |= {"outcome": "rejected", "reason": problem}
+            elif record.outcome == AWAITING_ONBOARDING:
+                fields |= {"outcome": "received", "reason": None}
             record = self.dossiers.mark(case_id, "verified", now, tenant_siret=record.tenant_siret, **fields)
             self.crash_after("verified")
 
@@ -367,13 +394,19 @@ class IntakeService:
         self._publish(record)
         return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=resumed)
 
-    def _verify_case(self, case: Case, recipient: str | None, allowed: set[str]) -> str | None:
+    def _verify_case(self, case: Case, recipient: str | None, allowed: set[str], holder: str) -> str | None:
         if case.process_code != FORMULAIRE_QF:
             return "foreign_process_code"
         case_recipient = case.recipient.company_register if case.recipient else None
-        if case_recipient not in allowed or (recipient is not None and case_recipient != recipient):
-            return "foreign_recipient"
-        if self.tenants.get(str(case_recipient)) is None:
+        if recipient is not None and case_recipient != recipient:
+            return "foreign_recipient"  # the notification and its case disagree on the recipient
+        if case_recipient not in allowed or self.tenants.get(str(case_recipient)) is None:
+            if (
+                case_recipient is not None
+                and SIRET_SHAPE.fullmatch(case_recipient)
+                and not self._served_elsewhere(case_recipient, holder)
+            ):
+                return AWAITING_ONBOARDING
             return "foreign_recipient"
         try:
             reference_from_case_external_id(case.external_id)
@@ -535,6 +568,43 @@ class IntakeService:
             metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
 
     # ------------------------------------------------------------------ endings
+    def _park(
+        self,
+        client: HubeeClient,
+        notification: Notification,
+        record: DossierRecord,
+        case: Case,
+        holder: str,
+    ) -> IntakeResult:
+        """Keep a dossier of a collectivité this credential sees but qfbridge does not serve yet.
+
+        HubEE never notifies a case twice: deleting its notification without processing it would
+        lose the dossier for good. Nothing is downloaded and no status is posted (the case stays
+        ``HUBEE_NOTIFIED``, so HubEE keeps its attachments); the record, under the recipient's
+        SIRET with outcome ``awaiting_onboarding``, remembers the credential that saw it. The
+        notification is acknowledged so that it never takes a place in a listing again; once the
+        collectivité's credentials are stored, the editor service queues the dossier again
+        (``kind: onboarded``) and it is processed like any other.
+        """
+        recipient = str(case.recipient.company_register if case.recipient else "")
+        record = self.dossiers.mark(
+            record.case_id,
+            AWAITING_ONBOARDING,
+            self.clock(),
+            tenant_siret=recipient,
+            outcome=AWAITING_ONBOARDING,
+            reason=None,
+            reference=case.reference,
+            awaiting_holder=holder,
+        )
+        metrics.add_metric(name="DossiersAwaitingOnboarding", unit="Count", value=1)
+        logger.warning(
+            "dossier kept for a collectivité not onboarded yet",
+            extra={"case_id": record.case_id, "recipient_siret": recipient},
+        )
+        record = self._delete_notification(client, notification, record)
+        return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=record.case_id)
+
     def _reject(
         self,
         client: HubeeClient,

@@ -26,9 +26,9 @@ from qfbridge.store.tables import (
 
 RETENTION_DAYS = 90
 
-Outcome = Literal["received", "linked", "needs_review", "rejected"]
+Outcome = Literal["received", "linked", "needs_review", "rejected", "awaiting_onboarding"]
 FINAL_OUTCOMES = ("linked", "rejected")
-OUTCOMES: tuple[str, ...] = ("received", "linked", "needs_review", "rejected")
+OUTCOMES: tuple[str, ...] = ("received", "linked", "needs_review", "rejected", "awaiting_onboarding")
 
 
 class DossierBusy(QfbridgeError):
@@ -64,6 +64,8 @@ class DossierRecord(BaseModel):
     """The status HubEE refused (4xx) and from which status; nothing is posted until it is cleared."""
     last_status_refusal: dict[str, Any] | None = None
     resolved_by: str | None = None
+    awaiting_holder: str | None = None
+    """For a dossier awaiting its collectivité's onboarding: the tenant whose credential saw it."""
     expires_at: int | None = None
 
     def done(self, step: str) -> bool:
@@ -330,4 +332,7 @@ def _step_update(
         names["#to"] = "tenant_outcome"
         values[":to"] = f"{tenant_siret}#{fields['outcome']}"
         sets.append("#to = :to")
+        names["#t"] = "tenant_siret"  # keys the by_tenant index: the outcome and its tenant move together
+        values[":t"] = tenant_siret
+        sets.append("#t = :t")
     return names, values, "SET " + ", ".join(sets)
