@@ -3,11 +3,13 @@
 One thread per tenant sends its tenant's calls to an API Particulier sandbox (same class, each token
 granted its tenant's budget, as in the campaign) at exactly that budget — each call ``1 / budget``
 after the previous one was sent (a late call is never caught up: a burst would exceed the budget),
-nothing else done between calls (no queue, no DynamoDB, no pacing table) —
-and its rate is measured as the campaign's: calls between its first and last arrival at the
-sandbox. On an idle machine it is the summed budget; on a loaded one threads wake late and it is
-less, as the campaign's is: the ratio campaign ÷ floor is what qfbridge's refresh path costs, not
-what the load costs (dividing by the summed budget measured both).
+and, after each call, as many AWS requests as the campaign's functions made per API Particulier
+call (``aws_per_call``), each the emulator's cheapest — a DynamoDB ``GetItem`` on a one-item table
+of a moto process — as the intake's floor does: a pacer alone needs almost no CPU, and a load that
+starves the campaign's handlers would not slow it. Its rate is measured as the campaign's: calls
+between its first and last arrival at the sandbox. On an idle machine it is the summed budget; on a
+loaded one it is less, as the campaign's is: the ratio campaign ÷ floor is what qfbridge's refresh
+path costs, not what the load costs (dividing by the summed budget measured both).
 """
 
 from __future__ import annotations
@@ -25,7 +27,45 @@ from qfbridge_local.population import collectivites
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
 
 
-def run(budgets: Sequence[float], calls: Sequence[int], seed: int = 7) -> dict[str, Any]:
+def _dynamodb(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name="eu-west-3",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+
+
+def run(
+    budgets: Sequence[float], calls: Sequence[int], seed: int = 7, aws_per_call: int = 0
+) -> dict[str, Any]:
+    from bench.moto_process import ExternalMoto
+
+    moto = ExternalMoto().start() if aws_per_call else None
+    try:
+        if moto is not None:
+            client = _dynamodb(moto.endpoint)
+            client.create_table(
+                TableName="floor",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            client.put_item(TableName="floor", Item={"pk": {"S": "one"}})
+        result = _run(budgets, calls, seed, aws_per_call, moto.endpoint if moto else None)
+    finally:
+        if moto is not None:
+            moto.stop()
+    result["aws_requests_per_call"] = aws_per_call
+    return result
+
+
+def _run(
+    budgets: Sequence[float], calls: Sequence[int], seed: int, aws_per_call: int, endpoint: str | None
+) -> dict[str, Any]:
     towns = collectivites(len(budgets), seed=seed)
     with ApiParticulierSandbox(seed=seed, load_fixtures=False) as sandbox:
         tokens = [f"floor-token-{i}" for i in range(len(budgets))]
@@ -36,6 +76,7 @@ def run(budgets: Sequence[float], calls: Sequence[int], seed: int = 7) -> dict[s
         start = time.perf_counter() + 0.2
 
         def tenant(token: str, siret: str, budget: float, count: int) -> None:
+            dynamodb = _dynamodb(endpoint) if endpoint else None
             with httpx.Client(timeout=10) as http:
                 due = start
                 for _ in range(count):
@@ -53,6 +94,8 @@ def run(budgets: Sequence[float], calls: Sequence[int], seed: int = 7) -> dict[s
                         },
                         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     )
+                    for _ in range(aws_per_call if dynamodb is not None else 0):
+                        dynamodb.get_item(TableName="floor", Key={"pk": {"S": "one"}})
 
         threads = [
             threading.Thread(target=tenant, args=(token, town.siret, budget, count))
@@ -69,7 +112,8 @@ def run(budgets: Sequence[float], calls: Sequence[int], seed: int = 7) -> dict[s
             achieved.append((len(times) - 1) / span if span > 0 else 0.0)
         throttled = sandbox.stats().throttled
     return {
-        "what": "a bare client per tenant pacing its calls at exactly its budget, same sandbox",
+        "what": "a bare client per tenant pacing its calls at exactly its budget, same sandbox,"
+        " with the campaign's AWS requests per call as GetItem on a moto process",
         "achieved_rps": [round(a, 3) for a in achieved],
         "summed_achieved_rps": round(sum(achieved), 3),
         "throttled_429": throttled,

@@ -83,8 +83,11 @@ def refresh() -> dict[str, Any]:
         attribute_invocations(counter)
         result: dict[str, Any] = campaign.run()
         tally = counter.tally
-    result.update(_refresh_floor(result))
     calls = int(result.get("requests") or 0)
+    aws_per_call = (
+        round(sum(n for (fn, _, _), n in tally.requests.items() if fn != HARNESS) / calls) if calls else 0
+    )
+    result.update(_refresh_floor(result, aws_per_call))
     result["aws"] = {
         "requests_by_function": {
             fn: tally.by_operation(function=fn)
@@ -102,14 +105,16 @@ def refresh() -> dict[str, Any]:
     return result
 
 
-def _refresh_floor(result: dict[str, Any]) -> dict[str, Any]:
+def _refresh_floor(result: dict[str, Any], aws_per_call: int) -> dict[str, Any]:
     """The campaign's floor, measured right after it on the same machine (``bench.refresh_floor``)."""
     from bench import refresh_floor
 
     tenants = list(result.get("per_tenant", {}).values())
     if not tenants:
         return {}
-    floor = refresh_floor.run([t["budget_rps"] for t in tenants], [t["calls"] for t in tenants])
+    floor = refresh_floor.run(
+        [t["budget_rps"] for t in tenants], [t["calls"] for t in tenants], aws_per_call=aws_per_call
+    )
     summed = floor["summed_achieved_rps"]
     return {
         "floor": floor,
