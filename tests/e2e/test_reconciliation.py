@@ -1,4 +1,4 @@
-"""Reconciliation end to end (issue 4, "Must show" 2-4) on the laptop runtime with the HubEE sandbox.
+"""Reconciliation end to end on the laptop runtime with the HubEE sandbox.
 
 Everything the editor does goes through the editor API with SigV4-signed requests (onboarding,
 directory import, form links, dossier lookup, review); everything the form does goes through the

@@ -1,4 +1,4 @@
-"""Issue 11: every audited route writes exactly one record — principal, agent, outcome — and no
+"""Every audited route writes exactly one record — principal, agent, outcome — and no
 identity or QF value ever lands in the trail."""
 
 # ruff: noqa: F811  (fixtures imported from conftest_api are test parameters by design)

@@ -1,4 +1,4 @@
-"""Issue 6, must show 3: credentials never appear in any response, log line, audit record or message."""
+"""Credentials never appear in any response, log line, audit record or message."""
 
 # ruff: noqa: F811  (fixtures imported from conftest_api are test parameters by design)
 

@@ -1,4 +1,4 @@
-"""Issue 6, must show 4: the counter poster renders in headless Chromium (A4), and the test saves
+"""The counter poster renders in headless Chromium (A4), and the test saves
 a screenshot (``artifacts/poster.png`` at the repository root, gitignored, and pytest's tmp_path).
 
 Chromium comes from the system: ``apt-get update && apt-get install -y chromium``.

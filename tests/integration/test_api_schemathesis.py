@@ -1,4 +1,4 @@
-"""Issue 6, must show 2: schemathesis against the committed docs/openapi.json, over the laptop
+"""Schemathesis against the committed docs/openapi.json, over the laptop
 runtime's HTTP adapter — no request, valid or not, gets a server error."""
 
 # ruff: noqa: F811  (fixtures imported from conftest_api are test parameters by design)

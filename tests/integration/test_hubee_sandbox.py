@@ -145,7 +145,7 @@ def test_a_dossier_goes_from_deposit_to_closed_and_acknowledged(
 
     # When it reads the case
     case = client.get_case(deposited.case_id)
-    # Then the case is the FormulaireQF one DOMAIN §4 describes
+    # Then the case is the FormulaireQF one the form deposits
     assert case.status == CaseStatus.HUBEE_NOTIFIED and case.process_code == "FormulaireQF"
     assert re.fullmatch(r"Formulaire-QF-[0-9A-F]{13}-01", case.external_id or "")
     assert case.reference == deposited.reference

@@ -1,4 +1,4 @@
-"""The HubEE intake protocol (issue 3, "Must show") on the laptop runtime against the HubEE sandbox.
+"""The HubEE intake protocol on the laptop runtime against the HubEE sandbox.
 
 hubee_poll and reconcile are the real handlers, run by the runtime's triggers; HubEE is the sandbox
 over real HTTP; the published events are read from an SQS queue that an EventBridge rule of the

@@ -1,4 +1,4 @@
-"""The three attachments the form deposits in a FormulaireQF case (DOMAIN §4).
+"""The three attachments the form deposits in a FormulaireQF case.
 
 * ``FormulaireQF.json``: the canonical data, compact UTF-8 JSON (Rails ``to_json``);
 * ``FormulaireQF.xml``: the same data as Rails ``Hash#to_xml`` renders it (root ``<hash>``,

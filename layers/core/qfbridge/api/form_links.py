@@ -1,4 +1,4 @@
-"""Signed form links for one family, and their QR codes (seed §5)."""
+"""Signed form links for one family, and their QR codes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The counter poster: a printable A4 page with the collectivité's form URL and its QR code (seed §4.b).
+"""The counter poster: a printable A4 page with the collectivité's form URL and its QR code.
 
 It carries the *public* form URL (no external_id): a usager who scans it at the counter is
 reconciled on identity. Self-contained HTML (inline SVG, inline CSS, no script, no external

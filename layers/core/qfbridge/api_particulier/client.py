@@ -92,7 +92,7 @@ def build_query(
 ) -> list[tuple[str, str]]:
     """The query string of the refresh call, as ordered (key, value) pairs.
 
-    Mapping from the FranceConnect pivot identity (DOMAIN.md §5): family_name → nomNaissance
+    Mapping from the FranceConnect pivot identity: family_name → nomNaissance
     (always sent); given_name split on spaces → ``prenoms[]`` repeated, at most 3 (the API refuses
     more); birthdate → annee/mois/jourDateNaissance (plain integers, like the staging cases);
     gender → sexeEtatCivil M/F; birthcountry → codeCogInseePaysNaissance; birthplace →

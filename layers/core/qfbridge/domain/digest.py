@@ -1,7 +1,7 @@
 """Integrity checks of a downloaded HubEE attachment: its ``digest`` header and its declared size.
 
 HubEE may send a ``digest`` header with the attachment bytes: the base64 SHA-256 of the bytes. Whether
-the value is bare or ``SHA-256=`` prefixed is unconfirmed (DOMAIN §3), so both are accepted, as well as
+the value is bare or ``SHA-256=`` prefixed is not settled by HubEE's documentation, so both are accepted, as well as
 the RFC 3230 list form (``SHA-256=…, MD5=…``) and, as a last tolerance, a hexadecimal SHA-256.
 
 Decision on an absent header (``DIGEST_ABSENT``): the header is optional in HubEE's contract, so its

@@ -21,11 +21,11 @@ its batch. Codes:
     neither the v3 block nor the legacy v2 block carries a QF: the dossier has nothing to store, so it is
     unusable (the form sends such dossiers when CAF/MSA had no answer).
 
-Leniency (DOMAIN §4): unknown keys are ignored, any of the four top-level blocks may be absent, and a
+Leniency: unknown keys are ignored, any of the four top-level blocks may be absent, and a
 block that is ``null``, ``{}`` or blank counts as absent. ``quotient_familial_v3`` is canonical; the
 legacy camelCase ``quotient_familial`` (v2) block is used only when the v3 block or its QF is absent, and
 is validated only in that case (a broken copy we do not use must not reject a good dossier).
-``external_id`` is untrusted, user-editable input (DOMAIN §2): kept verbatim when it is a string of
+``external_id`` is untrusted, user-editable input (the form copies it verbatim from the link): kept verbatim when it is a string of
 reasonable length, otherwise dropped to ``None`` — a tampered link must not make the dossier unusable,
 identity matching still runs.
 """

@@ -2,7 +2,7 @@
 
 The form names each HubEE case ``Formulaire-QF-<REF>-01`` where ``<REF>`` is 13 upper-case hexadecimal
 characters; the usager sees ``<REF>`` on the confirmation page and quotes it to the collectivité's
-support (seed §7). We store the bare ``<REF>`` so agents can find a dossier from what the usager says.
+support. We store the bare ``<REF>`` so agents can find a dossier from what the usager says.
 """
 
 from __future__ import annotations

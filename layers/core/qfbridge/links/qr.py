@@ -1,4 +1,4 @@
-"""QR codes of a form link, for the counter, posters and letters (seed §4).
+"""QR codes of a form link, for the counter, posters and letters.
 
 segno is pure Python (no Pillow needed for PNG). Error correction "M" (15 %) survives a
 printed and slightly damaged code while keeping a form URL with a signed external_id small.

@@ -1,7 +1,7 @@
 """The form URL a collectivité's usagers open, and the allowlist of its ``redirect_uri``.
 
 ``https://quotient-familial.numerique.gouv.fr/collectivites/<SIRET>?external_id=…&redirect_uri=…``
-(seed §5): the form reads only these two parameters and validates neither. ``redirect_uri``
+The form reads only these two parameters and validates neither. ``redirect_uri``
 becomes a "Retourner sur le site de ma collectivité" button on a government page, so we only ever
 put there an ``https`` URL whose host is exactly one the tenant registered: no userinfo, no
 explicit port, no backslash, no non-ASCII (IDN must be registered in its ``xn--`` form), no

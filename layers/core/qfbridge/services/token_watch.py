@@ -1,5 +1,5 @@
 """token_watch's use case: warn 90, 60, 30 and 15 days before a tenant's API Particulier token
-expires, and on expiry (seed §6: tokens expire every 18 months and are prolonged in place).
+expires, and on expiry (API Particulier tokens expire every 18 months and are prolonged in place).
 
 The expiry date is tenant configuration (the token does not tell it reliably). Each threshold is
 announced once (``token_alerts_sent``); a new expiry date set through the API resets them.

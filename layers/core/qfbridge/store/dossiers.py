@@ -2,7 +2,7 @@
 
 The journal (``steps``: step name → time) is what makes reconcile resumable: a retried message
 skips every step already recorded, so a status is never posted twice and nothing is persisted twice.
-Records expire 90 days after reception (TTL ``expires_at``): the support window of seed §7.
+Records expire 90 days after reception (TTL ``expires_at``): the support window the form promises the usager.
 """
 
 from __future__ import annotations
