@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     tenant_secrets_prefix: str
     refresh_queue_url: str
     api_particulier_url: str
+    audit_log_group: str
     refresh_max_attempts: int = Field(default=10, ge=2, le=50)
     refresh_retry_base_seconds: int = Field(default=30, ge=0, le=3600)
 
@@ -54,6 +55,7 @@ def service() -> RefreshService:
     # decorators need (docs/performance.md, cold-start proxy).
     from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
     from qfbridge.services.refresh import RefreshService
+    from qfbridge.store.audit import AuditTrail
     from qfbridge.store.events import EventPublisher
     from qfbridge.store.families import FamilyRepository
     from qfbridge.store.pacing import TenantPacer
@@ -70,6 +72,7 @@ def service() -> RefreshService:
         client=ApiParticulierClient(ApiParticulierConfig(base_url=config.api_particulier_url)),
         max_attempts=config.refresh_max_attempts,
         retry_base_seconds=config.refresh_retry_base_seconds,
+        audit=AuditTrail(config.audit_log_group),
     )
 
 
@@ -88,7 +91,7 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
     try:
         if lambda_context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
             raise RetryLater("deadline", 0)
-        result = service().refresh(json.loads(record.body), attempt=attempt)
+        result = service().refresh(json.loads(record.body), attempt=attempt, request_id=record.message_id)
     except RetryLater as retry:
         sqs().change_message_visibility(
             QueueUrl=settings().refresh_queue_url,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 class Settings(BaseSettings):
     tenants_table: str
+    families_table: str
     event_bus_name: str
 
 
@@ -25,11 +26,14 @@ def service() -> TokenWatchService:
     # decorators need (docs/performance.md, cold-start proxy).
     from qfbridge.services.token_watch import TokenWatchService
     from qfbridge.store.events import EventPublisher
+    from qfbridge.store.families import FamilyRepository
     from qfbridge.store.tenants import TenantRepository
 
     settings = Settings()  # type: ignore[call-arg]
     return TokenWatchService(
-        TenantRepository(settings.tenants_table), EventPublisher(settings.event_bus_name)
+        TenantRepository(settings.tenants_table),
+        EventPublisher(settings.event_bus_name),
+        families=FamilyRepository(settings.families_table),
     )
 
 

@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("queue", choices=["dossiers", "refresh"])
         p.add_argument("--queue-url", help="the source queue URL (default: from the stack outputs)")
         p.add_argument("--dlq-url", help="the DLQ URL (default: from the stack outputs)")
+        p.add_argument("--log-group", help="the audit log group (default: from the stack outputs)")
         p.add_argument(
             "--max",
             type=int,

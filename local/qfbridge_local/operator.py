@@ -698,10 +698,48 @@ def _queue_urls(args: argparse.Namespace) -> tuple[str, str]:
     return queue_url, dlq_url
 
 
+def _audit_operator(args: argparse.Namespace, action: str, infos: list[dict[str, Any]]) -> None:
+    """One audit record per DLQ command — who (the operator's AWS principal), which queue, which
+    families the messages name — written before anything is shown or moved: an access that cannot
+    be traced is not made."""
+    import time
+    import uuid
+
+    from qfbridge.store.audit import AuditRecord
+
+    group = output(args, getattr(args, "log_group", None), "AuditLogGroupName", "--log-group")
+    tenants = {str(i["tenant"]) for i in infos if i.get("tenant")}
+    user_ids = sorted({str(i["user_id"]) for i in infos if i.get("user_id")})
+    record = AuditRecord(
+        request_id=f"cli-{uuid.uuid4().hex}",
+        actor="operator",
+        principal=str(aws_client(args, "sts").get_caller_identity()["Arn"]),
+        tenant_siret=tenants.pop() if len(tenants) == 1 else None,
+        route=f"cli:dlq {action} {args.queue}",
+        action=f"dlq.{action}",
+        user_ids=user_ids or None,
+        outcome="success",
+    )
+    logs = aws_client(args, "logs")
+    stream = f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/operator-{uuid.uuid4().hex}"
+    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=stream,
+        logEvents=[
+            {
+                "timestamp": int(time.time() * 1000),
+                "message": json.dumps(record.model_dump(exclude_none=True), sort_keys=True),
+            }
+        ],
+    )
+
+
 def dlq_inspect(args: argparse.Namespace) -> int:
     sqs = aws_client(args, "sqs")
     _queue_url, dlq_url = _queue_urls(args)
     found = _dlq_messages(sqs, dlq_url, args.max)
+    _audit_operator(args, "inspect", [describe_message(m["Body"]) for m in found])
     rows = []
     for message in found:
         info = describe_message(message["Body"])
@@ -767,6 +805,7 @@ def dlq_redrive(args: argparse.Namespace) -> int:
     sqs = aws_client(args, "sqs")
     queue_url, dlq_url = _queue_urls(args)
     waiting = _depth(sqs, dlq_url)
+    _audit_operator(args, "redrive", [])  # the move task does not show the messages: ids unknown
     method = "message_move_task"
     moved = 0
     progress = _progress(args)

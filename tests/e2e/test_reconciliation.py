@@ -460,3 +460,76 @@ def test_a_form_link_with_an_unsafe_redirect_is_refused(town: Town, redirect_uri
     with pytest.raises(ApiError) as unknown:
         town.family("famille-1")
     assert unknown.value.status == 404
+
+
+# ---------------------------------------------------------------------- 7. a form link is not a bearer token
+def test_a_form_link_serves_the_first_usager_who_used_it_a_second_identity_goes_to_review(
+    world: World, town: Town
+) -> None:
+    # Given a two-parent family of the directory and its form link, used once by one parent
+    household = next(h for h in households(30, seed=701) if len(h.family.parents) == 2)
+    user_id = household.family.user_id
+    town.import_directory([household])
+    external_id = town.issue_link(user_id)
+    _, first = town.deposit_and_run(household.formulaire(external_id=external_id))
+    assert town.dossier(first)["status"] == "linked"
+    before = town.family(user_id)
+
+    # When the same link comes back with the other parent's identity (forwarded, shared, replayed)
+    later_qf = household.qf.model_copy(update={"valeur": household.qf.valeur + 111})
+    case_id, second = town.deposit_and_run(
+        household.formulaire(parent=1, external_id=external_id, qf=later_qf)
+    )
+
+    # Then it does not link: an agent decides, the family keeps its identity and QF
+    dossier = town.dossier(second)
+    assert (dossier["status"], dossier["external_id_status"]) == ("needs_review", "valid")
+    assert [c["user_id"] for c in dossier["candidate_families"]] == [user_id]
+    assert dossier["candidate_families"][0]["reasons"] == ["link_used_by_another_identity"]
+    assert town.family(user_id)["quotient_familial"] == before["quotient_familial"]
+    assert world.hubee.status_events(case_id) == ["SI_RECEIVED"]
+
+
+def test_a_family_the_directory_does_not_know_never_takes_a_second_identity(world: World, town: Town) -> None:
+    # Given an account the directory has not sent, with two links issued to it, the first used by one usager
+    first, second = households(2, seed=702, id_prefix="ailleurs")
+    account = "compte-sans-annuaire"
+    link_a, link_b = town.issue_link(account), town.issue_link(account)
+    _, reference = town.deposit_and_run(first.formulaire(external_id=link_a))
+    assert town.dossier(reference)["link_method"] == "external_id"
+
+    # When another usager uses the same link, or the second link
+    _, replayed = town.deposit_and_run(second.formulaire(external_id=link_a))
+    _, other_link = town.deposit_and_run(second.formulaire(external_id=link_b))
+
+    # Then neither links: the family keeps the first usager's QF and identity
+    assert [town.dossier(r)["status"] for r in (replayed, other_link)] == ["needs_review", "needs_review"]
+    for reference_ in (replayed, other_link):
+        candidates = town.dossier(reference_)["candidate_families"]
+        assert [(c["user_id"], c["reasons"]) for c in candidates] == [
+            (account, ["family_holds_another_identity"])
+        ]
+    assert family_qf(town, account) == first.qf.valeur
+
+
+# ---------------------------------------------------------------------- 8. the current QF is the most recent
+def test_a_late_dossier_with_an_older_qf_only_joins_the_history(world: World, town: Town) -> None:
+    # Given a family whose QF of November was received
+    household = households(1, seed=801)[0]
+    user_id = household.family.user_id
+    town.import_directory([household])
+    november = household.qf.model_copy(update={"annee": 2026, "mois": 11, "valeur": 900})
+    june = household.qf.model_copy(update={"annee": 2026, "mois": 6, "valeur": 400})
+    town.deposit_and_run(household.formulaire(qf=november))
+
+    # When a dossier carrying the QF of June arrives later
+    _, reference = town.deposit_and_run(household.formulaire(qf=june))
+
+    # Then it is linked and kept in the history, but the current QF stays November's
+    assert town.dossier(reference)["status"] == "linked"
+    family = town.family(user_id)
+    assert (family["quotient_familial"]["mois"], family["quotient_familial"]["quotient_familial"]) == (
+        11,
+        900,
+    )
+    assert [(h["mois"], h["quotient_familial"]) for h in family["history"]] == [(6, 400), (11, 900)]

@@ -35,6 +35,15 @@ def seen(api: ApiHarness) -> set[str]:
 Call = Callable[[ApiHarness, str, str, str], Any]
 AUDITED: list[tuple[str, str, Call]] = [
     (
+        "tenant.write",
+        "PUT /v1/tenants/{siret}",
+        lambda a, s, r, e: a.http.put(
+            f"/v1/tenants/{s}",
+            headers={"X-Agent-Id": AGENT},
+            json={"name": "Commune de Test", "cog": "04107", "redirect_hosts": ["evil.example"]},
+        ),
+    ),
+    (
         "credentials.write",
         "PUT /v1/tenants/{siret}/credentials",
         lambda a, s, r, e: a.http.put(
@@ -158,9 +167,9 @@ def test_each_audited_route_writes_exactly_one_record_with_principal_and_agent(
 
 
 def test_routes_not_touching_families_dossiers_or_credentials_are_not_audited(api: ApiHarness) -> None:
+    siret = api.tenant()  # configuring a tenant (who may redirect parents after the form) is audited
     before = seen(api)
 
-    siret = api.tenant()
     api.http.get(f"/v1/tenants/{siret}")
     api.http.get("/v1/tenants")
     api.http.get(f"/v1/tenants/{siret}/poster")

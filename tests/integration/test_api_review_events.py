@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import jsonschema
 import pytest
-from conftest_api import ApiHarness, api, api_runtime  # noqa: F401
+from conftest_api import ApiHarness, api, api_runtime, directory_family  # noqa: F401
 
 from qfbridge.hubee import HubeeConfig
 from qfbridge.hubee.models import Case
@@ -88,7 +88,10 @@ def test_review_decision_reaches_hubee_and_publishes_schema_valid_events(
     api.http.put(
         f"/v1/tenants/{siret}/credentials", json={"hubee_client_id": "c", "hubee_client_secret": "s"}
     )
-    _, reference, _ = api.seed_dossier(siret)
+    api.http.put(f"/v1/tenants/{siret}/families/fam-1", json={"parents": directory_family("x")["parents"]})
+    _, reference, _ = api.seed_dossier(
+        siret, candidates=[{"user_id": "fam-1", "score": 0.8, "reasons": ["birth_date"]}]
+    )
     api.queued("DossiersQueue")
     RecordingHubee.posted = []
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest_api import AUTHORIZATION, ApiHarness, api, api_runtime, directory_family, next_siret  # noqa: F401
 
+from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.tenants import TenantRepository
 
@@ -405,6 +406,7 @@ def test_refresh_now_queues_a_manual_refresh_or_409(api: ApiHarness) -> None:
         json={"hubee_client_id": "a", "hubee_client_secret": "b", "api_particulier_token": "t"},
     )
     api.http.put(f"/v1/tenants/{siret}/families/shell", json={"parents": directory_family("x")["parents"]})
+    api.http.put(f"/v1/tenants/{siret}/families/fam-1", json={"parents": directory_family("x")["parents"]})
     _, reference, _ = api.seed_dossier(siret)
     api.http.post(
         f"/v1/tenants/{siret}/dossiers/{reference}/resolve", json={"decision": "link", "user_id": "fam-1"}
@@ -476,7 +478,10 @@ def test_another_tenants_dossier_is_404_like_an_unknown_one(api: ApiHarness) -> 
 
 def test_resolve_link_stores_the_qf_like_intake_and_hands_over_to_reconcile(api: ApiHarness) -> None:
     siret = api.tenant()
-    case_id, reference, _ = api.seed_dossier(siret)
+    case_id, reference, _ = api.seed_dossier(
+        siret, candidates=[{"user_id": "fam-7", "score": 0.8, "reasons": ["birth_date"]}]
+    )
+    api.http.put(f"/v1/tenants/{siret}/families/fam-7", json={"parents": directory_family("x")["parents"]})
     api.queued("DossiersQueue")
 
     response = api.http.post(
@@ -546,3 +551,113 @@ def test_unknown_route_is_a_404_problem_and_unsigned_requests_never_reach_the_fu
 
     assert unsigned.status_code == 403
     assert AUTHORIZATION.startswith("AWS4-HMAC-SHA256")
+
+
+# ---------------------------------------------------------------------------- review decisions, erasure
+def candidate(user_id: str, score: float = 0.8) -> dict[str, Any]:
+    return {"user_id": user_id, "score": score, "reasons": ["birth_date"]}
+
+
+def test_a_review_link_targets_a_candidate_or_a_directory_family_never_an_invented_one(
+    api: ApiHarness,
+) -> None:
+    siret = api.tenant()
+    _, reference, _ = api.seed_dossier(siret, candidates=[candidate("cand-1")])
+    url = f"/v1/tenants/{siret}/dossiers/{reference}/resolve"
+
+    problem(api.http.post(url, json={"decision": "link", "user_id": "nobody"}), 422, "unknown_family")
+    problem(api.http.get(f"/v1/tenants/{siret}/families/nobody"), 404, "family_not_found")
+    # A ranked candidate whose family no longer exists (erased since) is not recreated either.
+    problem(api.http.post(url, json={"decision": "link", "user_id": "cand-1"}), 422, "unknown_family")
+    problem(api.http.get(f"/v1/tenants/{siret}/families/cand-1"), 404, "family_not_found")
+    assert api.http.get(f"/v1/tenants/{siret}/dossiers/{reference}").json()["status"] == "needs_review"
+
+    # A family of the directory the matching did not rank is the agent's call.
+    api.http.put(f"/v1/tenants/{siret}/families/fam-2", json={"parents": directory_family("x")["parents"]})
+    linked = api.http.post(url, json={"decision": "link", "user_id": "fam-2"})
+    assert linked.status_code == 200 and linked.json()["user_id"] == "fam-2"
+
+
+def test_a_wrong_review_decision_is_reopened_and_relinked_without_erasing_the_family(api: ApiHarness) -> None:
+    siret = api.tenant()
+    for user_id in ("fam-a", "fam-b"):
+        api.http.put(
+            f"/v1/tenants/{siret}/families/{user_id}", json={"parents": directory_family("x")["parents"]}
+        )
+    case_id, reference, _ = api.seed_dossier(siret, candidates=[candidate("fam-a"), candidate("fam-b", 0.7)])
+    url = f"/v1/tenants/{siret}/dossiers/{reference}/resolve"
+    headers = {"X-Agent-Id": "agent-7"}
+    assert (
+        api.http.post(url, json={"decision": "link", "user_id": "fam-a"}, headers=headers).status_code == 200
+    )
+    assert api.http.get(f"/v1/tenants/{siret}/families/fam-a").json()["has_pivot_identity"] is True
+
+    reopened = api.http.post(url, json={"decision": "reopen"}, headers=headers)
+
+    assert reopened.status_code == 200, reopened.text
+    detail = reopened.json()
+    assert (detail["status"], detail["user_id"]) == ("needs_review", None)
+    assert [(d["outcome"], d["user_id"], d["link_method"]) for d in detail["earlier_decisions"]] == [
+        ("linked", "fam-a", "review")
+    ]
+    assert detail["earlier_decisions"][0]["reopened_by"].endswith("agent:agent-7")
+    wrong = api.http.get(f"/v1/tenants/{siret}/families/fam-a")
+    assert wrong.status_code == 200  # the family stays; only what the dossier brought leaves it
+    assert wrong.json()["quotient_familial"] is None and wrong.json()["history"] == []
+    assert wrong.json()["has_pivot_identity"] is False
+
+    relinked = api.http.post(url, json={"decision": "link", "user_id": "fam-b"}, headers=headers)
+
+    assert relinked.status_code == 200 and relinked.json()["user_id"] == "fam-b"
+    assert api.http.get(f"/v1/tenants/{siret}/families/fam-b").json()["quotient_familial"] is not None
+    assert len(relinked.json()["earlier_decisions"]) == 1
+    trail = [r for r in api.audit(reference=reference) if r["action"] == "dossier.resolve"]
+    assert [(r["user_id"], r["outcome"]) for r in trail] == [
+        ("fam-a", "success"),
+        ("fam-a", "success"),
+        ("fam-b", "success"),
+    ]
+    problem(api.http.post(url, json={"decision": "link", "user_id": "fam-a"}), 409, "dossier_not_in_review")
+    assert case_id
+
+
+def test_erasure_reaches_dossiers_in_review_and_a_later_review_cannot_recreate_the_family(
+    api: ApiHarness,
+) -> None:
+    siret = api.tenant()
+    _, own_reference, snapshot = api.seed_dossier(siret, candidates=[candidate("usager"), candidate("other")])
+    pivot = snapshot["pivot_identity"]
+    parent = {
+        "nom_naissance": pivot["family_name"],
+        "prenoms": pivot["given_name"],
+        "sexe": "F" if pivot["gender"] == "female" else "M",
+        "date_naissance": pivot["birthdate"],
+    }
+    api.http.put(f"/v1/tenants/{siret}/families/usager", json={"parents": [parent]})
+    api.http.put(f"/v1/tenants/{siret}/families/other", json={"parents": directory_family("x")["parents"]})
+    # Another usager's dossier in review, which ranks the erased family among its candidates.
+    stranger_case, stranger_reference, _ = api.seed_dossier(
+        siret, candidates=[candidate("usager"), candidate("other", 0.5)]
+    )
+    stranger = dict(snapshot, pivot_identity=dict(pivot, family_name="AUTREMENT", birthdate="1970-01-01"))
+    DossierRepository(api.runtime.environment["DOSSIERS_TABLE"]).mark(
+        stranger_case, "persisted", dt.datetime.now(dt.UTC), parsed=stranger
+    )
+
+    erased = api.http.delete(f"/v1/tenants/{siret}/families/usager")
+
+    assert erased.status_code == 200 and erased.json()["dossiers_erased"] == 1
+    own = api.http.get(f"/v1/tenants/{siret}/dossiers/{own_reference}").json()
+    assert own["dossier_data"] is None and own["candidate_families"] == []
+    other = api.http.get(f"/v1/tenants/{siret}/dossiers/{stranger_reference}").json()
+    assert [c["user_id"] for c in other["candidate_families"]] == ["other"]
+    assert other["dossier_data"] is not None
+    problem(
+        api.http.post(
+            f"/v1/tenants/{siret}/dossiers/{stranger_reference}/resolve",
+            json={"decision": "link", "user_id": "usager"},
+        ),
+        422,
+        "unknown_family",
+    )
+    problem(api.http.get(f"/v1/tenants/{siret}/families/usager"), 404, "family_not_found")

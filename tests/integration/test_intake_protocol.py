@@ -24,6 +24,7 @@ from qfbridge.domain.errors import DossierError
 from qfbridge.hubee import PROCESS_TOKEN_CACHE, Download, HubeeClient, HubeeConfig, HubeeCredentials
 from qfbridge.services.editor import TenantConfig
 from qfbridge.services.intake import verify_download
+from qfbridge.store.audit import read_records
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.secrets import SecretStore, TenantCredentials
@@ -265,6 +266,59 @@ def test_a_crash_between_persisting_and_deleting_resumes_without_posting_a_statu
         assert qf_of(runtime, TOWN_A, household) == household.qf.valeur
         assert published.kinds_for_case(case.case_id) == Counter({"dossier.linked": 1})
         assert case.notification_id not in hubee.pending_notification_ids()
+
+
+class FailingFirstWrite:
+    """The audit trail, unavailable for its first write (CloudWatch Logs throttling, a network error)."""
+
+    def __init__(self, trail: Any) -> None:
+        self.trail = trail
+        self.failed = False
+
+    def write(self, record: Any) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("audit trail unavailable")
+        self.trail.write(record)
+
+    def contains(self, **kwargs: Any) -> bool:
+        return bool(self.trail.contains(**kwargs))
+
+
+def test_an_automatic_link_leaves_exactly_one_audit_record_when_its_write_fails_or_the_lambda_dies_after_it(
+    runtime: LocalRuntime, hubee: HubeeSandbox
+) -> None:
+    # Given two dossiers of families of the directory; the first audit write fails, and reconcile dies
+    # right after the first one that succeeds (before its journal records it)
+    onboard(runtime, hubee, TOWN_A, "client-a")
+    people = households(2, seed=27)
+    for household in people:
+        family_in_directory(runtime, TOWN_A, household)
+    cases = [deposit(hubee, TOWN_A, household) for household in people]
+    runtime.functions["ReconcileFunction"].load()
+    service = sys.modules["qfbridge_fn_reconcile_app"].service()
+    service.audit = FailingFirstWrite(service.audit)
+    crashes: list[str] = []
+
+    def crash_once(step: str) -> None:
+        if step == "audit_written" and not crashes:
+            crashes.append(step)
+            raise SimulatedCrash(step)
+
+    service.crash_after = crash_once
+    # When the poll runs and SQS redelivers the failed messages
+    runtime.poll()
+    runtime.drain()
+    # Then both are linked and each automatic link is in the audit trail exactly once
+    assert service.audit.failed and crashes == ["audit_written"]
+    records = [
+        r for r in read_records(runtime.environment["AUDIT_LOG_GROUP"]) if r["route"] == "pipeline:reconcile"
+    ]
+    for case in cases:
+        record = record_of(runtime, case.case_id)
+        assert record is not None and record.outcome == "linked" and record.done("audited")
+        mine = [r for r in records if r["request_id"] == case.case_id]
+        assert [r["action"] for r in mine] == ["dossier.auto_link.identity"]
 
 
 def test_a_notification_of_another_process_code_is_left_untouched(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from qfbridge.store.audit import read_records
 from qfbridge_local.cli import main
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
@@ -119,7 +120,8 @@ def test_dlq_inspect_then_redrive_moves_messages_back(
     sqs.send_message(
         QueueUrl=dlq, MessageBody=json.dumps({"siret": "21260079000001", "user_id": "famille-1"})
     )
-    urls = ["--dlq-url", dlq, "--queue-url", queue]
+    group = runtime.environment["AUDIT_LOG_GROUP"]
+    urls = ["--dlq-url", dlq, "--queue-url", queue, "--log-group", group]
     assert main(["dlq", "inspect", "refresh", *urls]) == 0
     out = capsys.readouterr().out
     assert "famille-1" in out and "1 message(s)" in out
@@ -128,6 +130,13 @@ def test_dlq_inspect_then_redrive_moves_messages_back(
     moved = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
     assert [json.loads(m["Body"])["user_id"] for m in moved] == ["famille-1"]
     assert sqs.receive_message(QueueUrl=dlq).get("Messages", []) == []
+    # Each command left one audit record naming the operator, the queue and the family it showed.
+    records = [r for r in read_records(group) if r["action"].startswith("dlq.")]
+    assert [(r["action"], r["route"], r["actor"], r["user_ids"]) for r in records] == [
+        ("dlq.inspect", "cli:dlq inspect refresh", "operator", ["famille-1"]),
+        ("dlq.redrive", "cli:dlq redrive refresh", "operator", ["famille-1"]),
+    ]
+    assert all(r["principal"].startswith("arn:aws:") for r in records)
 
 
 def test_audit_query_shows_who_read_a_family(

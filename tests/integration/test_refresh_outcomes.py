@@ -21,6 +21,7 @@ from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.services.editor import TenantConfig
+from qfbridge.store.audit import read_records
 from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
@@ -327,6 +328,27 @@ def test_a_family_not_found_stays_in_the_cycle_and_is_reported_after_three_misse
     assert record.qf is not None and record.qf.source == "dossier"  # the last known QF is kept
 
 
+def test_each_call_reading_a_familys_identity_leaves_one_audit_record(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given two linked families due for their monthly refresh
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 2, seed=29)
+    # When the cycle runs
+    cycle(runtime)
+    # Then each call to API Particulier (it sends the pivot identity) is in the audit trail, once
+    records = [
+        r
+        for r in read_records(runtime.environment["AUDIT_LOG_GROUP"], tenant_siret=town.siret)
+        if r["route"] == "pipeline:qf_refresh"
+    ]
+    assert sorted(r["user_id"] for r in records) == sorted(s.user_id for s in seeded)
+    assert {(r["action"], r["actor"], r["principal"]) for r in records} == {
+        ("family.identity_read.monthly", "service", "qfbridge:service")
+    }
+    assert len(records) == len([r for r in sandbox.requests_received() if r.status == 200])
+
+
 # --- 422 --------------------------------------------------------------------------------------------------
 
 
@@ -348,6 +370,7 @@ def test_a_rejected_identity_takes_the_family_out_of_the_refresh_cycle(
     # Then the family is marked, reported, and no longer due: later cycles leave it alone
     record = family(runtime, town, seeded[0].user_id)
     assert record.refresh.status == "identity_rejected" and record.next_refresh_at is None
+    assert record.pivot_identity is None  # of no further use: not kept
     families = FamilyRepository(runtime.environment["FAMILIES_TABLE"])
     assert families.due(town.siret, "9999-12-31", 10) == []
     failed = events.read("refresh.failed")

@@ -20,6 +20,7 @@ from qfbridge.api.schemas import (
     ReferencePath,
     ResolveBody,
     ResolveLink,
+    ResolveReopen,
     SiretPath,
 )
 from qfbridge.services.editor import ReviewDecision
@@ -68,8 +69,11 @@ def get_dossier(siret: SiretPath, reference: ReferencePath, agent_id: AgentIdHea
 @router.post(
     "/tenants/<siret>/dossiers/<reference>/resolve",
     summary="Record the review decision on a dossier",
-    description="Only for a dossier in review (409 otherwise). link: the dossier's QF is stored on the "
-    "family, HubEE gets DONE; reject: HubEE gets REFUSED. Events follow.",
+    description="link and reject: only for a dossier in review (409 otherwise). link: the dossier's QF is "
+    "stored on the family — one of the dossier's candidates or a family of the directory (422 otherwise) — "
+    "HubEE gets DONE; reject: HubEE gets REFUSED. Events follow. reopen: a resolved dossier goes back to "
+    "review (a wrong decision); its QF leaves the family it was linked to, the family stays, the earlier "
+    "decision is kept in earlier_decisions.",
     tags=["dossiers"],
     responses=success(DossierDetail, "The dossier with the decision recorded") | errors(400, 404, 409, 422),
 )
@@ -81,12 +85,16 @@ def resolve_dossier(
     agent_id: AgentIdHeader = None,
 ) -> DossierDetail:
     principal = caller_principal(router)
+    by = f"{principal} agent:{agent_id}" if agent_id else principal
+    if isinstance(body, ResolveReopen):
+        before = editor().get_dossier(siret, reference)
+        if before.user_id:
+            audit_subject(router, user_id=before.user_id)
+        return DossierDetail.detail(editor().reopen_review(siret, reference, reopened_by=by))
     if isinstance(body, ResolveLink):
         audit_subject(router, user_id=body.user_id)
         decision = ReviewDecision("link", user_id=body.user_id)
     else:
         decision = ReviewDecision("reject", reason=body.reason)
-    record = editor().resolve_review(
-        siret, reference, decision, resolved_by=f"{principal} agent:{agent_id}" if agent_id else principal
-    )
+    record = editor().resolve_review(siret, reference, decision, resolved_by=by)
     return DossierDetail.detail(record)

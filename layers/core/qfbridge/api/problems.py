@@ -5,7 +5,8 @@ The mapping, in one place:
 * ``NotFoundError`` (and ``ForeignResource``: another tenant's resource) → 404;
 * ``ConflictError`` → 409; ``BatchTooLarge`` → 413;
 * ``ValidationError`` (a bad SIRET, reference, cursor…) → 400;
-  ``LinkError`` (e.g. a redirect_uri off the tenant's hosts) → 422;
+  ``LinkError`` (e.g. a redirect_uri off the tenant's hosts) and ``RuleViolation`` (e.g. a review
+  decision linking to no known family) → 422;
 * request validation: a bad path, query or header parameter → 400 (``invalid_<parameter>``),
   a body that is not JSON → 400 ``invalid_json``, a body that breaks the schema → 422
   ``validation_failed`` with the field paths, more than 1000 families in a batch → 413;
@@ -24,7 +25,14 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response
 from pydantic import BaseModel, Field
 
-from qfbridge.domain.errors import ConflictError, LinkError, NotFoundError, QfbridgeError, ValidationError
+from qfbridge.domain.errors import (
+    ConflictError,
+    LinkError,
+    NotFoundError,
+    QfbridgeError,
+    RuleViolation,
+    ValidationError,
+)
 from qfbridge.services.editor import BatchTooLarge, ServiceMisconfigured
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -65,7 +73,7 @@ def status_of(exc: QfbridgeError) -> int:
         return 409
     if isinstance(exc, ValidationError):
         return 400
-    if isinstance(exc, LinkError):
+    if isinstance(exc, LinkError | RuleViolation):
         return 422
     if isinstance(exc, ServiceMisconfigured):
         return 500

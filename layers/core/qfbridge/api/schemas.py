@@ -369,10 +369,25 @@ class CandidateView(BaseModel):
     reasons: list[str]
 
 
+class DecisionView(BaseModel):
+    """A decision taken on the dossier, then re-opened (kept for the record)."""
+
+    outcome: str
+    user_id: str | None = None
+    link_method: str | None = None
+    reason: str | None = None
+    resolved_by: str | None = None
+    reopened_by: str
+    reopened_at: str
+
+
 class DossierDetail(DossierSummary):
     candidate_families: list[CandidateView]
     evidence: list[str]
     resolved_by: str | None
+    earlier_decisions: list[DecisionView] = Field(
+        default_factory=list, description="Decisions re-opened since, oldest first"
+    )
     dossier_data: dict[str, Any] | None = Field(
         default=None, description="For a dossier in review only: the identity and QF the agent must compare"
     )
@@ -396,6 +411,7 @@ class DossierDetail(DossierSummary):
             candidate_families=candidates,
             evidence=record.evidence,
             resolved_by=record.resolved_by,
+            earlier_decisions=[DecisionView.model_validate(d) for d in record.decisions],
             dossier_data=data,
         )
 
@@ -418,4 +434,13 @@ class ResolveReject(BaseModel):
     )
 
 
-ResolveBody = Annotated[ResolveLink | ResolveReject, Field(discriminator="decision")]
+class ResolveReopen(BaseModel):
+    """Put a resolved dossier back in review (a wrong decision): its QF leaves the family it was linked
+    to, the family stays, the earlier decision is kept on the dossier and the call is audited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["reopen"]
+
+
+ResolveBody = Annotated[ResolveLink | ResolveReject | ResolveReopen, Field(discriminator="decision")]

@@ -38,7 +38,8 @@ TENANT_RESPONSES: dict[int, Any] = {
     tags=["tenants"],
     responses=TENANT_RESPONSES | errors(400, 422),
 )
-def put_tenant(siret: SiretPath, body: TenantBody) -> Response[TenantView]:
+@audited("tenant.write")
+def put_tenant(siret: SiretPath, body: TenantBody, agent_id: AgentIdHeader = None) -> Response[TenantView]:
     tenant, created = editor().put_tenant(siret, TenantConfig(**body.model_dump()))
     return Response(201 if created else 200, content_types.APPLICATION_JSON, TenantView.of(tenant))
 

@@ -40,6 +40,12 @@ class ConflictError(QfbridgeError):
     code = "conflict"
 
 
+class RuleViolation(QfbridgeError):
+    """The request is well formed but breaks a domain rule (e.g. a review linking to no known family)."""
+
+    code = "rule_violation"
+
+
 class DossierError(QfbridgeError):
     """A dossier cannot be used: it is recorded as rejected with this code as its reason."""
 

@@ -20,7 +20,14 @@ import pydantic
 from pydantic import BaseModel, ConfigDict
 
 from qfbridge.clock import Clock, utc_now
-from qfbridge.domain.errors import ConflictError, LinkError, NotFoundError, QfbridgeError, ValidationError
+from qfbridge.domain.errors import (
+    ConflictError,
+    LinkError,
+    NotFoundError,
+    QfbridgeError,
+    RuleViolation,
+    ValidationError,
+)
 from qfbridge.domain.identity import Family
 from qfbridge.domain.reference import normalise_reference
 from qfbridge.domain.siret import validate_cog_commune, validate_siret
@@ -28,8 +35,8 @@ from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
 from qfbridge.services.dispatch import refresh_message
 from qfbridge.services.snapshots import persist_link, snapshot_parsed
-from qfbridge.store.dossiers import OUTCOMES, DossierRecord, DossierRepository
-from qfbridge.store.families import FamilyRecord, FamilyRepository
+from qfbridge.store.dossiers import FINAL_OUTCOMES, OUTCOMES, DossierRecord, DossierRepository
+from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
@@ -264,19 +271,20 @@ class EditorService:
         now = self.clock()
         expires = now + dt.timedelta(days=self.form_link_ttl_days)
         url = build_form_url(self.form_base_url, tenant.siret, issued.external_id, redirect)
-        self.links.put(
-            StoredLink(
-                link_id=issued.link_id,
-                tenant_siret=tenant.siret,
-                user_id=user_id,
-                kid=issued.kid,
-                created_at=now.isoformat(),
-                expires_at=int(expires.timestamp()),
-                redirect_uri=redirect,
-            )
+        link = StoredLink(
+            link_id=issued.link_id,
+            tenant_siret=tenant.siret,
+            user_id=user_id,
+            kid=issued.kid,
+            created_at=now.isoformat(),
+            expires_at=int(expires.timestamp()),
+            redirect_uri=redirect,
         )
-        self.families.ensure_exists(tenant.siret, user_id)
-        self.families.add_link(tenant.siret, user_id, issued.link_id)
+        # The link and its family (a shell for an account the directory has not sent yet) are written
+        # together: an erasure always finds the link on the family.
+        self.links.put_with(
+            link, self.families.link_issue_update(tenant.siret, user_id, issued.link_id, now.isoformat())
+        )
         return IssuedFormLink(url=url, external_id=issued.external_id, expires_at=expires)
 
     def form_link(self, siret: str, external_id: str) -> tuple[StoredLink, str]:
@@ -302,7 +310,9 @@ class EditorService:
     def put_family(self, siret: str, family: Family) -> tuple[FamilyRecord, bool]:
         tenant = self.get_tenant(siret)
         created = self.families.upsert(tenant.siret, family)
-        return self.get_family(tenant.siret, family.user_id), created
+        record = self.families.get(tenant.siret, family.user_id)
+        # Erased between the two requests: the push stands answered, the erasure came after it.
+        return record or FamilyRecord(siret=tenant.siret, user_id=family.user_id, family=family), created
 
     def get_family(self, siret: str, user_id: str) -> FamilyRecord:
         tenant = self.get_tenant(siret)
@@ -336,16 +346,32 @@ class EditorService:
         return BatchReport(rows=[row for row in results if row is not None])
 
     def erase_family(self, siret: str, user_id: str) -> Erasure:
-        """RGPD erasure: the family and its blocking entries, its form links, its dossiers' personal data."""
+        """RGPD erasure: the family and its blocking entries, its form links, its dossiers' personal data,
+        and the dossiers waiting for review that name it as a candidate (the candidate is struck off) or
+        carry its members' identity (their personal data is erased).
+
+        The family item is deleted first: from then on no link, dossier or review decision can attach
+        anything to it (they require the family to exist), so what it listed is everything to reach.
+        """
         tenant = self.get_tenant(siret)
         record = self.families.erase(tenant.siret, user_id)
         if record is None:
             raise NotFoundError("No such family for this tenant.", code="family_not_found")
         for link_id in record.link_ids:
             self.links.delete(link_id)
+        erased = set(record.case_ids)
         for case_id in record.case_ids:
             self.dossiers.erase_personal_data(case_id)
-        return Erasure(user_id=user_id, form_links=len(record.link_ids), dossiers=len(record.case_ids))
+        keys = _identity_keys(record)
+        for dossier in self.dossiers.in_review(tenant.siret):
+            if dossier.case_id in erased:
+                continue
+            if dossier.parsed and _dossier_identity_key(dossier.parsed) in keys:
+                self.dossiers.erase_personal_data(dossier.case_id)
+                erased.add(dossier.case_id)
+            elif any(c.get("user_id") == user_id for c in dossier.candidates):
+                self.dossiers.strike_candidate(dossier.case_id, user_id)
+        return Erasure(user_id=user_id, form_links=len(record.link_ids), dossiers=len(erased))
 
     def refresh_now(self, siret: str, user_id: str) -> None:
         """Queue an immediate QF refresh (the same message the monthly dispatch sends)."""
@@ -401,6 +427,7 @@ class EditorService:
         elif record.outcome != "needs_review":
             raise ConflictError("Only a dossier in review can be resolved.", code="dossier_not_in_review")
         elif decision.decision == "link":
+            self._require_link_target(record, str(decision.user_id))
             record = self._link_reviewed(record, str(decision.user_id), resolved_by)
         else:
             updated = self.dossiers.mark_once(
@@ -435,21 +462,79 @@ class EditorService:
         parsed = snapshot_parsed(record.parsed)
         if parsed.quotient_familial is None:
             raise ConflictError("The dossier carries no quotient familial.", code="missing_quotient_familial")
-        applied = persist_link(
-            self.families,
-            self.dossiers,
-            record,
-            parsed,
-            user_id,
-            source="review",
-            now=self.clock(),
-            step=REVIEW_STEP,
-            link_method="review",
-            resolved_by=resolved_by,
-        )
+        try:
+            applied = persist_link(
+                self.families,
+                self.dossiers,
+                record,
+                parsed,
+                user_id,
+                source="review",
+                now=self.clock(),
+                step=REVIEW_STEP,
+                link_method="review",
+                resolved_by=resolved_by,
+            )
+        except FamilyGone as exc:  # erased since it was ranked: a review never recreates a family
+            raise RuleViolation("The family no longer exists.", code="unknown_family") from exc
         if not applied:
             raise ConflictError("The dossier was already resolved.", code="dossier_not_in_review")
         return self.dossiers.get(record.case_id) or record
+
+    def _require_link_target(self, record: DossierRecord, user_id: str) -> None:
+        """A review links to a ranked candidate or to a family of the tenant's directory, never to an
+        id an agent typed: a decision cannot invent a family."""
+        if any(c.get("user_id") == user_id for c in record.candidates):
+            return
+        family = self.families.get(record.tenant_siret, user_id)
+        if family is None or family.family is None:
+            raise RuleViolation(
+                "A review links the dossier to one of its candidates or to a family of the directory.",
+                code="unknown_family",
+            )
+
+    def reopen_review(self, siret: str, reference: str, *, reopened_by: str) -> DossierRecord:
+        """Put a resolved dossier back in review (an agent's wrong decision, or a wrong automatic link).
+
+        A linked dossier's QF entry leaves the family it was linked to (its current QF falls back on
+        the most recent remaining one; a pivot identity that came from this dossier goes too, and with
+        it the monthly refresh), the family itself stays. The dossier keeps every decision in
+        ``decisions``; the API audits the call. A new decision then applies (HubEE keeps the status
+        it was given: a dossier's status is never posted twice).
+        """
+        record = self.get_dossier(siret, reference)
+        if record.outcome not in FINAL_OUTCOMES:
+            raise ConflictError("Only a resolved dossier can be re-opened.", code="dossier_not_resolved")
+        if not record.parsed:
+            raise ConflictError(
+                "The dossier's data was erased; it cannot be re-opened.", code="dossier_data_erased"
+            )
+        if record.outcome == "linked" and record.user_id:
+            self.families.unlink_case(record.tenant_siret, record.user_id, record.case_id)
+        reopened = self.dossiers.reopen(record, self.clock(), reopened_by=reopened_by)
+        if reopened is None:
+            raise ConflictError("The dossier changed meanwhile; read it again.", code="dossier_changed")
+        return reopened
+
+
+def _identity_keys(record: FamilyRecord) -> set[str]:
+    """Identity keys of the family's people: its pivot identity and its directory parents."""
+    from qfbridge.store.families import person_key
+
+    keys = {record.identity_key} if record.identity_key else set()
+    if record.family is not None:
+        for parent in record.family.parents:
+            keys.add(person_key(parent.nom_naissance, parent.prenoms, parent.sexe, parent.date_naissance))
+    return keys
+
+
+def _dossier_identity_key(parsed: dict[str, Any]) -> str | None:
+    from qfbridge.store.families import identity_key
+
+    try:
+        return identity_key(snapshot_parsed(parsed).pivot_identity)
+    except (KeyError, pydantic.ValidationError):
+        return None
 
 
 def _same_decision(record: DossierRecord, decision: ReviewDecision) -> bool:

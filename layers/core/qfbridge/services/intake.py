@@ -65,12 +65,18 @@ from qfbridge.hubee.statuses import path_to, reached
 from qfbridge.links.signing import LinkSigner
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, match
-from qfbridge.services.snapshots import dossier_snapshot, persist_link, qf_event_detail, snapshot_parsed
+from qfbridge.services.snapshots import (
+    IdentityConflict,
+    dossier_snapshot,
+    persist_link,
+    qf_event_detail,
+    snapshot_parsed,
+)
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import DossierBusy, DossierRecord, DossierRepository
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.links import LinkRepository
+from qfbridge.store.families import FamilyGone, FamilyRepository, identity_key
+from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.markers import MarkerRepository
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
@@ -123,6 +129,8 @@ UNUSABLE_MESSAGE = (
 AWAITING_ONBOARDING = "awaiting_onboarding"
 """Outcome of a dossier for a collectivité the credential sees but qfbridge does not serve yet."""
 SIRET_SHAPE = re.compile(r"\d{14}")
+AUTO_LINKS = ("external_id", "identity")
+"""Link methods decided by the pipeline itself (audited with the service as actor)."""
 
 # Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
 NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
@@ -386,6 +394,9 @@ class IntakeService:
             self.crash_after("persisted")
             record = self.dossiers.get(case_id) or record
 
+        if record.outcome == "linked" and record.link_method in AUTO_LINKS and not record.done("audited"):
+            record = self._audit_auto_link(record)
+
         # Statuses: SI_RECEIVED always, then DONE once linked (needs_review waits for an agent).
         target = CaseStatus.DONE if record.outcome == "linked" else CaseStatus.SI_RECEIVED
         record = self._advance(client, case, record, target, MESSAGES[target])
@@ -466,8 +477,10 @@ class IntakeService:
         keys, active = self.secrets.read_link_keys(self.link_signing_secret_id)
         return LinkSigner(keys, active)
 
-    def _external_id_target(self, tenant_siret: str, external_id: str | None) -> tuple[str, str | None]:
-        """(status, user_id) of the dossier's external_id: only a ``valid`` one names a family."""
+    def _external_id_target(
+        self, tenant_siret: str, external_id: str | None
+    ) -> tuple[str, StoredLink | None]:
+        """(status, link) of the dossier's external_id: only a ``valid`` one names a family."""
         if not external_id:
             return "absent", None
         try:
@@ -486,26 +499,39 @@ class IntakeService:
             return "foreign", None
         if stored.expires_at < int(self.clock().timestamp()):
             return "expired", None
-        return "valid", stored.user_id
+        return "valid", stored
 
     def _reconcile_and_persist(self, record: DossierRecord, parsed: ParsedDossier) -> None:
         siret = record.tenant_siret
         identity = DossierIdentity.from_parts(parsed.pivot_identity, parsed.allocataires, parsed.enfants)
-        link_status, user_id = self._external_id_target(siret, parsed.external_id)
+        link_status, link = self._external_id_target(siret, parsed.external_id)
+        user_id = link.user_id if link is not None else None
         fields: dict[str, Any] = {"external_id_status": link_status}
         method: str | None = None
         candidates: list[dict[str, Any]] = []
         evidence: list[str] = []
-        if user_id is not None:
+        person = identity_key(parsed.pivot_identity)
+        if link is not None and user_id is not None:
             existing = self.families.get(siret, user_id)
-            if existing is None or existing.family is None:
-                method = "external_id"  # the editor issued the link to this account: trust it
+            if existing is None:
+                user_id = None  # erased meanwhile: identity matching decides
             else:
-                check = cross_check(identity, existing.family)
-                evidence = [r.code for r in check.reasons]
-                if check.strong_mismatch:
+                reasons: list[str] = []
+                if existing.family is None:
+                    # No directory identity vouches for the usager: the family takes one identity only.
+                    if existing.identity_key not in (None, person):
+                        reasons = ["family_holds_another_identity"]
+                else:
+                    check = cross_check(identity, existing.family)
+                    evidence = [r.code for r in check.reasons]
+                    if check.strong_mismatch:
+                        reasons = evidence
+                if not reasons and not self.links.bind(link.link_id, person):
+                    # A form link serves the first usager who used it, never a second identity.
+                    reasons = ["link_used_by_another_identity"]
+                if reasons:
                     candidates = [
-                        {"user_id": user_id, "score": 0.0, "reasons": evidence, "via": "external_id"}
+                        {"user_id": user_id, "score": 0.0, "reasons": reasons, "via": "external_id"}
                     ]
                     user_id = None
                 else:
@@ -526,46 +552,77 @@ class IntakeService:
 
         now = self.clock()
         if user_id is not None and method is not None:
-            persist_link(
-                self.families,
-                self.dossiers,
-                record,
-                parsed,
-                user_id,
-                source="dossier",
-                now=now,
-                link_method=method,
-                candidates=candidates,
-                evidence=evidence,
-                **fields,
-            )
-            metrics.add_metric(name=f"DossiersLinked_{method}", unit="Count", value=1)
-            if self.audit is not None:
-                self.audit.write(
-                    AuditRecord(
-                        request_id=record.case_id,
-                        actor="service",
-                        principal=SERVICE_PRINCIPAL,
-                        tenant_siret=siret,
-                        route="pipeline:reconcile",
-                        action=f"dossier.auto_link.{method}",
-                        user_id=user_id,
-                        reference=record.reference,
-                        outcome="success",
-                    )
+            try:
+                persist_link(
+                    self.families,
+                    self.dossiers,
+                    record,
+                    parsed,
+                    user_id,
+                    source="dossier",
+                    now=now,
+                    guard_identity=method == "external_id",
+                    link_method=method,
+                    candidates=candidates,
+                    evidence=evidence,
+                    **fields,
                 )
-        else:
-            self.dossiers.mark(
-                record.case_id,
-                "persisted",
-                now,
-                tenant_siret=siret,
-                outcome="needs_review",
-                candidates=candidates,
-                evidence=evidence,
-                **fields,
+                metrics.add_metric(name=f"DossiersLinked_{method}", unit="Count", value=1)
+                return
+            except IdentityConflict:
+                candidates = [
+                    {
+                        "user_id": user_id,
+                        "score": 0.0,
+                        "reasons": ["family_holds_another_identity"],
+                        "via": "external_id",
+                    }
+                ]
+            except FamilyGone:  # erased between the decision and the write: never recreated
+                candidates = [c for c in candidates if c.get("user_id") != user_id]
+        self.dossiers.mark(
+            record.case_id,
+            "persisted",
+            now,
+            tenant_siret=siret,
+            outcome="needs_review",
+            candidates=candidates,
+            evidence=evidence,
+            **fields,
+        )
+        metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
+
+    def _audit_auto_link(self, record: DossierRecord) -> DossierRecord:
+        """One audit record per automatic link, written again by a retry when it failed.
+
+        ``audit_started`` is journaled before the write and ``audited`` after it: a retry that finds
+        the first without the second looks the record up in the trail before writing it, so a crash
+        between the write and the journal never leaves two records.
+        """
+        if self.audit is None:
+            return record
+        action = f"dossier.auto_link.{record.link_method}"
+        written = record.done("audit_started") and self.audit.contains(
+            request_id=record.case_id, action=action
+        )
+        if not record.done("audit_started"):
+            record = self.dossiers.mark(record.case_id, "audit_started", self.clock())
+        if not written:
+            self.audit.write(
+                AuditRecord(
+                    request_id=record.case_id,
+                    actor="service",
+                    principal=SERVICE_PRINCIPAL,
+                    tenant_siret=record.tenant_siret,
+                    route="pipeline:reconcile",
+                    action=action,
+                    user_id=record.user_id,
+                    reference=record.reference,
+                    outcome="success",
+                )
             )
-            metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
+            self.crash_after("audit_written")
+        return self.dossiers.mark(record.case_id, "audited", self.clock())
 
     # ------------------------------------------------------------------ endings
     def _park(

@@ -39,6 +39,7 @@ from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
 from qfbridge.observability import logger, metrics
 from qfbridge.services.dispatch import IN_FLIGHT_HOLD, tenant_pace_rule
 from qfbridge.services.snapshots import qf_event_detail
+from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRepository, QfEntry, RefreshState
 from qfbridge.store.pacing import Permit, TenantPacer
@@ -121,8 +122,12 @@ class RefreshService:
     retry_base_seconds: int = 30
     clock: Clock = utc_now
     sleep: Callable[[float], None] = time.sleep
+    audit: AuditTrail | None = None
+    """Each call to API Particulier sends the family's pivot identity: one audit record per call."""
 
-    def refresh(self, message: dict[str, Any], *, attempt: int = 1) -> RefreshResult:
+    def refresh(
+        self, message: dict[str, Any], *, attempt: int = 1, request_id: str | None = None
+    ) -> RefreshResult:
         siret, user_id = str(message["siret"]), str(message["user_id"])
         looked = self._look(siret)
         if looked is None:
@@ -150,6 +155,7 @@ class RefreshService:
             return self._keep_due(siret, user_id)
         if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt):
             return self._keep_due(siret, user_id)
+        self._audit_read(siret, user_id, str(message.get("reason") or "monthly"), request_id, attempt)
         outcome = self.client.fetch_quotient_familial(
             family.pivot_identity, siret, token.get_secret_value(), no_cache=True
         )
@@ -159,6 +165,26 @@ class RefreshService:
             extra={"tenant_siret": siret, "user_id": user_id, "attempt": attempt, **outcome.log_fields()},
         )
         return self._apply(siret, user_id, family.qf, family.refresh, outcome, self.clock(), attempt)
+
+    def _audit_read(
+        self, siret: str, user_id: str, reason: str, request_id: str | None, attempt: int
+    ) -> None:
+        """Record that the service reads the family's identity to call API Particulier (before the
+        call: a read that cannot be traced is not made — the write failing retries the message)."""
+        if self.audit is None:
+            return
+        self.audit.write(
+            AuditRecord(
+                request_id=f"{request_id or 'refresh'}:{attempt}",
+                actor="service",
+                principal=SERVICE_PRINCIPAL,
+                tenant_siret=siret,
+                route="pipeline:qf_refresh",
+                action=f"family.identity_read.{reason}",
+                user_id=user_id,
+                outcome="success",
+            )
+        )
 
     # ------------------------------------------------------------------ pacing
     def _look(self, siret: str) -> tuple[Tenant, Permit | None] | None:
@@ -268,6 +294,7 @@ class RefreshService:
                 entry=None,
                 next_refresh_at=None,
                 state=RefreshState(status="identity_rejected", **base),
+                forget_identity=True,  # of no further use: a new dossier brings a usable one
             )
             self._failed(siret, user_id, "identity_rejected", attempt)
             return RefreshResult("identity_rejected")

@@ -10,9 +10,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qfbridge.domain.dossier import ParsedDossier
+from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.store.families import FamilyRepository, QfEntry
+from qfbridge.store.dossiers import FamilyChanged
+from qfbridge.store.families import (
+    QF_WRITE_ATTEMPTS,
+    FamilyBusy,
+    FamilyGone,
+    FamilyRepository,
+    QfEntry,
+    identity_key,
+)
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -73,6 +82,13 @@ def qf_event_detail(siret: str, user_id: str, entry: QfEntry, previous: int | No
     return detail
 
 
+class IdentityConflict(QfbridgeError):
+    """The family already holds another person's pivot identity and no directory identity vouches for
+    the newcomer: an automatic link would hand the family to a stranger, so the dossier goes to review."""
+
+    code = "identity_conflict"
+
+
 def persist_link(
     families: FamilyRepository,
     dossiers: DossierRepository,
@@ -83,32 +99,67 @@ def persist_link(
     source: str,
     now: dt.datetime,
     step: str = "persisted",
+    guard_identity: bool = False,
     **fields: Any,
 ) -> bool:
     """Store the dossier's QF, pivot identity and members on the family and the link on the dossier,
-    in one transaction (``DossierRepository.persist_link_transaction``); False if already applied."""
+    in one transaction (``DossierRepository.persist_link_transaction``); False if already applied.
+
+    The family must exist (``FamilyGone`` otherwise: a link never creates or recreates a family).
+    The transaction is conditioned on the family as read; a concurrent write makes it fail and it is
+    read and tried again. ``guard_identity`` (automatic links): a family without a directory
+    identity that already holds a different pivot identity raises ``IdentityConflict``.
+    """
     from qfbridge.domain.schedule import next_refresh_date
 
     if parsed.quotient_familial is None:
         raise ValueError("a dossier without a quotient familial cannot be linked")
-    if families.get(record.tenant_siret, user_id) is None:
-        # A link to an account the directory does not know yet: create the family shell.
-        families.ensure_exists(record.tenant_siret, user_id)
     entry = QfEntry(
         quotient_familial=parsed.quotient_familial,
         source=source,
         source_id=record.case_id,
         received_at=now.isoformat(),
     )
-    update = families.link_update(
-        record.tenant_siret,
-        user_id,
-        pivot=parsed.pivot_identity,
-        entry=entry,
-        members=members_of(parsed),
-        case_id=record.case_id,
-        next_refresh_at=next_refresh_date(now.date()).isoformat(),
-    )
-    return dossiers.persist_link_transaction(
-        record, update, now, step=step, outcome="linked", user_id=user_id, **fields
-    )
+    key = identity_key(parsed.pivot_identity)
+    for _ in range(QF_WRITE_ATTEMPTS):
+        current = families.get(record.tenant_siret, user_id)
+        if current is None:
+            raise FamilyGone("No such family for this tenant.")
+        if record.case_id in current.case_ids:
+            # An earlier attempt linked it (the family holds this dossier): record the dossier alone.
+            return (
+                dossiers.mark_once(
+                    record.case_id,
+                    step,
+                    now,
+                    tenant_siret=record.tenant_siret,
+                    outcome="linked",
+                    user_id=user_id,
+                    **fields,
+                )
+                is not None
+            )
+        if (
+            guard_identity
+            and current.family is None
+            and current.identity_key is not None
+            and current.identity_key != key
+        ):
+            raise IdentityConflict("The family holds another person's identity.")
+        update = families.link_update(
+            record.tenant_siret,
+            user_id,
+            pivot=parsed.pivot_identity,
+            entry=entry,
+            members=members_of(parsed),
+            case_id=record.case_id,
+            next_refresh_at=next_refresh_date(now.date()).isoformat(),
+            current=current,
+        )
+        try:
+            return dossiers.persist_link_transaction(
+                record, update, now, step=step, outcome="linked", user_id=user_id, **fields
+            )
+        except FamilyChanged:
+            continue
+    raise FamilyBusy("The family kept changing while the dossier was linked.")

@@ -3,6 +3,11 @@ expires, and on expiry (API Particulier tokens expire every 18 months and are pr
 
 The expiry date is tenant configuration (the token does not tell it reliably). Each threshold is
 announced once (``token_alerts_sent``); a new expiry date set through the API resets them.
+
+The same daily run expires the pivot identities of families no longer refreshed: a family still due
+``PIVOT_RETENTION_DAYS`` after its due date (its tenant's refreshes stopped since, or its refreshes
+keep failing before reaching API Particulier) loses its pivot identity and leaves the refresh cycle;
+a new dossier brings both back.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from typing import Any
 from qfbridge.clock import Clock, utc_now
 from qfbridge.observability import logger
 from qfbridge.store.events import EventPublisher
+from qfbridge.store.families import FamilyRepository
 from qfbridge.store.tenants import Tenant, TenantRepository
 
 THRESHOLDS_DAYS = (90, 60, 30, 15)
+PIVOT_RETENTION_DAYS = 180
+"""A pivot identity unused by a refresh for this long (past its due date) is deleted."""
+EXPIRY_PAGE = 100
 
 
 @dataclass
@@ -24,9 +33,15 @@ class TokenWatchReport:
     checked: int = 0
     expiring: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    identities_expired: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"checked": self.checked, "expiring": len(self.expiring), "expired": len(self.expired)}
+        return {
+            "checked": self.checked,
+            "expiring": len(self.expiring),
+            "expired": len(self.expired),
+            "identities_expired": self.identities_expired,
+        }
 
 
 def due_alert(tenant: Tenant, today: dt.date) -> tuple[str, int] | None:
@@ -48,12 +63,14 @@ class TokenWatchService:
     tenants: TenantRepository
     events: EventPublisher
     clock: Clock = utc_now
+    families: FamilyRepository | None = None
 
     def run(self) -> TokenWatchReport:
         today = self.clock().date()
         report = TokenWatchReport()
         for tenant in self.tenants.all():
             report.checked += 1
+            report.identities_expired += self._expire_identities(tenant.siret)
             alert = due_alert(tenant, today)
             if alert is None or tenant.token_expires_on is None:
                 continue
@@ -87,3 +104,18 @@ class TokenWatchService:
                 report.expiring.append(tenant.siret)
         logger.info("token watch done", extra=report.as_dict())
         return report
+
+    def _expire_identities(self, siret: str) -> int:
+        """Delete the pivot identities of the tenant's families not refreshed for the retention period
+        (still due since then): one Query on the due index, then one conditional UpdateItem each."""
+        if self.families is None:
+            return 0
+        now = self.clock()
+        cutoff = (now - dt.timedelta(days=PIVOT_RETENTION_DAYS)).isoformat()
+        expired = 0
+        while True:
+            stale = self.families.due(siret, cutoff, EXPIRY_PAGE)
+            for user_id in stale:
+                expired += self.families.expire_identity(siret, user_id, cutoff, now.isoformat())
+            if len(stale) < EXPIRY_PAGE:
+                return expired

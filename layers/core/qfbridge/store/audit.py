@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Actor = Literal["editor", "service"]
+Actor = Literal["editor", "service", "operator"]
 SERVICE_PRINCIPAL = "qfbridge:service"
 
 
@@ -83,6 +83,21 @@ class AuditTrail:
                 ],
             )
             self.written += len(records)
+
+    def contains(self, *, request_id: str, action: str) -> bool:
+        """Whether the trail already holds the record of ``request_id``/``action`` (a retry that may
+        have written it before crashing checks before writing it again): one filtered read."""
+        kwargs: dict[str, Any] = {"logGroupName": self.log_group, "filterPattern": f'"{request_id}"'}
+        while True:
+            response = _client().filter_log_events(**kwargs)
+            for event in response.get("events", []):
+                record = json.loads(event["message"])
+                if record.get("request_id") == request_id and record.get("action") == action:
+                    return True
+            token = response.get("nextToken")
+            if not token:
+                return False
+            kwargs["nextToken"] = token
 
 
 def read_records(

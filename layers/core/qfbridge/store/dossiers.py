@@ -8,6 +8,7 @@ Records expire 90 days after reception (TTL ``expires_at``): the support window 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,10 +67,17 @@ class DossierRecord(BaseModel):
     resolved_by: str | None = None
     awaiting_holder: str | None = None
     """For a dossier awaiting its collectivité's onboarding: the tenant whose credential saw it."""
+    decisions: list[dict[str, Any]] = Field(default_factory=list)  # earlier decisions, re-opened
     expires_at: int | None = None
 
     def done(self, step: str) -> bool:
         return step in self.steps
+
+
+class FamilyChanged(QfbridgeError):
+    """The family half of a linking transaction failed its condition: read the family again."""
+
+    code = "family_changed"
 
 
 class DossierRepository:
@@ -260,9 +268,10 @@ class DossierRepository:
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 return False
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
-                # The family already holds this dossier's QF: mark the dossier alone.
-                self.mark(record.case_id, step, now, tenant_siret=record.tenant_siret, **fields)
-                return True
+                # The family changed since it was read (or is gone): the caller reads it again.
+                raise FamilyChanged(record.case_id) from exc
+            if "TransactionConflict" in reasons:
+                raise FamilyChanged(record.case_id) from exc
             raise
         return True
 
@@ -302,12 +311,80 @@ class DossierRepository:
         records = [DossierRecord.model_validate(plain(item)) for item in response.get("Items", [])]
         return records, encode_cursor(response.get("LastEvaluatedKey"))
 
+    def in_review(self, tenant_siret: str) -> Iterator[DossierRecord]:
+        """Every dossier of the tenant waiting for review (one Query on ``by_tenant_outcome``, paged)."""
+        cursor: str | None = None
+        while True:
+            records, cursor = self.list_page(tenant_siret, outcome="needs_review", limit=100, cursor=cursor)
+            for record in records:
+                full = self.get(record.case_id)  # the index may project less than the record
+                if full is not None and full.outcome == "needs_review":
+                    yield full
+            if cursor is None:
+                return
+
+    def strike_candidate(self, case_id: str, user_id: str) -> None:
+        """Remove an erased family from a dossier's candidates (the dossier stays in review)."""
+        for _ in range(5):
+            record = self.get(case_id)
+            if record is None:
+                return
+            kept = [c for c in record.candidates if c.get("user_id") != user_id]
+            if len(kept) == len(record.candidates):
+                return
+            try:
+                self._table.update_item(
+                    Key={"case_id": case_id},
+                    UpdateExpression="SET candidates = :kept",
+                    ConditionExpression="candidates = :seen",
+                    ExpressionAttributeValues=to_dynamo({":kept": kept, ":seen": record.candidates}),
+                )
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+                continue
+            return
+
+    def reopen(self, record: DossierRecord, now: dt.datetime, *, reopened_by: str) -> DossierRecord | None:
+        """Back to review, the decision it replaces kept in ``decisions``; None if it changed meanwhile."""
+        earlier = {
+            "outcome": record.outcome,
+            "user_id": record.user_id,
+            "link_method": record.link_method,
+            "reason": record.reason,
+            "resolved_by": record.resolved_by,
+            "reopened_by": reopened_by,
+            "reopened_at": now.isoformat(),
+        }
+        try:
+            response = self._table.update_item(
+                Key={"case_id": record.case_id},
+                UpdateExpression=(
+                    "SET outcome = :review, tenant_outcome = :to, "
+                    "decisions = list_append(if_not_exists(decisions, :empty), :earlier) "
+                    "REMOVE user_id, link_method, resolved_by, reason, #steps.reviewed, #steps.review_published"
+                ),
+                ConditionExpression="outcome = :seen",
+                ExpressionAttributeNames={"#steps": "steps"},
+                ExpressionAttributeValues=to_dynamo(
+                    {
+                        ":review": "needs_review",
+                        ":to": f"{record.tenant_siret}#needs_review",
+                        ":empty": [],
+                        ":earlier": [{k: v for k, v in earlier.items() if v is not None}],
+                        ":seen": record.outcome,
+                    }
+                ),
+                ReturnValues="ALL_NEW",
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return None
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
     def erase_personal_data(self, case_id: str) -> None:
         """RGPD erasure: drop the dossier's personal data, keep the technical trace (outcome, steps)."""
         try:
             self._table.update_item(
                 Key={"case_id": case_id},
-                UpdateExpression="REMOVE parsed, candidates, user_id SET erased = :t",
+                UpdateExpression="REMOVE parsed, candidates, user_id, evidence, decisions SET erased = :t",
                 ConditionExpression="attribute_exists(case_id)",
                 ExpressionAttributeValues={":t": True},
             )

@@ -2,31 +2,71 @@
 
 Item layout (one partition per tenant, ``pk = T#<siret>``):
 
-* ``sk = F#<user_id>`` — the family: ``family`` (directory identity), ``pivot_identity``, ``qf``,
-  ``qf_history`` (+ ``qf_history_keys``, the idempotency keys of the entries), ``members``,
-  ``refresh`` (status of the monthly refresh), ``refresh_tenant``/``next_refresh_at`` (the sparse
-  ``by_refresh_due`` index), ``case_ids`` and ``link_ids`` (what an erasure must reach).
+* ``sk = F#<user_id>`` — the family. Its attributes belong to one writer each (``OWNERSHIP``); a
+  writer changes only its own attributes, with an UpdateItem (never a read-then-put of the whole
+  item), so no write erases what another path stored meanwhile:
+
+  - the **directory** (``upsert_many``): ``family`` (directory identity), ``blocking_dates`` (the
+    family's blocking keys), ``directory_updated_at``;
+  - **links and dossiers** (``link_update``, the form-link issuance, ``unlink_case``):
+    ``pivot_identity``, ``identity_key``, ``pivot_case_id``, ``members``, ``case_ids``, ``link_ids``;
+  - **the QF** (``link_update``, ``record_refresh``, ``unlink_case``, versioned by ``qf_version``: a
+    conditional write re-read and retried on conflict): ``qf``, ``qf_history``, ``qf_history_keys``;
+  - **the refresh** (``record_refresh``, ``defer``, ``expire_identity``, and a link that (re)starts
+    the cycle): ``refresh``, ``refresh_tenant``/``next_refresh_at`` (the sparse ``by_refresh_due``
+    index).
+
 * ``sk = B#<key>#<user_id>`` — a blocking entry per blocking key of the family
   (``qfbridge.reconcile.blocking_keys_for_family``: each distinct birth date of its parents and
   children, and each parent's name key ``name:<surname>:<first prénom>``), carrying a copy of the
   directory identity: identity matching reads one Query per birth date of the dossier's household
   (and, for the review list only, a bounded Query per name key of the usager), never the whole
   directory. The family item lists its keys in ``blocking_dates``.
+
+The current QF is the entry of the most recent period (``annee``, ``mois``, then the calculation
+date, then the reception time); an older entry only joins the history, which keeps the
+``HISTORY_LIMIT`` most recent periods.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qfbridge.domain.errors import NotFoundError, QfbridgeError
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
 HISTORY_LIMIT = 60  # five years of monthly refreshes
+QF_WRITE_ATTEMPTS = 8
+"""Versioned QF writes re-read and retried on a conflict, before giving up (the caller retries later)."""
+UPSERT_WORKERS = 8
+
+OWNERSHIP: dict[str, tuple[str, ...]] = {
+    "directory": ("family", "blocking_dates", "directory_updated_at"),
+    "links": ("pivot_identity", "identity_key", "pivot_case_id", "members", "case_ids", "link_ids"),
+    "qf": ("qf", "qf_history", "qf_history_keys", "qf_version"),
+    "refresh": ("refresh", "refresh_tenant", "next_refresh_at"),
+}
+"""Which writer owns which attribute of a family item (see the module docstring)."""
+
+
+class FamilyGone(NotFoundError):
+    """The family does not exist (never pushed nor linked, or erased): nothing is linked to it."""
+
+    code = "family_not_found"
+
+
+class FamilyBusy(QfbridgeError):
+    """The family's QF kept changing under a versioned write: retry later."""
+
+    code = "family_busy"
 
 
 def family_pk(siret: str) -> str:
@@ -50,6 +90,42 @@ def blocking_dates(family: Family) -> set[str]:
     return blocking_keys_for_family(family)
 
 
+def blocking_items(siret: str, family: Family) -> dict[str, dict[str, Any]]:
+    """The blocking entries of a directory family, by sort key (what identity matching Queries)."""
+    directory = family.model_dump(mode="json")
+    return {
+        blocking_sk(date, family.user_id): {
+            "pk": family_pk(siret),
+            "sk": blocking_sk(date, family.user_id),
+            "user_id": family.user_id,
+            "family": directory,
+        }
+        for date in sorted(blocking_dates(family))
+    }
+
+
+def stored_blocking_sks(user_id: str, item: dict[str, Any] | None) -> set[str]:
+    """The sort keys of the blocking entries a stored family item says it has."""
+    if not item:
+        return set()
+    return {blocking_sk(str(date), user_id) for date in plain(item.get("blocking_dates", []))}
+
+
+def person_key(surname: str, given_names: str, sexe: str, birthdate: dt.date) -> str:
+    """A digest naming one person (folded birth name, first given name, sex, birth date): two dossiers
+    of the same usager get the same key, whatever accents or extra first names they carry."""
+    from qfbridge.reconcile.normalize import comparable_surname, given_name_tokens
+
+    first = given_name_tokens(given_names)[:1]
+    material = "|".join([comparable_surname(surname), first[0] if first else "", sexe, birthdate.isoformat()])
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def identity_key(pivot: PivotIdentity) -> str:
+    """The ``person_key`` of a pivot identity."""
+    return person_key(pivot.family_name, pivot.given_name, pivot.sexe, pivot.birthdate)
+
+
 class QfEntry(BaseModel):
     """One QF value received for a family, from a dossier or a refresh."""
 
@@ -60,13 +136,21 @@ class QfEntry(BaseModel):
     source_id: str  # case id or refresh period
     received_at: str
 
+    @property
+    def history_key(self) -> str:
+        return f"{self.source}:{self.source_id}"
+
+
+def period_key(entry: QfEntry) -> tuple[int, int, int, int, str]:
+    """How recent a QF is: its period (annee, mois), then its calculation date, then its reception."""
+    qf = entry.quotient_familial
+    return (qf.annee, qf.mois, qf.annee_calcul or 0, qf.mois_calcul or 0, entry.received_at)
+
 
 class RefreshState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    status: str = (
-        "pending"  # pending | ok | not_found | identity_rejected | token_expired | forbidden | failed
-    )
+    status: str = "pending"  # pending | ok | not_found | identity_rejected | token_expired | forbidden | failed | expired
     last_attempt_at: str | None = None
     last_outcome: str | None = None
     not_found_count: int = 0
@@ -81,8 +165,12 @@ class FamilyRecord(BaseModel):
     user_id: str
     family: Family | None = None
     pivot_identity: PivotIdentity | None = None
+    identity_key: str | None = None
+    pivot_case_id: str | None = None
     qf: QfEntry | None = None
     qf_history: list[QfEntry] = Field(default_factory=list)
+    qf_history_keys: list[str] = Field(default_factory=list)
+    qf_version: int = 0
     members: dict[str, Any] | None = None
     refresh: RefreshState = Field(default_factory=RefreshState)
     next_refresh_at: str | None = None
@@ -90,9 +178,38 @@ class FamilyRecord(BaseModel):
     link_ids: list[str] = Field(default_factory=list)
 
 
+class QfMerge(BaseModel):
+    """The QF attributes after adding one entry to a family (a pure computation, then one write)."""
+
+    history: list[QfEntry]
+    current: QfEntry
+    becomes_current: bool
+
+
+def merge_entry(record: FamilyRecord | None, entry: QfEntry) -> QfMerge:
+    """Add ``entry`` to the family's history (most recent ``HISTORY_LIMIT`` periods kept); the current
+    QF is the most recent period's, so an older entry arriving late only joins the history."""
+    previous = list(record.qf_history) if record else []
+    history = sort_history([e for e in previous if e.history_key != entry.history_key] + [entry])
+    history = history[-HISTORY_LIMIT:]
+    current = record.qf if record else None
+    becomes_current = current is None or period_key(entry) >= period_key(current)
+    return QfMerge(
+        history=history,
+        current=entry if becomes_current or current is None else current,
+        becomes_current=becomes_current,
+    )
+
+
 def serialize(item: dict[str, Any]) -> dict[str, Any]:
     """Values for a transaction item sent through the resource's client, which serialises them itself."""
     return {key: to_dynamo(value) for key, value in item.items()}
+
+
+def _version_condition(version: int) -> tuple[str, dict[str, Any]]:
+    if version == 0:
+        return "attribute_not_exists(qf_version)", {}
+    return "qf_version = :seen", {":seen": version}
 
 
 class FamilyRepository:
@@ -100,9 +217,14 @@ class FamilyRepository:
         self.table_name = table_name
         self._table = table(table_name)
 
+    def _conditional_failed(self) -> type[Exception]:
+        return self._table.meta.client.exceptions.ConditionalCheckFailedException
+
     # ------------------------------------------------------------------ directory
     def get(self, siret: str, user_id: str) -> FamilyRecord | None:
-        item = self._table.get_item(Key={"pk": family_pk(siret), "sk": family_sk(user_id)}).get("Item")
+        item = self._table.get_item(
+            Key={"pk": family_pk(siret), "sk": family_sk(user_id)}, ConsistentRead=True
+        ).get("Item")
         return _record(siret, item) if item else None
 
     def upsert(self, siret: str, family: Family) -> bool:
@@ -110,59 +232,83 @@ class FamilyRepository:
         return self.upsert_many(siret, [family])[0]
 
     def upsert_many(self, siret: str, families: list[Family]) -> list[bool]:
-        """Bulk upsert: one BatchGet per 100 families, then batched writes of families and blocking entries."""
-        existing: dict[str, dict[str, Any]] = {}
+        """Write the directory's attributes of each family (one UpdateItem each, never the attributes
+        intake, refresh and links own), then its blocking entries."""
         client = dynamodb().meta.client
-        user_ids = list(dict.fromkeys(f.user_id for f in families))
+        now = dt.datetime.now(dt.UTC).isoformat()
+
+        def write(family: Family) -> dict[str, Any] | None:
+            response = client.update_item(
+                TableName=self.table_name,
+                Key={"pk": family_pk(siret), "sk": family_sk(family.user_id)},
+                UpdateExpression="SET #family = :family, blocking_dates = :dates, directory_updated_at = :now",
+                ExpressionAttributeNames={"#family": "family"},
+                ExpressionAttributeValues=to_dynamo(
+                    {
+                        ":family": family.model_dump(mode="json"),
+                        ":dates": sorted(blocking_dates(family)),
+                        ":now": now,
+                    }
+                ),
+                ReturnValues="ALL_OLD",
+            )
+            return response.get("Attributes")
+
+        if len(families) > 1:
+            with ThreadPoolExecutor(max_workers=UPSERT_WORKERS) as pool:
+                olds = list(pool.map(write, families))
+        else:
+            olds = [write(family) for family in families]
+        self._write_blocking(siret, families, olds)
+        return [old is None for old in olds]
+
+    def _write_blocking(self, siret: str, families: list[Family], olds: list[dict[str, Any] | None]) -> None:
+        """Put each family's blocking entries, delete those it no longer has; then settle the races:
+        an erasure or another push of the same family that ran meanwhile leaves the blocking entries
+        of what the family item holds now, and no others."""
+        written: dict[str, set[str]] = {}
+        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+            for family, old in zip(families, olds, strict=True):
+                items = blocking_items(siret, family)
+                for item in items.values():
+                    batch.put_item(Item=to_dynamo(item))
+                for sk in stored_blocking_sks(family.user_id, old) - set(items):
+                    batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
+                written[family.user_id] = set(items)
+        current = self._batch_get(siret, list(written))
+        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
+            for family in families:
+                found = current.get(family.user_id)
+                now_family = plain(found["family"]) if found and "family" in found else None
+                if now_family == family.model_dump(mode="json"):
+                    continue
+                wanted = (
+                    blocking_items(siret, Family.model_validate(now_family)) if now_family is not None else {}
+                )
+                for sk in written[family.user_id] - set(wanted):
+                    batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
+                for entry in wanted.values():
+                    batch.put_item(Item=to_dynamo(entry))
+
+    def _batch_get(self, siret: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+        client = dynamodb().meta.client
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(user_ids), 100):
             keys = [{"pk": family_pk(siret), "sk": family_sk(uid)} for uid in user_ids[start : start + 100]]
-            request: dict[str, Any] = {self.table_name: {"Keys": keys}}
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "sk, #family",
+                    "ExpressionAttributeNames": {"#family": "family"},
+                }
+            }
             while request:
                 response = client.batch_get_item(RequestItems=request)
                 for item in response.get("Responses", {}).get(self.table_name, []):
-                    existing[str(item["sk"])[2:]] = item
+                    found[str(item["sk"])[2:]] = item
                 request = response.get("UnprocessedKeys") or {}
-        created: list[bool] = []
-        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
-            for family in families:
-                old = existing.get(family.user_id)
-                created.append(old is None)
-                item = dict(old or {"pk": family_pk(siret), "sk": family_sk(family.user_id)})
-                directory = family.model_dump(mode="json")
-                item["family"] = directory
-                new_dates = blocking_dates(family)
-                old_dates = set(plain(old.get("blocking_dates", []))) if old else set()
-                item["blocking_dates"] = sorted(new_dates)
-                item["updated_at"] = dt.datetime.now(dt.UTC).isoformat()
-                batch.put_item(Item=to_dynamo(item))
-                for date in new_dates:
-                    batch.put_item(
-                        Item=to_dynamo(
-                            {
-                                "pk": family_pk(siret),
-                                "sk": blocking_sk(date, family.user_id),
-                                "user_id": family.user_id,
-                                "family": directory,
-                            }
-                        )
-                    )
-                for date in old_dates - new_dates:
-                    batch.delete_item(Key={"pk": family_pk(siret), "sk": blocking_sk(date, family.user_id)})
-        return created
-
-    def ensure_exists(self, siret: str, user_id: str) -> None:
-        """A family item for an account the directory has not sent yet (a link issued to it was used)."""
-        try:
-            self._table.put_item(
-                Item={
-                    "pk": family_pk(siret),
-                    "sk": family_sk(user_id),
-                    "updated_at": dt.datetime.now(dt.UTC).isoformat(),
-                },
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
-            return
+        return found
 
     def candidates(self, siret: str, birthdate: dt.date) -> list[Family]:
         """The directory families with a parent born on ``birthdate``: one Query on the blocking entries."""
@@ -190,6 +336,21 @@ class FamilyRepository:
                 kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
         return list(found.values())
 
+    # ------------------------------------------------------------------ links
+    def link_issue_update(self, siret: str, user_id: str, link_id: str, now: str) -> dict[str, Any]:
+        """The family half of a form link's issuance (a transaction with the link's item): the link id
+        is on the family, creating a shell for an account the directory has not sent yet, or neither is
+        written — an erasure always reaches every link of the family."""
+        return {
+            "Update": {
+                "TableName": self.table_name,
+                "Key": serialize({"pk": family_pk(siret), "sk": family_sk(user_id)}),
+                "UpdateExpression": "SET link_ids = list_append(if_not_exists(link_ids, :empty), :link), "
+                "created_at = if_not_exists(created_at, :now)",
+                "ExpressionAttributeValues": serialize({":empty": [], ":link": [link_id], ":now": now}),
+            }
+        }
+
     # ------------------------------------------------------------------ QF
     def link_update(
         self,
@@ -201,37 +362,61 @@ class FamilyRepository:
         members: dict[str, Any],
         case_id: str,
         next_refresh_at: str,
+        current: FamilyRecord | None = None,
     ) -> dict[str, Any]:
-        """The family half of the linking transaction (see ``DossierRepository.persist_link``)."""
-        history_key = f"{entry.source}:{entry.source_id}"
+        """The family half of the linking transaction (see ``DossierRepository.persist_link_transaction``).
+
+        ``current`` is the family as read just before: the write is conditioned on its QF version
+        (and on the family existing — a link never creates a family), so a concurrent QF write makes
+        the transaction fail and the caller re-reads and retries. The dossier's pivot identity and
+        members become the family's only when its QF is the most recent one.
+        """
+        merge = merge_entry(current, entry)
+        version = current.qf_version if current else 0
+        condition, condition_values = _version_condition(version)
+        sets = [
+            "qf = :qf",
+            "qf_history = :history",
+            "qf_history_keys = :keys",
+            "qf_version = :version",
+            "case_ids = list_append(if_not_exists(case_ids, :empty), :case)",
+            "refresh_tenant = :siret",
+            "next_refresh_at = :next",
+            "#refresh = :refresh",
+        ]
+        values: dict[str, Any] = {
+            ":qf": merge.current.model_dump(mode="json"),
+            ":history": [e.model_dump(mode="json") for e in merge.history],
+            ":keys": {e.history_key for e in merge.history},
+            ":version": version + 1,
+            ":empty": [],
+            ":case": [case_id],
+            ":siret": siret,
+            ":next": next_refresh_at,
+            ":refresh": RefreshState().model_dump(mode="json"),
+            ":case_id": case_id,
+        }
+        if merge.becomes_current or current is None or current.pivot_identity is None:
+            sets += [
+                "pivot_identity = :pivot",
+                "identity_key = :ikey",
+                "pivot_case_id = :case_id",
+                "members = :members",
+            ]
+            values |= {
+                ":pivot": pivot.model_dump(mode="json"),
+                ":ikey": identity_key(pivot),
+                ":members": members,
+            }
         return {
             "Update": {
                 "TableName": self.table_name,
                 "Key": serialize({"pk": family_pk(siret), "sk": family_sk(user_id)}),
-                "UpdateExpression": (
-                    "SET pivot_identity = :pivot, qf = :qf, members = :members, "
-                    "qf_history = list_append(if_not_exists(qf_history, :empty), :entry), "
-                    "case_ids = list_append(if_not_exists(case_ids, :empty), :case), "
-                    "refresh_tenant = :siret, next_refresh_at = :next, #refresh = :refresh "
-                    "ADD qf_history_keys :key"
-                ),
-                "ConditionExpression": "attribute_not_exists(qf_history_keys) OR NOT contains(qf_history_keys, :k)",
+                "UpdateExpression": "SET " + ", ".join(sets),
+                "ConditionExpression": f"attribute_exists(pk) AND {condition} "
+                "AND (attribute_not_exists(case_ids) OR NOT contains(case_ids, :case_id))",
                 "ExpressionAttributeNames": {"#refresh": "refresh"},
-                "ExpressionAttributeValues": serialize(
-                    {
-                        ":pivot": pivot.model_dump(mode="json"),
-                        ":qf": entry.model_dump(mode="json"),
-                        ":members": members,
-                        ":empty": [],
-                        ":entry": [entry.model_dump(mode="json")],
-                        ":case": [case_id],
-                        ":siret": siret,
-                        ":next": next_refresh_at,
-                        ":refresh": RefreshState().model_dump(mode="json"),
-                        ":k": history_key,
-                        ":key": {history_key},
-                    }
-                ),
+                "ExpressionAttributeValues": serialize(values | condition_values),
             }
         }
 
@@ -243,64 +428,102 @@ class FamilyRepository:
         entry: QfEntry | None,
         state: RefreshState,
         next_refresh_at: str | None,
+        forget_identity: bool = False,
     ) -> bool:
-        """Store a refresh's result; the QF entry is appended once per period (idempotent).
+        """Store a refresh's result; the QF entry is added once per period (idempotent), and becomes
+        the current QF only if no more recent period is stored (a versioned write, retried on conflict).
 
-        ``next_refresh_at=None`` takes the family out of the due index (refreshes stopped).
-        Returns False when the family no longer exists (erased meanwhile).
+        ``next_refresh_at=None`` takes the family out of the due index (refreshes stopped);
+        ``forget_identity`` also drops its pivot identity (API Particulier rejected it: it is of no
+        further use). Returns False when the family no longer exists (erased meanwhile).
         """
         key = {"pk": family_pk(siret), "sk": family_sk(user_id)}
-        sets = ["#refresh = :refresh"]
-        values: dict[str, Any] = {":refresh": state.model_dump(mode="json")}
-        removes: list[str] = []
-        if next_refresh_at is None:
-            removes += ["refresh_tenant", "next_refresh_at"]
-        else:
-            sets += ["next_refresh_at = :next", "refresh_tenant = :siret"]
-            values |= {":next": next_refresh_at, ":siret": siret}
-        names = {"#refresh": "refresh"}
-        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-        try:
-            if entry is not None:
-                history_key = f"{entry.source}:{entry.source_id}"
+        for _ in range(QF_WRITE_ATTEMPTS):
+            record = self.get(siret, user_id)
+            if record is None:
+                return False
+            sets = ["#refresh = :refresh"]
+            values: dict[str, Any] = {":refresh": state.model_dump(mode="json")}
+            removes: list[str] = []
+            if next_refresh_at is None:
+                removes += ["refresh_tenant", "next_refresh_at"]
+            else:
+                sets += ["next_refresh_at = :next", "refresh_tenant = :siret"]
+                values |= {":next": next_refresh_at, ":siret": siret}
+            if forget_identity:
+                removes += ["pivot_identity", "identity_key", "pivot_case_id", "members"]
+            condition = "attribute_exists(pk)"
+            if entry is not None and entry.history_key not in record.qf_history_keys:
+                merge = merge_entry(record, entry)
+                version_condition, condition_values = _version_condition(record.qf_version)
+                condition += f" AND {version_condition}"
+                sets += [
+                    "qf = :qf",
+                    "qf_history = :history",
+                    "qf_history_keys = :keys",
+                    "qf_version = :version",
+                ]
+                values |= condition_values | {
+                    ":qf": merge.current.model_dump(mode="json"),
+                    ":history": [e.model_dump(mode="json") for e in merge.history],
+                    ":keys": {e.history_key for e in merge.history},
+                    ":version": record.qf_version + 1,
+                }
+            expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+            try:
                 self._table.update_item(
                     Key=key,
-                    UpdateExpression=expression.replace(
-                        "SET ",
-                        "SET qf = :qf, qf_history = list_append(if_not_exists(qf_history, :empty), :entry), ",
-                        1,
-                    )
-                    + " ADD qf_history_keys :key",
-                    ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(qf_history_keys) "
-                    "OR NOT contains(qf_history_keys, :k))",
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=to_dynamo(
-                        values
-                        | {
-                            ":qf": entry.model_dump(mode="json"),
-                            ":empty": [],
-                            ":entry": [entry.model_dump(mode="json")],
-                            ":key": {history_key},
-                            ":k": history_key,
-                        }
-                    ),
+                    UpdateExpression=expression,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#refresh": "refresh"},
+                    ExpressionAttributeValues=to_dynamo(values),
                 )
-                return True
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
-            # Either erased, or this period's entry is already there (a redelivered message).
-            if self.get(siret, user_id) is None:
+            except self._conditional_failed():
+                continue  # erased, or the QF changed meanwhile: read again
+            return True
+        raise FamilyBusy(f"The family's QF kept changing during a refresh ({QF_WRITE_ATTEMPTS} attempts).")
+
+    def unlink_case(self, siret: str, user_id: str, case_id: str) -> bool:
+        """Take a dossier wrongly linked off the family: its QF entry leaves the history (the current
+        QF falls back on the most recent remaining entry), and a pivot identity it brought goes, with
+        the refresh cycle it fed. The family stays. False when the family is gone."""
+        for _ in range(QF_WRITE_ATTEMPTS):
+            record = self.get(siret, user_id)
+            if record is None:
                 return False
-        try:
-            self._table.update_item(
-                Key=key,
-                UpdateExpression=expression,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=to_dynamo(values),
-            )
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            history = sort_history(e for e in record.qf_history if e.source_id != case_id)
+            sets = ["qf_version = :version", "case_ids = :cases"]
+            removes: list[str] = []
+            values: dict[str, Any] = {
+                ":version": record.qf_version + 1,
+                ":cases": [c for c in record.case_ids if c != case_id],
+            }
+            if history:
+                sets += ["qf = :qf", "qf_history = :history", "qf_history_keys = :keys"]
+                values |= {
+                    ":qf": history[-1].model_dump(mode="json"),
+                    ":history": [e.model_dump(mode="json") for e in history],
+                    ":keys": {e.history_key for e in history},
+                }
+            else:
+                removes += ["qf", "qf_history", "qf_history_keys"]
+            if record.pivot_case_id == case_id:
+                removes += ["pivot_identity", "identity_key", "pivot_case_id", "members"]
+                removes += ["refresh_tenant", "next_refresh_at"]
+            condition, condition_values = _version_condition(record.qf_version)
+            try:
+                self._table.update_item(
+                    Key={"pk": family_pk(siret), "sk": family_sk(user_id)},
+                    UpdateExpression="SET "
+                    + ", ".join(sets)
+                    + (" REMOVE " + ", ".join(removes) if removes else ""),
+                    ConditionExpression=f"attribute_exists(pk) AND {condition}",
+                    ExpressionAttributeValues=to_dynamo(values | condition_values),
+                )
+            except self._conditional_failed():
+                continue
+            return True
+        raise FamilyBusy("The family kept changing while a dossier was taken off it.")
 
     def due(self, siret: str, until: str, limit: int) -> list[str]:
         """User ids of the tenant's families due for a refresh at ``until`` (oldest first)."""
@@ -321,27 +544,43 @@ class FamilyRepository:
                 ConditionExpression="attribute_exists(refresh_tenant)",
                 ExpressionAttributeValues={":next": next_refresh_at},
             )
-        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+        except self._conditional_failed():
             return
 
-    def add_link(self, siret: str, user_id: str, link_id: str) -> None:
-        self._table.update_item(
-            Key={"pk": family_pk(siret), "sk": family_sk(user_id)},
-            UpdateExpression="SET link_ids = list_append(if_not_exists(link_ids, :empty), :link)",
-            ExpressionAttributeValues={":empty": [], ":link": [link_id]},
-        )
+    def expire_identity(self, siret: str, user_id: str, not_refreshed_since: str, now: str) -> bool:
+        """Drop the pivot identity of a family whose QF has not been refreshed since ``not_refreshed_since``
+        (still due from then on): it leaves the refresh cycle; a new dossier brings it back."""
+        try:
+            self._table.update_item(
+                Key={"pk": family_pk(siret), "sk": family_sk(user_id)},
+                UpdateExpression="REMOVE pivot_identity, identity_key, pivot_case_id, members, refresh_tenant, next_refresh_at "
+                "SET #refresh.#status = :expired, #refresh.last_outcome = :expired, #refresh.last_attempt_at = :now",
+                ConditionExpression="attribute_exists(pk) AND next_refresh_at <= :since",
+                ExpressionAttributeNames={"#refresh": "refresh", "#status": "status"},
+                ExpressionAttributeValues={":expired": "expired", ":since": not_refreshed_since, ":now": now},
+            )
+        except self._conditional_failed():
+            return False
+        return True
 
     # ------------------------------------------------------------------ erasure
     def erase(self, siret: str, user_id: str) -> FamilyRecord | None:
-        """Delete the family and its blocking entries; returns what was deleted (to reach links, dossiers)."""
-        item = self._table.get_item(Key={"pk": family_pk(siret), "sk": family_sk(user_id)}).get("Item")
+        """Delete the family and its blocking entries; returns what was deleted (to reach links, dossiers).
+
+        The item is deleted first and read in the same request (``ALL_OLD``): a link or dossier
+        attached to it before that instant is in what is returned; after it, no write attaches
+        anything to it (links and dossiers require the family to exist).
+        """
+        response = self._table.delete_item(
+            Key={"pk": family_pk(siret), "sk": family_sk(user_id)}, ReturnValues="ALL_OLD"
+        )
+        item = response.get("Attributes")
         if not item:
             return None
         record = _record(siret, item)
         with self._table.batch_writer() as batch:
-            for date in plain(item.get("blocking_dates", [])):
-                batch.delete_item(Key={"pk": family_pk(siret), "sk": blocking_sk(date, user_id)})
-            batch.delete_item(Key={"pk": family_pk(siret), "sk": family_sk(user_id)})
+            for sk in stored_blocking_sks(user_id, item):
+                batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
         return record
 
 
@@ -351,4 +590,5 @@ def _record(siret: str, item: dict[str, Any]) -> FamilyRecord:
 
 
 def sort_history(entries: Iterable[QfEntry]) -> list[QfEntry]:
-    return sorted(entries, key=lambda e: (e.quotient_familial.annee, e.quotient_familial.mois, e.received_at))
+    """Oldest period first (see ``period_key``)."""
+    return sorted(entries, key=period_key)
