@@ -60,6 +60,8 @@ def _audit_actions() -> set[str]:
         actions |= set(re.findall(r'@audited\("([a-z_.]+)"\)', text))
         if "dossier.auto_link." in text:
             actions |= {"dossier.auto_link.external_id", "dossier.auto_link.identity"}
+        if "family.identity_read." in text:  # the refresh's reads, per refresh reason
+            actions |= {"family.identity_read.monthly", "family.identity_read.manual"}
     return actions
 
 

@@ -119,7 +119,15 @@ CRASH_RATE = 0.07  # per (case, journal step), after the first crash at each ste
 CLIENT_READ_TIMEOUT_S = 0.5
 SANDBOX_HANG_S = 0.7  # a "timeout" fault answers after the client gave up
 MAX_RECEIVE_COUNT = 5  # DossiersQueue's redrive policy (asserted below against the template)
-CRASH_STEPS = ("verified", "parsed", "persisted", "si_received", "final_status", "notification_deleted")
+CRASH_STEPS = (
+    "verified",
+    "parsed",
+    "persisted",
+    "audit_written",
+    "si_received",
+    "final_status",
+    "notification_deleted",
+)
 
 
 @dataclass(frozen=True)

@@ -592,11 +592,13 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
             for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
         },
         ("dynamodb:GetItem", "FormLinksTable"),
+        ("dynamodb:UpdateItem", "FormLinksTable"),  # a link binds to the first identity that used it
         ("secretsmanager:GetSecretValue", TENANT_SECRETS),
         ("secretsmanager:GetSecretValue", "LinkSigningKeySecret"),
         ("events:PutEvents", "EventBus"),
         ("logs:CreateLogStream", "AuditLogGroup:*"),
         ("logs:PutLogEvents", "AuditLogGroup:*"),
+        ("logs:FilterLogEvents", "AuditLogGroup:*"),  # a retried link audit looks its record up first
     },
     "QfRefreshFunction": {
         *own_logs("QfRefreshLogGroup"),
@@ -608,6 +610,8 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("sqs:ChangeMessageVisibility", "RefreshQueue"),
         ("secretsmanager:GetSecretValue", TENANT_SECRETS),
         ("events:PutEvents", "EventBus"),
+        ("logs:CreateLogStream", "AuditLogGroup:*"),  # each call reading a family's identity
+        ("logs:PutLogEvents", "AuditLogGroup:*"),
     },
     "ApiFunction": {
         *own_logs("ApiLogGroup"),
@@ -654,6 +658,9 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
             for r in ("TenantsTable", "TenantsTable/index/*")
         },
         ("events:PutEvents", "EventBus"),
+        # pivot identities no longer refreshed: found on the due index, expired one by one
+        ("dynamodb:Query", "FamiliesTable/index/by_refresh_due"),
+        ("dynamodb:UpdateItem", "FamiliesTable"),
     },
 }
 

@@ -232,8 +232,21 @@ class FamilyRepository:
         return self.upsert_many(siret, [family])[0]
 
     def upsert_many(self, siret: str, families: list[Family]) -> list[bool]:
-        """Write the directory's attributes of each family (one UpdateItem each, never the attributes
-        intake, refresh and links own), then its blocking entries."""
+        """Write the directory's attributes of each family — one UpdateItem each, never the attributes
+        intake, refresh and links own — then its blocking entries; True for each family created.
+
+        One BatchGet per 100 families first: a family whose stored directory identity is already the
+        one pushed is not written again (a nightly sync re-pushes mostly unchanged families).
+        """
+        latest = {family.user_id: family for family in families}  # a repeated user_id: the last wins
+        seen = self._batch_get(siret, list(latest), "sk, #family, blocking_dates")
+        changed = [
+            family
+            for family in latest.values()
+            if family.user_id not in seen
+            or plain(seen[family.user_id].get("family")) != family.model_dump(mode="json")
+            or sorted(plain(seen[family.user_id].get("blocking_dates", []))) != sorted(blocking_dates(family))
+        ]
         client = dynamodb().meta.client
         now = dt.datetime.now(dt.UTC).isoformat()
 
@@ -250,17 +263,18 @@ class FamilyRepository:
                         ":now": now,
                     }
                 ),
-                ReturnValues="ALL_OLD",
+                ReturnValues="UPDATED_OLD",  # what this write replaced, atomically: the old blocking keys
             )
             return response.get("Attributes")
 
-        if len(families) > 1:
+        if len(changed) > 1:
             with ThreadPoolExecutor(max_workers=UPSERT_WORKERS) as pool:
-                olds = list(pool.map(write, families))
+                olds = list(pool.map(write, changed))
         else:
-            olds = [write(family) for family in families]
-        self._write_blocking(siret, families, olds)
-        return [old is None for old in olds]
+            olds = [write(family) for family in changed]
+        if changed:
+            self._write_blocking(siret, changed, olds)
+        return [family.user_id not in seen for family in families]
 
     def _write_blocking(self, siret: str, families: list[Family], olds: list[dict[str, Any] | None]) -> None:
         """Put each family's blocking entries, delete those it no longer has; then settle the races:
@@ -275,7 +289,7 @@ class FamilyRepository:
                 for sk in stored_blocking_sks(family.user_id, old) - set(items):
                     batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
                 written[family.user_id] = set(items)
-        current = self._batch_get(siret, list(written))
+        current = self._batch_get(siret, list(written), "sk, #family")
         with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
             for family in families:
                 found = current.get(family.user_id)
@@ -290,7 +304,7 @@ class FamilyRepository:
                 for entry in wanted.values():
                     batch.put_item(Item=to_dynamo(entry))
 
-    def _batch_get(self, siret: str, user_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _batch_get(self, siret: str, user_ids: list[str], projection: str) -> dict[str, dict[str, Any]]:
         client = dynamodb().meta.client
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(user_ids), 100):
@@ -299,7 +313,7 @@ class FamilyRepository:
                 self.table_name: {
                     "Keys": keys,
                     "ConsistentRead": True,
-                    "ProjectionExpression": "sk, #family",
+                    "ProjectionExpression": projection,
                     "ExpressionAttributeNames": {"#family": "family"},
                 }
             }
