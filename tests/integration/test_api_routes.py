@@ -361,7 +361,9 @@ def test_batch_of_1000_is_accepted(api: ApiHarness) -> None:
     siret = api.tenant()
     rows = [directory_family(f"f{i}") for i in range(1000)]
 
-    response = api.http.post(f"/v1/tenants/{siret}/families:batch", json={"families": rows})
+    # One UpdateItem per family (a push never overwrites what intake stored): DynamoDB serves them in
+    # parallel, the laptop's moto one at a time, slowly on a busy machine.
+    response = api.http.post(f"/v1/tenants/{siret}/families:batch", json={"families": rows}, timeout=120)
 
     assert response.status_code == 200 and response.json()["created"] == 1000
 
