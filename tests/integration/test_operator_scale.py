@@ -35,7 +35,9 @@ def test_redrive_without_a_move_task_keeps_the_message_attributes_and_says_so(
             MessageAttributes={"attempt": {"DataType": "Number", "StringValue": str(n)}},
         )
 
-    code = main(["dlq", "redrive", "dossiers", "--dlq-url", dlq, "--queue-url", queue, "--json"])
+    group = runtime.environment["AUDIT_LOG_GROUP"]
+    urls = ["--dlq-url", dlq, "--queue-url", queue, "--log-group", group]
+    code = main(["dlq", "redrive", "dossiers", *urls, "--json"])
 
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result == {"queue": "dossiers", "moved": 3, "method": "receive_send_delete"}
@@ -53,6 +55,7 @@ class _SqsWithMoveTasks:
     def __init__(self) -> None:
         self.started: list[dict[str, Any]] = []
         self.listed = 0
+        self.audited: list[str] = []
 
     def get_queue_attributes(self, QueueUrl: str, AttributeNames: list[str]) -> dict[str, Any]:
         if AttributeNames == ["QueueArn"]:
@@ -81,6 +84,16 @@ class _SqsWithMoveTasks:
     def receive_message(self, **kwargs: Any) -> dict[str, Any]:
         raise AssertionError("a move task is available: messages must not be copied one by one")
 
+    # The command's audit record (STS for the caller, CloudWatch Logs for the trail).
+    def get_caller_identity(self) -> dict[str, Any]:
+        return {"Arn": "arn:aws:iam::123456789012:user/operator"}
+
+    def create_log_stream(self, **kwargs: Any) -> None:
+        return None
+
+    def put_log_events(self, logEvents: list[dict[str, Any]], **kwargs: Any) -> None:
+        self.audited += [json.loads(event["message"])["action"] for event in logEvents]
+
 
 def test_redrive_uses_the_message_move_task_when_sqs_has_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -97,6 +110,8 @@ def test_redrive_uses_the_message_move_task_when_sqs_has_it(
             "https://sqs/1/dlq",
             "--queue-url",
             "https://sqs/1/q",
+            "--log-group",
+            "/qfbridge/dev/audit",
             "--rate",
             "50",
             "--json",
@@ -104,6 +119,7 @@ def test_redrive_uses_the_message_move_task_when_sqs_has_it(
     )
 
     assert ops.dlq_redrive(args) == 0
+    assert sqs.audited == ["dlq.redrive"]
 
     assert sqs.started == [
         {
