@@ -20,7 +20,6 @@ from qfbridge.api_particulier import (
     ApiParticulierConfig,
     FamilyNotFound,
     Forbidden,
-    IdentityRejected,
     Maintenance,
     ProviderUnavailable,
     QfFound,
@@ -119,7 +118,15 @@ def case_query(path: Path) -> list[tuple[str, str]]:
 # --- Staging cases -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", sorted(FIXTURES_DIR.glob("*.yaml")), ids=lambda path: path.stem)
+REFUSED_BEFORE_LOOKUP = {"404"}
+"""Staging cases whose query the API refuses before any lookup (``404`` sends no ``prenoms[]``)."""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in sorted(FIXTURES_DIR.glob("*.yaml")) if path.stem not in REFUSED_BEFORE_LOOKUP],
+    ids=lambda path: path.stem,
+)
 def test_every_staging_case_answers_exactly_as_on_staging(path: Path, raw: httpx.Client) -> None:
     # Given a real staging case
     case = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -231,27 +238,34 @@ def replaced(query: list[tuple[str, str]], key: str, value: str | None) -> list[
 @pytest.mark.parametrize(
     ("query", "code"),
     [
-        pytest.param(replaced(NOMINAL, "sexeEtatCivil", "X"), "00366", id="sexe-not-M-or-F"),
-        pytest.param(replaced(NOMINAL, "codeCogInseePaysNaissance", "100"), "00366", id="pays-not-5-digits"),
-        pytest.param(replaced(NOMINAL, "codeCogInseeCommuneNaissance", "8480"), "00366", id="commune-not-5"),
-        pytest.param(replaced(NOMINAL, "moisDateNaissance", "13"), "00366", id="month-13"),
+        pytest.param(replaced(NOMINAL, "sexeEtatCivil", "X"), "00361", id="sexe-not-M-or-F"),
+        pytest.param(replaced(NOMINAL, "sexeEtatCivil", None), "00361", id="sexe-missing"),
+        pytest.param(replaced(NOMINAL, "codeCogInseePaysNaissance", "100"), "00362", id="pays-not-5-digits"),
+        pytest.param(replaced(NOMINAL, "codeCogInseeCommuneNaissance", "8480"), "00363", id="commune-not-5"),
+        pytest.param(replaced(NOMINAL, "codeCogInseeCommuneNaissance", None), "00364", id="commune-missing"),
+        pytest.param(
+            replaced(NOMINAL, "codeCogInseePaysNaissance", "99127"), "00365", id="commune-when-abroad"
+        ),
+        pytest.param(replaced(NOMINAL, "moisDateNaissance", "13"), "00367", id="month-13"),
         pytest.param(
             replaced(replaced(NOMINAL, "moisDateNaissance", "2"), "jourDateNaissance", "30"),
-            "00366",
+            "00367",
             id="30-feb",
         ),
-        pytest.param([*NOMINAL, ("prenoms[]", "MARIE")], "00366", id="four-prenoms"),
-        pytest.param(replaced(NOMINAL, "nomNaissance", "LEF3BVRE"), "00366", id="digit-in-name"),
+        pytest.param(replaced(NOMINAL, "nomNaissance", None), "00419", id="nom-missing"),
+        pytest.param(replaced(NOMINAL, "nomNaissance", "LEF3BVRE"), "00420", id="digit-in-name"),
+        pytest.param(replaced(NOMINAL, "nomNaissance", "D’ALMEIDA"), "00420", id="typographic-apostrophe"),
+        pytest.param(replaced(NOMINAL, "nomNaissance", "CŒURDEROI"), "00420", id="ligature"),
+        pytest.param(replaced(NOMINAL, "prenoms[]", None), "00421", id="prenoms-missing"),
+        pytest.param(replaced(NOMINAL, "prenoms[]", "Łukasz"), "00422", id="prenom-beyond-latin-1"),
+        pytest.param([*NOMINAL, ("prenoms[]", "MARIE")], "00423", id="four-prenoms"),
         pytest.param(replaced(NOMINAL, "nomUsage", "ST.MARTIN"), "00426", id="dot-in-nom-usage"),
-        pytest.param(
-            replaced(NOMINAL, "codeCogInseePaysNaissance", "99127"), "00366", id="commune-when-abroad"
-        ),
-        pytest.param(replaced(NOMINAL, "sexeEtatCivil", None), "00366", id="sexe-missing"),
+        pytest.param(replaced(NOMINAL, "nomUsage", "Dvořák"), "00426", id="nom-usage-beyond-latin-1"),
         pytest.param(replaced(NOMINAL, "recipient", None), "00203", id="recipient-missing"),
         pytest.param(replaced(NOMINAL, "recipient", "13002526500014"), "00210", id="recipient-bad-luhn"),
     ],
 )
-def test_malformed_queries_get_a_422_with_the_real_code(
+def test_malformed_queries_get_a_422_with_their_own_code(
     raw: httpx.Client, query: list[tuple[str, str]], code: str
 ) -> None:
     response = raw.get(QF_IDENTITE_PATH, params=tuple(query))
@@ -259,11 +273,74 @@ def test_malformed_queries_get_a_422_with_the_real_code(
     assert error_codes(response) == [code]
 
 
-def test_a_malformed_identity_is_identity_rejected_for_the_client(client: ApiParticulierClient) -> None:
-    outcome = client.fetch_quotient_familial(
-        LEFEBVRE.model_copy(update={"family_name": "LEF3BVRE"}), SIRET, TOKEN
-    )
-    assert isinstance(outcome, IdentityRejected) and outcome.error_codes == ("00366",)
+def test_latin_1_names_with_straight_apostrophes_and_hyphens_are_accepted(
+    client: ApiParticulierClient, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a family whose names use the whole of what the API accepts
+    identity = LEFEBVRE.model_copy(update={"family_name": "D'ALMEIDA-ÇÃO", "given_name": "Zoë Anaïs"})
+    sandbox.add_person(identity, QF_JUNE)
+    # When the client asks for it, Then it is found
+    assert isinstance(client.fetch_quotient_familial(identity, SIRET, TOKEN), QfFound)
+
+
+def test_a_query_without_prenoms_is_refused_before_any_staging_case_matches(raw: httpx.Client) -> None:
+    # Given the staging case that sends no prenoms[] (recorded as a 404)
+    query = case_query(FIXTURES_DIR / "404.yaml")
+    # When it is sent, Then the API refuses it as it validates before any lookup
+    response = raw.get(QF_IDENTITE_PATH, params=tuple(query))
+    assert response.status_code == 422 and error_codes(response) == ["00421"]
+
+
+def test_staging_cases_match_whatever_the_case_and_accents_of_the_names(raw: httpx.Client) -> None:
+    # Given the nominal staging case, its names sent in lower case
+    path = FIXTURES_DIR / "200-identite-cas-nominal.yaml"
+    case = yaml.safe_load(path.read_text(encoding="utf-8"))
+    lowered = [
+        (key, value.lower()) if key in ("nomNaissance", "prenoms[]") else (key, value)
+        for key, value in case_query(path)
+    ]
+    # When it is sent, Then it is the same case
+    response = raw.get(QF_IDENTITE_PATH, params=tuple(lowered))
+    assert response.status_code == 200 and response.content == case["payload"].encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("annee", "mois", "status", "code"),
+    [
+        pytest.param("2026", "6", 200, None, id="current-month"),
+        pytest.param("2024", "7", 200, None, id="23-months-before"),
+        pytest.param("2024", "6", 422, "00368", id="24-months-before"),
+        pytest.param("2000", "1", 422, "00368", id="long-ago"),
+        pytest.param("2026", "7", 400, "00369", id="next-month"),
+        pytest.param(None, "7", 400, "00369", id="a-later-month-of-this-year"),
+        pytest.param("2026", "13", 422, "00368", id="month-13"),
+    ],
+)
+def test_the_qf_month_is_the_current_one_or_one_of_the_23_before(
+    client: ApiParticulierClient,
+    sandbox: ApiParticulierSandbox,
+    raw: httpx.Client,
+    annee: str | None,
+    mois: str,
+    status: int,
+    code: str | None,
+) -> None:
+    # Given a seeded family and a clock in June 2026
+    sandbox.add_person(MOREAU, QF_JUNE)
+    query = [pair for pair in moreau_query() if pair[0] not in ("annee", "mois")]
+    query += [("mois", mois)] + ([("annee", annee)] if annee else [])
+    # When a QF month is asked for
+    response = raw.get(QF_IDENTITE_PATH, params=tuple(query))
+    # Then only the last 24 months (this one included) are served
+    assert response.status_code == status
+    if code is not None:
+        assert error_codes(response) == [code]
+
+
+def moreau_query() -> list[tuple[str, str]]:
+    from qfbridge.api_particulier import build_query
+
+    return build_query(MOREAU, SIRET)
 
 
 # --- Tokens ----------------------------------------------------------------------------------------------
@@ -321,6 +398,42 @@ def test_the_rate_limit_is_per_token_and_configurable(
     other = client.fetch_quotient_familial(LEFEBVRE, SIRET, TOKEN)
     assert [outcome.kind for outcome in outcomes] == ["qf_found", "qf_found", "throttled"]
     assert isinstance(other, QfFound)
+
+
+@pytest.mark.parametrize("token", ["expired", "unknown"])
+def test_the_rate_limit_counts_calls_before_their_token_is_checked(
+    client: ApiParticulierClient, sandbox: ApiParticulierSandbox, token: str
+) -> None:
+    # Given a token the API refuses (expired, or unknown to it)
+    if token == "expired":
+        sandbox.add_token(token, {SIRET})
+        sandbox.expire_token(token)
+    # When it calls 21 times within one second
+    outcomes = [client.fetch_quotient_familial(LEFEBVRE, SIRET, token) for _ in range(21)]
+    # Then the limiter, which runs before authentication, throttles the 21st
+    assert [outcome.kind for outcome in outcomes[:20]] == ["token_expired"] * 20
+    assert isinstance(outcomes[20], Throttled)
+
+
+def test_a_request_still_running_at_the_provider_answers_409_to_its_duplicate(
+    clock: Clock, monotonic: Monotonic
+) -> None:
+    # Given a provider that takes a while (the monotonic clock is frozen: the first call is still running)
+    with ApiParticulierSandbox(
+        seed=7, clock=clock, monotonic=monotonic, provider_latency_seconds=0.05
+    ) as box:
+        box.add_token(TOKEN, {SIRET})
+        with ApiParticulierClient(ApiParticulierConfig(base_url=box.url)) as api:
+            first = api.fetch_quotient_familial(LEFEBVRE, SIRET, TOKEN)
+            # When the same request is sent again while the first runs
+            duplicate = api.fetch_quotient_familial(LEFEBVRE, SIRET, TOKEN)
+            other = api.fetch_quotient_familial(MOREAU, SIRET, TOKEN)
+            monotonic.now += 1.0
+            later = api.fetch_quotient_familial(LEFEBVRE, SIRET, TOKEN)
+    # Then the duplicate is refused with 00015, another request or a later one is served
+    assert first.kind == "qf_found" and later.kind == "qf_found"
+    assert duplicate.kind == "already_running" and duplicate.error_codes == ("00015",)
+    assert other.kind == "not_found"
 
 
 def test_max_rate_observed_counts_calls_within_one_second_windows(

@@ -7,23 +7,29 @@ behaviours that hurt in production: expired tokens (401 ``00103``), the 20 req/s
 server cache that only ``Cache-Control: no-cache`` bypasses, and QFs that change from one month to
 the next.
 
-What answers a query, in order (the order of the real service: front, auth, throttling, recipient,
+What answers a query, in order (the real service's: front, throttling, auth, recipient, validation,
 provider):
 
 1. maintenance (``set_maintenance(True)`` or, with ``follow_maintenance_schedule``, the injected
    clock on Sunday 23:00–23:45 Europe/Paris) → 503;
-2. token: absent/unknown → 401 ``00101``; expired (``expire_token``) → 401 ``00103``;
-3. rate limit (sliding 1 s window per token, default 20 req/s) → 429 + ``Retry-After``;
+2. rate limit (sliding 1 s window per bearer token, counted before the token is checked: an unknown
+   or expired token is throttled too; default 20 req/s) → 429 + ``Retry-After``;
    ``RateLimit-Limit/Remaining/Reset`` (Reset = Unix timestamp) are on every answer;
+3. token: absent/unknown → 401 ``00101``; expired (``expire_token``) → 401 ``00103``;
 4. recipient: absent → 422 ``00203``; not a SIRET → 422 ``00210``; not allowed for the token → 403;
-5. injected faults (``inject``, ``fault_rates``): 502, 504, 409, 503 or a timeout;
-6. parameter formats (OpenAPI: sexe, COG codes, date parts, 1–3 ``prenoms[]``…) → 422 ``00366``
-   (``00426`` for a malformed nomUsage);
-7. the 24 h cache (unless ``Cache-Control: no-cache``) → the cached answer, ``X-Response-Cached``;
-8. the real staging cases (``data/api_particulier_fixtures``): a query whose parameters (recipient
-   aside, numbers compared as numbers) are exactly a case's ``params`` gets its status and payload
-   byte for byte, as on staging, even the cases the required-parameter rule would refuse;
-9. required parameters → 422 ``00366``;
+5. parameters, before any lookup (OpenAPI and the API's rules): names (``nomNaissance``,
+   ``nomUsage``, each ``prenoms[]``) must match ``^[a-zA-ZÀ-ÖØ-öø-ÿ' -]+$`` (a typographic
+   apostrophe, ``œ`` or a letter beyond Latin-1 is refused); required parameters (a query without
+   ``prenoms[]`` is a 422, not a 404); 1–3 prénoms; sexe M/F; COG codes; birth date; ``annee``/
+   ``mois`` within the current month and the 23 before it (a later month is a 400) → 422 with one
+   code per error (``00420`` nom de naissance, ``00422`` prénoms, ``00426`` nom d'usage, …);
+6. the same request of the same token still running at the provider (``provider_latency_seconds``)
+   → 409 ``00015``;
+7. injected faults (``inject``, ``fault_rates``): 502, 504, 409, 503 or a timeout;
+8. the 24 h cache (unless ``Cache-Control: no-cache``) → the cached answer, ``X-Response-Cached``;
+9. the real staging cases (``data/api_particulier_fixtures``): a query whose parameters (recipient
+   aside, numbers compared as numbers, names without regard to case or accents) are a case's
+   ``params`` gets its status and payload byte for byte, as on staging;
 10. the seeded population (``add_person``/``add_household``, matched leniently on normalised names,
     sex, birth country/commune and the date parts sent) → 200, else 404 ``37003``.
 
@@ -68,7 +74,11 @@ FaultKind = Literal["502", "504", "409", "503", "timeout"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("502", "504", "409", "503", "timeout")
 
 _INT_PARAMS = frozenset({"anneeDateNaissance", "moisDateNaissance", "jourDateNaissance", "annee", "mois"})
-_NAME = re.compile(r"^[^\W\d_]+(?:[ '’-]+[^\W\d_]+)*$")
+_NAME = re.compile(r"^[a-zA-ZÀ-ÖØ-öø-ÿ' -]+$")
+"""The API's own name rule: Latin-1 letters, space, hyphen and the straight apostrophe only (a
+typographic apostrophe, a ligature such as œ or any letter beyond Latin-1 gets a 422)."""
+QF_HISTORY_MONTHS = 24
+"""``annee``/``mois`` may name the current month or one of the 23 before it."""
 _COG_PAYS = re.compile(r"^99\d{3}$")
 _COG_COMMUNE = re.compile(r"^[0-9][0-9AB][0-9]{3}$")
 _COG_DEPARTEMENT = re.compile(r"^(?:\d{2,3}|2A|2B)$")
@@ -124,8 +134,54 @@ CIVILITY_INVALID = _error(
     "Entité non traitable",
     "Un ou plusieurs paramètres de civilité ne sont pas correctement formatés",
 )
-NOM_USAGE_INVALID = _error(
-    "00426", "Entité non traitable", "Le nom d'usage n'est pas correctement formaté", parameter="nomUsage"
+
+
+def _civility_error(code: str, detail: str, parameter: str) -> dict[str, Any]:
+    return _error(code, "Entité non traitable", detail, parameter=parameter)
+
+
+# One code per civility error: the API answers 00366 when it cannot tell which parameter is wrong,
+# and a parameter's own code otherwise (00420… for the names). Clients must rely on the 422 status
+# and keep the codes only as the reason an agent reads.
+NOM_NAISSANCE_MISSING = _civility_error("00419", "Le nom de naissance est obligatoire", "nomNaissance")
+NOM_NAISSANCE_INVALID = _civility_error(
+    "00420", "Le nom de naissance n'est pas correctement formaté", "nomNaissance"
+)
+PRENOMS_MISSING = _civility_error("00421", "Au moins un prénom est obligatoire", "prenoms")
+PRENOMS_INVALID = _civility_error("00422", "Les prénoms ne sont pas correctement formatés", "prenoms")
+PRENOMS_TOO_MANY = _civility_error("00423", "Trois prénoms au plus peuvent être transmis", "prenoms")
+NOM_USAGE_INVALID = _civility_error("00426", "Le nom d'usage n'est pas correctement formaté", "nomUsage")
+SEXE_INVALID = _civility_error("00361", "Le sexe doit valoir M ou F", "sexeEtatCivil")
+PAYS_INVALID = _civility_error(
+    "00362",
+    "Le code COG INSEE du pays de naissance n'est pas correctement formaté",
+    "codeCogInseePaysNaissance",
+)
+COMMUNE_INVALID = _civility_error(
+    "00363",
+    "Le code COG INSEE de la commune de naissance n'est pas correctement formaté",
+    "codeCogInseeCommuneNaissance",
+)
+COMMUNE_MISSING = _civility_error(
+    "00364",
+    "La commune de naissance est obligatoire pour une personne née en France",
+    "codeCogInseeCommuneNaissance",
+)
+COMMUNE_WHEN_ABROAD = _civility_error(
+    "00365",
+    "La commune de naissance ne doit pas être renseignée pour une personne née à l'étranger",
+    "codeCogInseeCommuneNaissance",
+)
+BIRTH_DATE_INVALID = _civility_error(
+    "00367", "La date de naissance n'est pas correctement formatée", "anneeDateNaissance"
+)
+QF_MONTH_OUT_OF_RANGE = _civility_error(
+    "00368",
+    "Le quotient familial n'est disponible que pour le mois en cours et les 23 mois précédents",
+    "annee",
+)
+QF_MONTH_IN_FUTURE = _error(
+    "00369", "Requête invalide", "Le mois demandé est postérieur au mois en cours", parameter="mois"
 )
 NOT_FOUND = _error(
     "37003",
@@ -175,10 +231,15 @@ class StagingCase:
     payload: str
 
 
+_NAME_PARAMS = frozenset({"nomNaissance", "nomUsage"})
+
+
 def _normalise_scalar(key: str, value: object) -> str:
     text = str(value).strip()
     if key in _INT_PARAMS and _INTEGER.match(text):
         return str(int(text))
+    if key in _NAME_PARAMS:
+        return _fold(text)
     return text
 
 
@@ -188,7 +249,7 @@ def normalise_case_params(params: Mapping[str, object]) -> dict[str, ParamValue]
     for key, value in params.items():
         if key in ("prenoms", "prenoms[]"):
             values = value if isinstance(value, list) else [value]
-            normalised["prenoms[]"] = tuple(str(item).strip() for item in values)
+            normalised["prenoms[]"] = tuple(_fold(str(item)) for item in values)
         elif key != "recipient" and value is not None:
             normalised[key] = _normalise_scalar(key, value)
     return normalised
@@ -200,7 +261,7 @@ def normalise_query(pairs: Iterable[tuple[str, str]]) -> dict[str, ParamValue]:
     prenoms: list[str] = []
     for key, value in pairs:
         if key == "prenoms[]":
-            prenoms.append(value.strip())
+            prenoms.append(_fold(value))
         elif key != "recipient" and value.strip() and key not in normalised:
             normalised[key] = _normalise_scalar(key, value)
     if prenoms:
@@ -345,64 +406,90 @@ def _first(pairs: Sequence[tuple[str, str]], key: str) -> str | None:
     return None
 
 
-def _format_error(pairs: Sequence[tuple[str, str]], today: dt.date) -> dict[str, Any] | None:
-    """The 422 body for a malformed parameter, or None (presence is checked later)."""
-    nom_usage = _first(pairs, "nomUsage")
-    if nom_usage is not None and nom_usage.strip() and not _NAME.match(nom_usage.strip()):
-        return NOM_USAGE_INVALID
-    prenoms = [value for key, value in pairs if key == "prenoms[]"]
-    checks: list[bool] = [len(prenoms) <= 3, all(_NAME.match(prenom.strip()) for prenom in prenoms)]
-    values = {key: value.strip() for key, value in reversed(pairs) if key != "prenoms[]"}
-    if "nomNaissance" in values:
-        checks.append(bool(_NAME.match(values["nomNaissance"])))
-    if "sexeEtatCivil" in values:
-        checks.append(values["sexeEtatCivil"] in ("M", "F"))
-    if "codeCogInseePaysNaissance" in values:
-        checks.append(bool(_COG_PAYS.match(values["codeCogInseePaysNaissance"])))
-    if "codeCogInseeCommuneNaissance" in values:
-        checks.append(bool(_COG_COMMUNE.match(values["codeCogInseeCommuneNaissance"])))
-        checks.append(values.get("codeCogInseePaysNaissance", FRANCE_COG) == FRANCE_COG)
-    if "codeCogInseeDepartementNaissance" in values:
-        checks.append(bool(_COG_DEPARTEMENT.match(values["codeCogInseeDepartementNaissance"])))
-    if "nomCommuneNaissance" in values:
-        checks.append(bool(values["nomCommuneNaissance"]))
+def _query_error(pairs: Sequence[tuple[str, str]], today: dt.date) -> tuple[int, dict[str, Any]] | None:
+    """(status, body) for a query the API refuses before any lookup, or None.
+
+    The API validates every parameter (presence and format, names against its Latin-1 rule) before it
+    looks anybody up: a query without ``prenoms[]`` gets a 422, never a 404 nor a staging case.
+    """
+    values = {key: value.strip() for key, value in reversed(pairs) if key != "prenoms[]" and value.strip()}
+    prenoms = [value.strip() for key, value in pairs if key == "prenoms[]"]
+    nom = values.get("nomNaissance")
+    if nom is None:
+        return 422, NOM_NAISSANCE_MISSING
+    if not _NAME.match(nom):
+        return 422, NOM_NAISSANCE_INVALID
+    if "nomUsage" in values and not _NAME.match(values["nomUsage"]):
+        return 422, NOM_USAGE_INVALID
+    if not any(prenoms):
+        return 422, PRENOMS_MISSING
+    if len(prenoms) > 3:
+        return 422, PRENOMS_TOO_MANY
+    if not all(_NAME.match(prenom) for prenom in prenoms):
+        return 422, PRENOMS_INVALID
+    if values.get("sexeEtatCivil") not in ("M", "F"):
+        return 422, SEXE_INVALID
+    pays = values.get("codeCogInseePaysNaissance")
+    if pays is None or not _COG_PAYS.match(pays):
+        return 422, PAYS_INVALID
+    commune = values.get("codeCogInseeCommuneNaissance")
+    if commune is not None and not _COG_COMMUNE.match(commune):
+        return 422, COMMUNE_INVALID
+    if commune is not None and pays != FRANCE_COG:
+        return 422, COMMUNE_WHEN_ABROAD
+    triplet = ("nomCommuneNaissance", "codeCogInseeDepartementNaissance", "anneeDateNaissance")
+    if "codeCogInseeDepartementNaissance" in values and not _COG_DEPARTEMENT.match(
+        values["codeCogInseeDepartementNaissance"]
+    ):
+        return 422, CIVILITY_INVALID
+    if pays == FRANCE_COG and commune is None and not all(key in values for key in triplet):
+        return 422, COMMUNE_MISSING
     numbers: dict[str, int] = {}
     for key in _INT_PARAMS & values.keys():
-        if _INTEGER.match(values[key]):
-            numbers[key] = int(values[key])
-        else:
-            checks.append(False)
-    bounds = {
+        if not _INTEGER.match(values[key]):
+            return 422, QF_MONTH_OUT_OF_RANGE if key in ("annee", "mois") else BIRTH_DATE_INVALID
+        numbers[key] = int(values[key])
+    birth_bounds = {
         "anneeDateNaissance": (1900, today.year),
         "moisDateNaissance": (1, 12),
         "jourDateNaissance": (1, 31),
-        "annee": (2000, 2100),
-        "mois": (1, 12),
     }
-    checks += [low <= numbers[key] <= high for key, (low, high) in bounds.items() if key in numbers]
+    if any(not low <= numbers[key] <= high for key, (low, high) in birth_bounds.items() if key in numbers):
+        return 422, BIRTH_DATE_INVALID
     date_parts = ("anneeDateNaissance", "moisDateNaissance", "jourDateNaissance")
-    if all(part in numbers for part in date_parts) and all(checks):
+    if all(part in numbers for part in date_parts):
         try:
-            checks.append(dt.date(*(numbers[part] for part in date_parts)) <= today)
+            born = dt.date(*(numbers[part] for part in date_parts))
         except ValueError:
-            checks.append(False)
-    return None if all(checks) else CIVILITY_INVALID
+            return 422, BIRTH_DATE_INVALID
+        if born > today:
+            return 422, BIRTH_DATE_INVALID
+    return _qf_month_error(numbers.get("annee"), numbers.get("mois"), today)
 
 
-def _parse_required(pairs: Sequence[tuple[str, str]]) -> _Query | None:
-    """The civility query when every required parameter is there (OpenAPI), else None."""
+def qf_month_asked(annee: int | None, mois: int | None, today: dt.date) -> tuple[int, int]:
+    """The QF month a query asks for: a missing year is the current one, a missing month too."""
+    return (annee if annee is not None else today.year, mois if mois is not None else today.month)
+
+
+def _qf_month_error(annee: int | None, mois: int | None, today: dt.date) -> tuple[int, dict[str, Any]] | None:
+    """The current month and the 23 before it are available; a later month is a 400, an earlier a 422."""
+    if mois is not None and not 1 <= mois <= 12:
+        return 422, QF_MONTH_OUT_OF_RANGE
+    year, month = qf_month_asked(annee, mois, today)
+    asked = year * 12 + month - 1
+    current = today.year * 12 + today.month - 1
+    if asked > current:
+        return 400, QF_MONTH_IN_FUTURE
+    if asked <= current - QF_HISTORY_MONTHS:
+        return 422, QF_MONTH_OUT_OF_RANGE
+    return None
+
+
+def _parse_query(pairs: Sequence[tuple[str, str]]) -> _Query:
+    """The civility query of a query ``_query_error`` accepted."""
     values = {key: value.strip() for key, value in reversed(pairs) if key != "prenoms[]" and value.strip()}
     prenoms = tuple(value.strip() for key, value in pairs if key == "prenoms[]" and value.strip())
-    required = ("nomNaissance", "sexeEtatCivil", "codeCogInseePaysNaissance")
-    if not prenoms or any(key not in values for key in required):
-        return None
-    born_in_france = values["codeCogInseePaysNaissance"] == FRANCE_COG
-    commune_triplet = all(
-        key in values
-        for key in ("nomCommuneNaissance", "codeCogInseeDepartementNaissance", "anneeDateNaissance")
-    )
-    if born_in_france and "codeCogInseeCommuneNaissance" not in values and not commune_triplet:
-        return None
 
     def number(key: str) -> int | None:
         return int(values[key]) if key in values else None
@@ -487,6 +574,7 @@ class ApiParticulierSandbox:
         monotonic: Callable[[], float] | None = None,
         follow_maintenance_schedule: bool = False,
         timeout_fault_delay_seconds: float = 6.0,
+        provider_latency_seconds: float = 0.0,
     ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
@@ -496,6 +584,9 @@ class ApiParticulierSandbox:
         self._default_rate_limit = default_rate_limit_per_second
         self._follow_schedule = follow_maintenance_schedule
         self._timeout_delay = timeout_fault_delay_seconds
+        self._provider_latency = provider_latency_seconds
+        self._running: dict[tuple[str, tuple[tuple[str, ParamValue], ...]], float] = {}
+        self._anonymous_windows: dict[str, deque[float]] = {}
         self._tokens: dict[str, _Token] = {}
         self._households: dict[str, _Household] = {}
         self._maintenance_retry_in: int | None = None
@@ -775,8 +866,9 @@ class ApiParticulierSandbox:
             state = self._tokens.get(token) if token else None
             if state is not None:
                 state.arrivals.append(mono)
-            decided = self._decide(path, pairs, headers, token, state, now, mono)
-            limit, remaining, reset = self._rate_headers(state, now, mono)
+            window, limit = self._window_of(token, state)
+            decided = self._decide(path, pairs, headers, token, state, window, limit, now, mono)
+            remaining, reset = self._rate_headers(window, limit, now, mono)
             response_headers = {
                 "Content-Type": "application/json; charset=utf-8",
                 "X-Request-ID": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
@@ -797,13 +889,19 @@ class ApiParticulierSandbox:
             )
         return HttpAnswer(decided.status, decided.body, response_headers, decided.delay_seconds)
 
-    def _rate_headers(self, state: _Token | None, now: dt.datetime, mono: float) -> tuple[int, int, int]:
-        if state is None:
-            return self._default_rate_limit, self._default_rate_limit, math.ceil(now.timestamp())
-        window = state.window
-        remaining = max(0, state.rate_limit - len(window))
+    def _window_of(self, token: str | None, state: _Token | None) -> tuple[deque[float], int]:
+        """The rate window a call counts against: its bearer token's, whether the token is valid or not
+        (the limiter runs before authentication), at that token's limit (the default for others)."""
+        if state is not None:
+            return state.window, state.rate_limit
+        window = self._anonymous_windows.setdefault(token or "", deque())
+        return window, self._default_rate_limit
+
+    @staticmethod
+    def _rate_headers(window: deque[float], limit: int, now: dt.datetime, mono: float) -> tuple[int, int]:
+        remaining = max(0, limit - len(window))
         frees_in = (window[0] + 1.0 - mono) if window else 0.0
-        return state.rate_limit, remaining, math.ceil(now.timestamp() + frees_in)
+        return remaining, math.ceil(now.timestamp() + frees_in)
 
     def _decide(
         self,
@@ -812,6 +910,8 @@ class ApiParticulierSandbox:
         headers: Mapping[str, str],
         token: str | None,
         state: _Token | None,
+        window: deque[float],
+        limit: int,
         now: dt.datetime,
         mono: float,
     ) -> HttpAnswer:
@@ -820,14 +920,14 @@ class ApiParticulierSandbox:
         retry_in = self._maintenance_now(now)
         if retry_in is not None:
             return _error_answer(503, _maintenance_body(retry_in))
+        wait = self._consume_rate(window, limit, mono)
+        if wait is not None:
+            self._throttled += 1
+            return _error_answer(429, TOO_MANY_REQUESTS, {"Retry-After": str(wait)})
         if state is None:
             return _error_answer(401, INVALID_TOKEN)
         if state.expired:
             return _error_answer(401, EXPIRED_TOKEN)
-        wait = self._consume_rate(state, mono)
-        if wait is not None:
-            self._throttled += 1
-            return _error_answer(429, TOO_MANY_REQUESTS, {"Retry-After": str(wait)})
         recipient = (_first(pairs, "recipient") or "").strip()
         if not recipient:
             return _error_answer(422, RECIPIENT_MISSING)
@@ -835,13 +935,18 @@ class ApiParticulierSandbox:
             return _error_answer(422, RECIPIENT_INVALID)
         if state.recipients is not None and recipient not in state.recipients:
             return _error_answer(403, FORBIDDEN)
+        today = now.astimezone(PARIS).date()
+        refused = _query_error(pairs, today)
+        if refused is not None:
+            return _error_answer(*refused)
+        running_key = (token or "", tuple(sorted(normalise_query(pairs).items())))
+        running_until = self._running.get(running_key)
+        if running_until is not None and running_until > mono:
+            return _error_answer(409, CONFLICT)
         fault = self._next_fault()
         if fault is not None:
             self._faults += 1
             return self._fault_answer(fault)
-        format_error = _format_error(pairs, now.astimezone(PARIS).date())
-        if format_error is not None:
-            return _error_answer(422, format_error)
         cache_key = (token or "", tuple(sorted(pairs)))
         cached = self._cache.get(cache_key)
         no_cache = "no-cache" in (headers.get("cache-control") or "").lower()
@@ -849,7 +954,10 @@ class ApiParticulierSandbox:
             expires_in = int((cached[0] - now).total_seconds())
             cached_headers = {"X-Response-Cached": "true", "X-Cache-Expires-in": str(expires_in)}
             return HttpAnswer(cached[1].status, cached[1].body, cached_headers)
-        answer = self._provider_answer(pairs, now)
+        answer = self._provider_answer(pairs, today)
+        if self._provider_latency > 0:  # the request runs at the provider meanwhile: a duplicate gets 409
+            self._running[running_key] = mono + self._provider_latency
+            answer = HttpAnswer(answer.status, answer.body, answer.headers, self._provider_latency)
         if answer.status != 200:
             return answer
         self._cache[cache_key] = (now + CACHE_TTL, answer)
@@ -857,7 +965,7 @@ class ApiParticulierSandbox:
             "X-Response-Cached": "false",
             "X-Cache-Expires-in": str(int(CACHE_TTL.total_seconds())),
         }
-        return HttpAnswer(answer.status, answer.body, fresh_headers)
+        return HttpAnswer(answer.status, answer.body, fresh_headers, answer.delay_seconds)
 
     def _maintenance_now(self, now: dt.datetime) -> int | None:
         if self._maintenance_retry_in is not None:
@@ -868,12 +976,12 @@ class ApiParticulierSandbox:
             return math.ceil((ends - now).total_seconds())
         return None
 
-    def _consume_rate(self, state: _Token, mono: float) -> int | None:
+    @staticmethod
+    def _consume_rate(window: deque[float], limit: int, mono: float) -> int | None:
         """Sliding 1 s window: None when the call is accepted, else the seconds to wait."""
-        window = state.window
         while window and window[0] <= mono - 1.0:
             window.popleft()
-        if len(window) >= state.rate_limit:
+        if len(window) >= limit:
             return max(1, math.ceil(window[0] + 1.0 - mono))
         window.append(mono)
         return None
@@ -900,14 +1008,12 @@ class ApiParticulierSandbox:
         delay = self._timeout_delay if fault == "timeout" else 0.0
         return HttpAnswer(504, _json_bytes(PROVIDER_TIMEOUT), {}, delay)
 
-    def _provider_answer(self, pairs: list[tuple[str, str]], now: dt.datetime) -> HttpAnswer:
+    def _provider_answer(self, pairs: list[tuple[str, str]], today: dt.date) -> HttpAnswer:
         asked = normalise_query(pairs)
         for case in self._cases:
             if case.params == asked:
                 return HttpAnswer(case.status, case.payload.encode("utf-8"), {})
-        query = _parse_required(pairs)
-        if query is None:
-            return _error_answer(422, CIVILITY_INVALID)
+        query = _parse_query(pairs)
         found = {
             household.id: household
             for household in self._households.values()
@@ -916,9 +1022,10 @@ class ApiParticulierSandbox:
         if len(found) != 1:  # unknown, or ambiguous: CNAF does not guess
             return _error_answer(404, NOT_FOUND)
         household = next(iter(found.values()))
-        today = now.astimezone(PARIS)
-        annee = int(_first(pairs, "annee") or today.year)
-        mois = int(_first(pairs, "mois") or today.month)
+        annee_asked, mois_asked = _first(pairs, "annee"), _first(pairs, "mois")
+        annee, mois = qf_month_asked(
+            int(annee_asked) if annee_asked else None, int(mois_asked) if mois_asked else None, today
+        )
         data: dict[str, Any] = {
             "allocataires": [person.model_dump(mode="json") for person in household.allocataires],
             "enfants": [person.model_dump(mode="json") for person in household.enfants],
