@@ -274,6 +274,7 @@ def test_put_get_family_returns_qf_view_without_identity(api: ApiHarness) -> Non
             "status": "pending",
             "last_attempt_at": None,
             "last_outcome": None,
+            "reason": None,
             "next_refresh_at": None,
         },
     }

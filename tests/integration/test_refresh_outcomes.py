@@ -367,17 +367,52 @@ def test_a_rejected_identity_takes_the_family_out_of_the_refresh_cycle(
     seeded = seed_families(runtime, sandbox, town, 1, seed=24, known=False, pivot=malformed)
     # When the cycle runs
     cycle(runtime)
-    # Then the family is marked, reported, and no longer due: later cycles leave it alone
+    # Then the family is marked with the reason, reported, and no longer due: later cycles leave it alone
     record = family(runtime, town, seeded[0].user_id)
     assert record.refresh.status == "identity_rejected" and record.next_refresh_at is None
     assert record.pivot_identity is None  # of no further use: not kept
+    assert record.refresh.reason == "name_not_accepted"  # a digit has no form the API accepts: no call
     families = FamilyRepository(runtime.environment["FAMILIES_TABLE"])
     assert families.due(town.siret, "9999-12-31", 10) == []
     failed = events.read("refresh.failed")
-    assert [(e["user_id"], e["outcome"]) for e in failed] == [(seeded[0].user_id, "identity_rejected")]
+    assert [(e["user_id"], e["outcome"], e["detail_code"]) for e in failed] == [
+        (seeded[0].user_id, "identity_rejected", "name_not_accepted")
+    ]
+    assert_valid_event("refresh.failed", failed[0])
     before = len(sandbox.requests_received())
     cycle(runtime)
     assert len(sandbox.requests_received()) == before
+
+
+def test_names_the_api_refuses_as_written_are_sent_in_the_form_it_accepts(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox, events: EventTap
+) -> None:
+    # Given a family whose FranceConnect identity holds a typographic apostrophe, a ligature and a
+    # letter beyond Latin-1 (API Particulier refuses all three with a 422), known to CNAF
+    town = onboard(runtime, sandbox, 0)
+    stored = PivotIdentity(
+        family_name="D’ALMEIDA-CŒURDEROI",
+        given_name="Łukasz Zoë",
+        gender="male",
+        birthdate=dt.date(1984, 5, 6),
+        birthplace="75056",
+    )
+    seeded = seed_families(runtime, sandbox, town, 1, seed=25, known=False, pivot=stored)
+    sandbox.add_person(
+        stored.model_copy(update={"family_name": "D'ALMEIDA-COEURDEROI", "given_name": "Lukasz Zoë"}),
+        seeded[0].qf,
+    )
+    # When the cycle runs
+    cycle(runtime)
+    # Then the QF is refreshed, with the names in the form the API accepts
+    record = family(runtime, town, seeded[0].user_id)
+    assert record.refresh.status == "ok" and calls(sandbox, town.token) == [200]
+    query = sandbox.requests_received()[-1].query
+    assert ("nomNaissance", "D'ALMEIDA-COEURDEROI") in query
+    assert [value for key, value in query if key == "prenoms[]"] == ["Lukasz", "Zoë"]
+    # And the stored identity is the one received
+    assert record.pivot_identity == stored
+    assert events.read("refresh.failed") == []
 
 
 # --- 401 --------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qfbridge.api_particulier.outcomes import QfFound
+from qfbridge.api_particulier.outcomes import IdentityRejected, QfFound, RefreshOutcome
 from qfbridge.domain.identity import PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.services.dispatch import (
@@ -427,3 +427,46 @@ def test_a_dispatch_past_its_deadline_before_any_tenant_sends_nothing() -> None:
         clock=lambda: MONDAY_10_00,
     ).run(should_stop=lambda: True)
     assert report.stopped_early and sqs.sent == [] and families.deferred == {}
+
+
+@dataclass
+class Answering:
+    """A client that answers every call with ``outcome``."""
+
+    outcome: RefreshOutcome
+    calls: int = 0
+
+    def fetch_quotient_familial(self, *args: Any, **kwargs: Any) -> RefreshOutcome:
+        self.calls += 1
+        return self.outcome
+
+
+def test_a_422_on_the_identity_is_recorded_with_its_codes_for_the_agent_and_announced() -> None:
+    # Given API Particulier refusing the family's identity (a name it does not accept)
+    families, events = Families(), Events()
+    service = RefreshService(
+        tenants=Tenants(active_tenant()),  # type: ignore[arg-type]
+        families=families,  # type: ignore[arg-type]
+        secrets=Secrets(),  # type: ignore[arg-type]
+        events=events,  # type: ignore[arg-type]
+        client=Answering(IdentityRejected(status=422, error_codes=("00420",))),  # type: ignore[arg-type]
+        clock=lambda: MONDAY_10_00,
+    )
+    # When the family is refreshed
+    result = service.refresh({"siret": SIRET, "user_id": "u1", "reason": "monthly"})
+    # Then its state says why (the API's code), and the event carries the same reason
+    assert result.outcome == "identity_rejected"
+    state = families.recorded[-1]["state"]
+    assert (state.status, state.reason) == ("identity_rejected", "00420")
+    assert events.published == [
+        (
+            "refresh.failed",
+            {
+                "tenant_siret": SIRET,
+                "user_id": "u1",
+                "outcome": "identity_rejected",
+                "attempts": 1,
+                "detail_code": "00420",
+            },
+        )
+    ]

@@ -255,6 +255,12 @@ class RefreshView(BaseModel):
     status: str
     last_attempt_at: str | None
     last_outcome: str | None
+    reason: str | None = Field(
+        default=None,
+        description="Why the last refresh failed: API Particulier's error codes (e.g. 00420, a name it "
+        "refuses) or name_not_accepted (a name with no form it accepts). An identity_rejected family "
+        "is refreshed again by a new dossier or a manual refresh",
+    )
     next_refresh_at: str | None
 
 
@@ -280,6 +286,7 @@ class FamilyView(BaseModel):
                 status=record.refresh.status,
                 last_attempt_at=record.refresh.last_attempt_at,
                 last_outcome=record.refresh.last_outcome,
+                reason=record.refresh.reason,
                 next_refresh_at=record.next_refresh_at,
             ),
         )

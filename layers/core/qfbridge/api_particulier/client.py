@@ -18,6 +18,7 @@ from typing import Any, Literal, Self
 import httpx
 from pydantic import ValidationError as PydanticValidationError
 
+from qfbridge.api_particulier.names import NameNotAccepted, for_api
 from qfbridge.api_particulier.outcomes import (
     DEFAULT_ALREADY_RUNNING_WAIT_SECONDS,
     DEFAULT_MAINTENANCE_WAIT_SECONDS,
@@ -78,10 +79,6 @@ class ApiParticulierConfig:
 # --- Query -----------------------------------------------------------------------------------------
 
 
-def _clean(text: str) -> str:
-    return " ".join(text.split())
-
-
 def build_query(
     identity: PivotIdentity,
     recipient_siret: str,
@@ -99,14 +96,22 @@ def build_query(
     codeCogInseeCommuneNaissance only when born in France and known (the API wants it omitted for a
     birth abroad); ``nom_usage`` → nomUsage unless empty or equal to the nom de naissance (the API
     never holds a nom d'usage identical to the nom de naissance); recipient = the collectivité's
-    SIRET. Values are sent as stored (only whitespace is collapsed): API Particulier does its own
-    case and accent normalisation.
+    SIRET. Names are rewritten into what the API accepts (``qfbridge.api_particulier.names``:
+    ``’`` → ``'``, ``œ`` → ``oe``, letters beyond Latin-1 → their Latin base letter); Latin-1
+    accents and case are sent as stored: API Particulier does its own case and accent normalisation.
 
     Raises ``ValidationError`` (code ``pivot_identity_unusable``) when the identity has no first
-    name left or the requested QF month is impossible: such a call could only earn a 422.
+    name left or the requested QF month is impossible, and (code ``name_not_accepted``) when a name
+    holds a character with no accepted equivalent: such a call could only earn a 422.
     """
-    nom_naissance = _clean(identity.family_name)
-    prenoms = identity.given_name.split()[:MAX_PRENOMS]
+    try:
+        nom_naissance = for_api(identity.family_name) if identity.family_name.strip() else ""
+        prenoms = for_api(identity.given_name).split()[:MAX_PRENOMS] if identity.given_name.strip() else []
+        usage = for_api(nom_usage) if nom_usage and nom_usage.strip() else ""
+    except NameNotAccepted:
+        raise ValidationError(
+            "a name has no form API Particulier accepts", code=NameNotAccepted.code
+        ) from None
     if not nom_naissance or not prenoms:
         raise ValidationError("pivot identity lacks a name or a first name", code="pivot_identity_unusable")
     if mois is not None and not 1 <= mois <= 12:
@@ -115,7 +120,6 @@ def build_query(
         raise ValidationError("annee is out of range", code="pivot_identity_unusable")
 
     query: list[tuple[str, str]] = [("nomNaissance", nom_naissance)]
-    usage = _clean(nom_usage or "")
     if usage and usage.casefold() != nom_naissance.casefold():
         query.append(("nomUsage", usage))
     query.extend(("prenoms[]", prenom) for prenom in prenoms)

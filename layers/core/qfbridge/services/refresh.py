@@ -5,7 +5,10 @@ Outcomes (ARCHITECTURE.md §Refresh outcomes):
 * 200 → the QF is stored (one history entry per QF month: a redelivery adds nothing) and
   ``qf.updated`` is published when the value changed; next due date set.
 * 404 → ``not_found``: retried next cycle, ``refresh.failed`` after ``NOT_FOUND_ALERT_AFTER`` in a row.
-* 422 → identity rejected: the family leaves the refresh cycle (a new dossier is needed), event.
+* 422 → identity rejected: the family leaves the monthly cycle, its refresh state says why (the API's
+  error codes as ``reason``) and ``refresh.failed`` carries them (``detail_code``); a new dossier or a
+  manual refresh brings it back. Names are sent in the form the API accepts (``api_particulier.names``),
+  so a typographic apostrophe or a ligature no longer earns it.
 * 401 → the tenant's token expired: the tenant's refreshes stop (``refresh_status``), event once;
   the family stays due, and so do the families whose messages arrive while the tenant is stopped,
   so prolonging the token through the API resumes them at the next dispatch.
@@ -288,15 +291,22 @@ class RefreshService:
                 self._failed(siret, user_id, "not_found", attempt, detail=f"{count}_in_a_row")
             return RefreshResult("not_found")
         if outcome.kind == "identity_rejected":
+            # Out of the monthly cycle (the same identity earns the same 422), but in plain sight: the
+            # status, the API's codes as the reason, an event. A new dossier brings a usable identity back.
+            reason = ",".join(outcome.error_codes) or "unprocessable_identity"
             self.families.record_refresh(
                 siret,
                 user_id,
                 entry=None,
                 next_refresh_at=None,
-                state=RefreshState(status="identity_rejected", **base),
+                state=RefreshState(status="identity_rejected", reason=reason, **base),
                 forget_identity=True,  # of no further use: a new dossier brings a usable one
             )
-            self._failed(siret, user_id, "identity_rejected", attempt)
+            self._failed(siret, user_id, "identity_rejected", attempt, detail=reason)
+            logger.warning(
+                "identity rejected by API Particulier",
+                extra={"tenant_siret": siret, "user_id": user_id, "reason": reason},
+            )
             return RefreshResult("identity_rejected")
         if outcome.kind in ("token_expired", "forbidden"):
             # The family did nothing wrong: it stays due (now) and is refreshed once the tenant resumes.

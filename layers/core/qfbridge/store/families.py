@@ -153,6 +153,9 @@ class RefreshState(BaseModel):
     status: str = "pending"  # pending | ok | not_found | identity_rejected | token_expired | forbidden | failed | expired
     last_attempt_at: str | None = None
     last_outcome: str | None = None
+    reason: str | None = None
+    """Why the last refresh failed, for the agent: API Particulier's error codes (``00420``…) or ours
+    (``name_not_accepted``); never personal data."""
     not_found_count: int = 0
 
 
