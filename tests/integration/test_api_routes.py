@@ -120,7 +120,13 @@ def test_credentials_are_stored_in_secrets_manager_and_answer_204(api: ApiHarnes
     stored = json.loads(
         api.runtime.client("secretsmanager").get_secret_value(SecretId=f"{prefix}{siret}")["SecretString"]
     )
+    version = stored.pop("version")
     assert stored == body
+    # And the write's version is recorded on the tenant, for readers to compare with their cached copy
+    assert (
+        TenantRepository(api.runtime.environment["TENANTS_TABLE"]).require(siret).credentials_version
+        == version
+    )
     tenant = api.http.get(f"/v1/tenants/{siret}").json()
     assert tenant["has_credentials"] is True and tenant["refresh_status"] == "active"
     assert tenant["status"] == "active"
@@ -141,6 +147,7 @@ def test_credentials_put_replaces_the_set_and_without_token_refreshes_stay_off(a
     stored = json.loads(
         api.runtime.client("secretsmanager").get_secret_value(SecretId=f"{prefix}{siret}")["SecretString"]
     )
+    assert stored.pop("version")
     assert stored == {"hubee_client_id": "a2", "hubee_client_secret": "b2"}
     assert api.http.get(f"/v1/tenants/{siret}").json()["refresh_status"] == "no_token"
 

@@ -478,6 +478,62 @@ def test_an_expired_token_stops_its_tenant_once_and_a_later_expiry_date_resumes_
     assert all(family(runtime, other, f.user_id).refresh.status == "ok" for f in other_families)
 
 
+def test_a_token_replaced_through_the_api_is_used_at_once_not_after_the_cache_expires(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox, events: EventTap
+) -> None:
+    # Given a tenant whose refreshes ran with its token (qf_refresh has it cached)
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 2, seed=31)
+    cycle(runtime)
+    assert calls(sandbox, town.token) == [200, 200]
+    # When the collectivité gets a new token, the old one stops working, and the editor PUTs it
+    sandbox.add_token("renewed-token", {town.siret})
+    sandbox.expire_token(town.token)
+    runtime.editor_service().store_credentials(
+        town.siret,
+        TenantCredentials(
+            hubee_client_id="client-id",
+            hubee_client_secret="client-secret",  # type: ignore[arg-type]
+            api_particulier_token="renewed-token",  # type: ignore[arg-type]
+        ),
+    )
+    for seeded_family in seeded:  # the agent asks for a refresh now
+        runtime.editor_service().refresh_now(town.siret, seeded_family.user_id)
+    runtime.drain(timeout=60)
+    # Then the new token is used at once: no 401, the tenant is not stopped, no alert
+    assert calls(sandbox, town.token) == [200, 200]
+    assert calls(sandbox, "renewed-token") == [200, 200]
+    tenant = TenantRepository(runtime.environment["TENANTS_TABLE"]).get(town.siret)
+    assert tenant is not None and tenant.refresh_status == "active"
+    assert events.read("tenant.token_expired") == []
+
+
+def test_a_401_reads_the_secret_again_before_declaring_the_token_expired(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox, events: EventTap
+) -> None:
+    # Given a tenant whose token qf_refresh has cached, replaced in Secrets Manager by an operator
+    # (not through the API: the tenant records no new version)
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=32)
+    cycle(runtime)
+    sandbox.add_token("operator-token", {town.siret})
+    sandbox.expire_token(town.token)
+    SecretStore(runtime.environment["TENANT_SECRETS_PREFIX"]).write_tenant(
+        town.siret,
+        TenantCredentials(api_particulier_token="operator-token"),  # type: ignore[arg-type]
+    )
+    # When the next refresh (asked by an agent) meets a 401 with the cached token
+    runtime.editor_service().refresh_now(town.siret, seeded[0].user_id)
+    runtime.drain(timeout=60)
+    # Then it reads the secret again, and the new token's call succeeds: the tenant is not stopped
+    assert calls(sandbox, town.token) == [200, 401]
+    assert calls(sandbox, "operator-token") == [200]
+    assert family(runtime, town, seeded[0].user_id).refresh.status == "ok"
+    tenant = TenantRepository(runtime.environment["TENANTS_TABLE"]).get(town.siret)
+    assert tenant is not None and tenant.refresh_status == "active"
+    assert events.read("tenant.token_expired") == []
+
+
 # --- 429 and 503 ------------------------------------------------------------------------------------------
 
 

@@ -86,7 +86,7 @@ class Families:
 
 @dataclass
 class Secrets:
-    def read_tenant(self, siret: str) -> TenantCredentials:
+    def read_tenant(self, siret: str, **options: Any) -> TenantCredentials:
         return TenantCredentials(api_particulier_token="token")  # type: ignore[arg-type]
 
 

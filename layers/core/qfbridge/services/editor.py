@@ -205,8 +205,9 @@ class EditorService:
         token = credentials.api_particulier_token
         if token is not None and not token.get_secret_value():
             credentials = credentials.model_copy(update={"api_particulier_token": None})
-        self.secrets.replace_tenant(tenant.siret, credentials)
+        version = self.secrets.replace_tenant(tenant.siret, credentials)
         fields: dict[str, Any] = {
+            "credentials_version": version,
             "hubee_client_id": credentials.hubee_client_id,
             "has_credentials": True,
             "hubee_status": "unknown",

@@ -9,7 +9,9 @@ Outcomes (ARCHITECTURE.md §Refresh outcomes):
   error codes as ``reason``) and ``refresh.failed`` carries them (``detail_code``); a new dossier or a
   manual refresh brings it back. Names are sent in the form the API accepts (``api_particulier.names``),
   so a typographic apostrophe or a ligature no longer earns it.
-* 401 → the tenant's token expired: the tenant's refreshes stop (``refresh_status``), event once;
+* 401 → the secret is read again past the cache first (a token replaced through the API since it was
+  cached gets one call of its own); then the tenant's token expired: the tenant's refreshes stop
+  (``refresh_status``), event once;
   the family stays due, and so do the families whose messages arrive while the tenant is stopped,
   so prolonging the token through the API resumes them at the next dispatch.
 * 403 → the tenant is forbidden: same, with ``forbidden``.
@@ -152,7 +154,7 @@ class RefreshService:
                 siret, user_id, family.refresh, "maintenance", (ends - now).total_seconds(), now, attempt
             )
 
-        token = self.secrets.read_tenant(siret).api_particulier_token
+        token = self.secrets.read_tenant(siret, version=tenant.credentials_version).api_particulier_token
         if token is None:
             self.tenants.stop_refreshes(siret, "no_token", now.isoformat())
             return self._keep_due(siret, user_id)
@@ -162,6 +164,20 @@ class RefreshService:
         outcome = self.client.fetch_quotient_familial(
             family.pivot_identity, siret, token.get_secret_value(), no_cache=True
         )
+        if outcome.kind == "token_expired":
+            # Before declaring the token expired, read the secret once more past the cache: a token
+            # replaced through the API since this container cached the old one gets its own call.
+            fresh = self.secrets.read_tenant(siret, force_fetch=True).api_particulier_token
+            if fresh is not None and fresh.get_secret_value() != token.get_secret_value():
+                logger.info("tenant token replaced since it was cached", extra={"tenant_siret": siret})
+                looked = self._look(siret)
+                if looked is None or looked[0].refresh_status != "active":
+                    return self._keep_due(siret, user_id)
+                if not self._wait_for_permit(looked[0], looked[1], user_id, family.refresh, attempt):
+                    return self._keep_due(siret, user_id)
+                outcome = self.client.fetch_quotient_familial(
+                    family.pivot_identity, siret, fresh.get_secret_value(), no_cache=True
+                )
         metrics.add_metric(name=f"Refresh_{outcome.kind}", unit="Count", value=1)
         logger.info(
             "refresh answered",

@@ -2,11 +2,17 @@
 
 Values only ever live in memory: never logged, never returned, never put in an event or an error.
 Reads go through Powertools parameters, which caches them for ``max_age`` seconds per container.
+
+Every write stamps the tenant's secret with a new ``version`` (not a secret: a random id), which the
+API also records on the tenant (``credentials_version``). A reader that holds a cached secret of
+another version than the tenant's reads it again, bypassing the cache: a token replaced through the
+API is used at once, not after the cache's five minutes.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from functools import cache
 from typing import Any
 
@@ -23,6 +29,12 @@ class TenantCredentials(BaseModel):
     hubee_client_id: str | None = None
     hubee_client_secret: SecretStr | None = None
     api_particulier_token: SecretStr | None = None
+    version: str | None = None
+    """Stamped by every write (``new_version``); compared with the tenant's ``credentials_version``."""
+
+
+def new_version() -> str:
+    return uuid.uuid4().hex
 
 
 @cache
@@ -39,7 +51,17 @@ class SecretStore:
     def tenant_secret_name(self, siret: str) -> str:
         return f"{self.tenant_prefix}{siret}"
 
-    def read_tenant(self, siret: str, *, force_fetch: bool = False) -> TenantCredentials:
+    def read_tenant(
+        self, siret: str, *, force_fetch: bool = False, version: str | None = None
+    ) -> TenantCredentials:
+        """The tenant's credentials; from the cache unless ``force_fetch``, or unless the cached secret
+        is not of ``version`` (the tenant's ``credentials_version``: it was replaced meanwhile)."""
+        credentials = self._read_tenant(siret, force_fetch=force_fetch)
+        if version is not None and credentials.version != version and not force_fetch:
+            credentials = self._read_tenant(siret, force_fetch=True)
+        return credentials
+
+    def _read_tenant(self, siret: str, *, force_fetch: bool) -> TenantCredentials:
         from aws_lambda_powertools.utilities import parameters
         from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
@@ -53,8 +75,9 @@ class SecretStore:
             ) from exc
         return TenantCredentials.model_validate(json.loads(str(raw)))
 
-    def write_tenant(self, siret: str, update: TenantCredentials) -> None:
-        """Merge the given credentials into the tenant's secret (created on first write).
+    def write_tenant(self, siret: str, update: TenantCredentials) -> str:
+        """Merge the given credentials into the tenant's secret (created on first write); returns the
+        secret's new version.
 
         Needs read access to the secret (operators, tests); the api uses ``replace_tenant``.
         """
@@ -71,6 +94,7 @@ class SecretStore:
         for field, value in update:
             if value is not None:
                 current[field] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        version = current["version"] = new_version()
         document = json.dumps(current)
         if exists:
             client.put_secret_value(SecretId=name, SecretString=document)
@@ -81,21 +105,23 @@ class SecretStore:
                 Description="qfbridge tenant credentials (HubEE, API Particulier)",
                 Tags=[{"Key": "qfbridge:tenant", "Value": siret}],
             )
+        return version
 
-    def replace_tenant(self, siret: str, credentials: TenantCredentials) -> None:
-        """Make the tenant's secret exactly ``credentials`` (fields left None are dropped).
+    def replace_tenant(self, siret: str, credentials: TenantCredentials) -> str:
+        """Make the tenant's secret exactly ``credentials`` (fields left None are dropped), stamped
+        with a new version, which is returned (the API records it on the tenant).
 
         Unlike ``write_tenant`` this never reads the secret: the API role may only write it, so the
         API replaces the whole set (PUT semantics) instead of merging into what it cannot read.
         """
         name = self.tenant_secret_name(siret)
-        document = json.dumps(
-            {
-                field: value.get_secret_value() if isinstance(value, SecretStr) else value
-                for field, value in credentials
-                if value is not None
-            }
-        )
+        version = new_version()
+        fields = {
+            field: value.get_secret_value() if isinstance(value, SecretStr) else value
+            for field, value in credentials
+            if value is not None
+        }
+        document = json.dumps(fields | {"version": version})
         client = _client()
         try:
             client.create_secret(
@@ -106,6 +132,7 @@ class SecretStore:
             )
         except client.exceptions.ResourceExistsException:
             client.put_secret_value(SecretId=name, SecretString=document)
+        return version
 
     def read_link_keys(self, secret_id: str) -> tuple[dict[str, bytes], str]:
         """The link-signing keys ({"active_kid": "k1", "k1": "...", "k2": "..."}) and the active kid."""

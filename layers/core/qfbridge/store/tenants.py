@@ -35,6 +35,8 @@ class Tenant(BaseModel):
     hubee_stuck_notifications: int = 0
     """Notifications of the tenant's HubEE credential pending for longer than a few polls."""
     refresh_status: RefreshStatus = "no_token"
+    credentials_version: str | None = None
+    """The version of the tenant's secret the API last wrote (readers compare their cached copy's)."""
     token_alerts_sent: list[str] = Field(default_factory=list)
     created_at: str | None = None
     updated_at: str | None = None
