@@ -18,6 +18,7 @@ from qfbridge.store.audit import AuditTrail
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.links import LinkRepository
+from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
 
@@ -56,6 +57,7 @@ def wire() -> None:
                 link_signing_secret_id=settings.link_signing_secret_id,
                 form_base_url=settings.form_base_url,
                 form_link_ttl_days=settings.form_link_ttl_days,
+                pacer=TenantPacer(settings.tenants_table),
             ),
             audit=AuditTrail(settings.audit_log_group),
         )

@@ -1,8 +1,17 @@
 """qf_refresh — SQS ``refresh``: refresh one family's QF per message from API Particulier.
 
-A refresh to retry later (429 ``Retry-After``, 503 ``retry_in``, 502/504, maintenance) keeps its
-message on the queue with its visibility pushed to the wait the server asked for, and is reported
-as a batch item failure; after ``REFRESH_MAX_ATTEMPTS`` receptions SQS moves it to the DLQ.
+A refresh to retry after a real failure (429 ``Retry-After``, 503 ``retry_in``, 502/504, a transport
+error) keeps its message on the queue with its visibility pushed to the wait the server asked for,
+and is reported as a batch item failure: that reception spent an attempt.
+
+A refresh that only has to wait without having called API Particulier (its pacing permit further
+than a second away, the Sunday maintenance, another refresh of the family in flight, too little time
+left in this invocation) spends none: a fresh copy of the message is sent, delayed (at most SQS's
+900 s; a longer wait takes several copies), carrying the attempts spent so far
+(``attempts_before``), and this record succeeds. An attempt's number is therefore
+``attempts_before`` + the copy's receive count; at ``REFRESH_MAX_ATTEMPTS`` the service records the
+failure and the message is sent to the DLQ (as it arrived, so a redrive starts over), where SQS's
+own ``maxReceiveCount`` catches the receptions that crashed.
 
 Calls are paced per tenant (``qfbridge.store.pacing``): a record may wait up to a second for its
 slot, so a record that would start too close to the function's timeout is handed back to the queue
@@ -34,6 +43,7 @@ class Settings(BaseSettings):
     event_bus_name: str
     tenant_secrets_prefix: str
     refresh_queue_url: str
+    refresh_dead_letter_queue_url: str
     api_particulier_url: str
     audit_log_group: str
     refresh_max_attempts: int = Field(default=10, ge=2, le=50)
@@ -58,6 +68,7 @@ def service() -> RefreshService:
     from qfbridge.store.audit import AuditTrail
     from qfbridge.store.events import EventPublisher
     from qfbridge.store.families import FamilyRepository
+    from qfbridge.store.leases import FamilyRefreshLease
     from qfbridge.store.pacing import TenantPacer
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
@@ -67,6 +78,7 @@ def service() -> RefreshService:
         tenants=TenantRepository(config.tenants_table),
         families=FamilyRepository(config.families_table),
         pacer=TenantPacer(config.tenants_table),
+        leases=FamilyRefreshLease(config.families_table),
         secrets=SecretStore(config.tenant_secrets_prefix),
         events=EventPublisher(config.event_bus_name),
         client=ApiParticulierClient(ApiParticulierConfig(base_url=config.api_particulier_url)),
@@ -83,25 +95,68 @@ def sqs() -> Any:
     return boto3.client("sqs")
 
 
+ATTEMPTS_BEFORE = "attempts_before"
+MAX_DELAY_SECONDS = 900
+
+
+def attempt_of(body: dict[str, Any], receive_count: int) -> int:
+    """The attempt this reception is: the attempts earlier copies spent, plus this copy's receptions."""
+    try:
+        before = max(0, int(body.get(ATTEMPTS_BEFORE, 0)))
+    except (TypeError, ValueError):
+        before = 0
+    return before + max(1, receive_count)
+
+
+def requeue(body: dict[str, Any], *, attempts_before: int, delay_seconds: int) -> None:
+    """A fresh copy of the message (its receive count starts over), delayed, with the attempts spent."""
+    copy = {**body, ATTEMPTS_BEFORE: attempts_before}
+    sqs().send_message(
+        QueueUrl=settings().refresh_queue_url,
+        MessageBody=json.dumps(copy, separators=(",", ":")),
+        DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)),
+    )
+
+
+def dead_letter(body: dict[str, Any]) -> None:
+    """The message, as it was first sent, to the refresh DLQ (its alarm fires; a redrive starts over)."""
+    original = {key: value for key, value in body.items() if key != ATTEMPTS_BEFORE}
+    sqs().send_message(
+        QueueUrl=settings().refresh_dead_letter_queue_url,
+        MessageBody=json.dumps(original, separators=(",", ":")),
+    )
+
+
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
     from qfbridge.services.refresh import RetryLater
 
-    attempt = int(record.attributes.approximate_receive_count or "1")
+    body = json.loads(record.body)
+    attempt = attempt_of(body, int(record.attributes.approximate_receive_count or "1"))
     try:
         if lambda_context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
-            raise RetryLater("deadline", 0)
-        result = service().refresh(json.loads(record.body), attempt=attempt, request_id=record.message_id)
+            raise RetryLater("deadline", 0, counts=False)
+        result = service().refresh(body, attempt=attempt, request_id=record.message_id)
     except RetryLater as retry:
+        log = {"kind": retry.kind, "delay_seconds": retry.delay_seconds, "attempt": attempt}
+        if retry.dead_letter:
+            dead_letter(body)
+            logger.warning("refresh dead-lettered", extra=log)
+            return
+        if not retry.counts:  # a wait, not a failure: this reception spends no attempt
+            requeue(
+                {**body, "admitted": True} if retry.admitted else body,
+                attempts_before=attempt - 1,
+                delay_seconds=retry.delay_seconds,
+            )
+            logger.info("refresh waits", extra=log)
+            return
         sqs().change_message_visibility(
             QueueUrl=settings().refresh_queue_url,
             ReceiptHandle=record.receipt_handle,
             VisibilityTimeout=retry.delay_seconds,
         )
-        logger.info(
-            "refresh delayed",
-            extra={"kind": retry.kind, "delay_seconds": retry.delay_seconds, "attempt": attempt},
-        )
+        logger.info("refresh delayed", extra=log)
         raise
     logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})
 

@@ -40,6 +40,7 @@ def dispatcher() -> RefreshDispatcher:
 
     from qfbridge.services.dispatch import RefreshDispatcher
     from qfbridge.store.families import FamilyRepository
+    from qfbridge.store.pacing import TenantPacer
     from qfbridge.store.tenants import TenantRepository
 
     settings = Settings()  # type: ignore[call-arg]
@@ -49,6 +50,7 @@ def dispatcher() -> RefreshDispatcher:
         sqs=boto3.client("sqs"),
         refresh_queue_url=settings.refresh_queue_url,
         interval_seconds=settings.poll_interval_minutes * 60,
+        pacer=TenantPacer(settings.tenants_table),
     )
 
 

@@ -200,6 +200,7 @@ class LocalRuntime:
         from qfbridge.store.dossiers import DossierRepository
         from qfbridge.store.families import FamilyRepository
         from qfbridge.store.links import LinkRepository
+        from qfbridge.store.pacing import TenantPacer
         from qfbridge.store.secrets import SecretStore
         from qfbridge.store.tenants import TenantRepository
 
@@ -216,6 +217,7 @@ class LocalRuntime:
             link_signing_secret_id=env["LINK_SIGNING_SECRET_ID"],
             form_base_url=env["FORM_BASE_URL"],
             form_link_ttl_days=int(env.get("FORM_LINK_TTL_DAYS", "60")),
+            pacer=TenantPacer(env["TENANTS_TABLE"]),
         )
 
     def invoke(self, function_logical_id: str, event: Mapping[str, Any]) -> Any:

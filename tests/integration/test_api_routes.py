@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from typing import Any
 
 import pytest
@@ -428,8 +429,16 @@ def test_refresh_now_queues_a_manual_refresh_or_409(api: ApiHarness) -> None:
     queued = api.http.post(f"/v1/tenants/{siret}/families/fam-1/refresh")
 
     assert queued.status_code == 202 and queued.json() == {"user_id": "fam-1", "queued": True}
-    assert api.queued("RefreshQueue") == [{"siret": siret, "user_id": "fam-1", "reason": "manual"}]
-    TenantRepository(api.runtime.environment["TENANTS_TABLE"]).update(siret, refresh_status="token_expired")
+    assert api.queued("RefreshQueue") == [
+        {"siret": siret, "user_id": "fam-1", "reason": "manual", "admitted": True}
+    ]
+    # When the tenant's budget is booked for longer than a queued refresh can wait (SQS's 15 minutes)
+    tenants = TenantRepository(api.runtime.environment["TENANTS_TABLE"])
+    tenants.update(siret, refresh_booked_until=time.time() + 1_000)
+    # Then a manual refresh is refused rather than queued beyond its patience
+    problem(api.http.post(f"/v1/tenants/{siret}/families/fam-1/refresh"), 409, "refresh_budget_exhausted")
+    assert api.queued("RefreshQueue") == []
+    tenants.update(siret, refresh_status="token_expired")
     problem(api.http.post(f"/v1/tenants/{siret}/families/fam-1/refresh"), 409, "refresh_stopped")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +19,17 @@ from typing import Any
 import jsonschema
 import pytest
 
+from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.services.editor import TenantConfig
+from qfbridge.services.refresh import RefreshService, RetryLater
 from qfbridge.store.audit import read_records
+from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
+from qfbridge.store.leases import FamilyRefreshLease
+from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
 from qfbridge.store.tenants import Tenant, TenantRepository
@@ -413,6 +420,51 @@ def test_names_the_api_refuses_as_written_are_sent_in_the_form_it_accepts(
     # And the stored identity is the one received
     assert record.pivot_identity == stored
     assert events.read("refresh.failed") == []
+
+
+# --- one refresh of a family at a time ---------------------------------------------------------------------
+
+
+def refresh_service(runtime: LocalRuntime, sandbox: ApiParticulierSandbox) -> RefreshService:
+    """qf_refresh's use case wired as the function wires it, to run two refreshes side by side."""
+    env = runtime.environment
+    return RefreshService(
+        tenants=TenantRepository(env["TENANTS_TABLE"]),
+        families=FamilyRepository(env["FAMILIES_TABLE"]),
+        pacer=TenantPacer(env["TENANTS_TABLE"]),
+        leases=FamilyRefreshLease(env["FAMILIES_TABLE"]),
+        secrets=SecretStore(env["TENANT_SECRETS_PREFIX"]),
+        events=EventPublisher(env["EVENT_BUS_NAME"]),
+        client=ApiParticulierClient(ApiParticulierConfig(base_url=sandbox.url)),
+    )
+
+
+def test_a_second_refresh_of_a_family_in_flight_waits_for_the_first_instead_of_earning_a_409(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a family, and CNAF taking a while to answer (API Particulier answers 409 to the same
+    # request of the same token meanwhile)
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=33)
+    sandbox.set_provider_latency(0.6)
+    service = refresh_service(runtime, sandbox)
+    message = {"siret": town.siret, "user_id": seeded[0].user_id, "reason": "manual"}
+    outcomes: list[str] = []
+    # When a second refresh of the family is handled while the first one's call is in flight
+    first = threading.Thread(target=lambda: outcomes.append(service.refresh(message).outcome))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not sandbox.requests_received() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(RetryLater) as second:
+        service.refresh(message, attempt=1)
+    first.join()
+    # Then the second made no call and waits for the first, without spending an attempt
+    assert outcomes == ["qf_found"] and calls(sandbox, town.token) == [200]
+    assert second.value.kind == "family_busy" and not second.value.counts
+    # And once the first is done, the second goes through: never a 409
+    assert service.refresh(message, attempt=1).outcome == "qf_found"
+    assert calls(sandbox, town.token) == [200, 200]
 
 
 # --- 401 --------------------------------------------------------------------------------------------------

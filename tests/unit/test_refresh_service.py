@@ -146,7 +146,7 @@ def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calli
         service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=1)
     # Then API Particulier is not called and the message comes back when the window closes (35 min)
     assert client.calls == 0
-    assert retry.value.kind == "maintenance" and retry.value.delay_seconds == 35 * 60
+    assert retry.value.kind == "maintenance_window" and retry.value.delay_seconds == 35 * 60
     assert families.recorded == [] and events.published == []
 
 
@@ -199,18 +199,17 @@ def test_a_refresh_still_calls_when_the_last_success_is_not_recent_or_the_agent_
     assert result.outcome == "qf_found" and client.calls == 1
 
 
-def test_a_maintenance_wait_on_the_last_attempt_reports_before_the_dlq() -> None:
+def test_a_maintenance_wait_spends_no_attempt_even_on_the_last_one() -> None:
+    # Given a refresh handled during the Sunday maintenance, on what would be its last attempt
     client, events, families = Client(), Events(), Families()
     service = refresh_service(SUNDAY_23_10, client, events, families)
+    # When it is handled
     with pytest.raises(RetryLater) as retry:
         service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=service.max_attempts)
-    assert retry.value.delay_seconds == 0
-    assert events.published == [
-        (
-            "refresh.failed",
-            {"tenant_siret": SIRET, "user_id": "f-1", "outcome": "maintenance", "attempts": 10},
-        )
-    ]
+    # Then it waits for the end of the window without spending the attempt: nothing failed, no call
+    assert not retry.value.counts and not retry.value.dead_letter
+    assert retry.value.delay_seconds == 35 * 60
+    assert events.published == [] and families.recorded == [] and client.calls == 0
 
 
 def test_the_dispatcher_enqueues_nothing_during_the_maintenance() -> None:

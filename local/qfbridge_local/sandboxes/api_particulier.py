@@ -786,6 +786,11 @@ class ApiParticulierSandbox:
 
     # -- maintenance and faults ------------------------------------------------------------------------
 
+    def set_provider_latency(self, seconds: float) -> None:
+        """How long CNAF/MSA take to answer; meanwhile the same request of the same token gets 409."""
+        with self._lock:
+            self._provider_latency = seconds
+
     def set_maintenance(self, on: bool, *, retry_in_seconds: int = 600) -> None:
         with self._lock:
             self._maintenance_retry_in = retry_in_seconds if on else None

@@ -12,6 +12,12 @@ Rate governance has two levels (ARCHITECTURE.md §Refresh):
 The dispatcher runs a little slower than the pacer so the pacer never builds a backlog: waits stay
 under a second and the achieved rate stays close to the budget.
 
+Admission: the dispatcher and the manual refresh route book their releases on the tenant's item
+(``TenantPacer.book``): a tenant's monthly releases start after the manual refreshes already queued,
+and only as many are enqueued as the budget serves before the interval ends. A small budget (0.25
+req/s serves 72 refreshes per 5-minute interval) therefore spreads a month's refreshes over as many
+intervals as it takes, instead of queueing messages that would wait for a permit beyond their patience.
+
 Families have their due date pushed by ``IN_FLIGHT_HOLD`` just before their message is sent, so the
 next dispatch does not enqueue them again; qf_refresh then sets the real next date from the outcome
 (a lost message is simply retried after the hold; one that could not be sent is due again at once). Nothing is released into the Sunday maintenance window.
@@ -30,6 +36,7 @@ from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.observability import logger
 from qfbridge.store.families import FamilyRepository
+from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
 
 IN_FLIGHT_HOLD = dt.timedelta(hours=6)
@@ -111,8 +118,18 @@ def release_delays(count: int, rate: float) -> list[int]:
     return [min(MAX_DELAY_SECONDS, math.floor(i / rate)) for i in range(count)]
 
 
-def refresh_message(siret: str, user_id: str, reason: str) -> str:
-    return json.dumps({"siret": siret, "user_id": user_id, "reason": reason}, separators=(",", ":"))
+def release_rate(tenant: Tenant) -> float:
+    """Refreshes per second the tenant's releases are booked at (manual and monthly alike)."""
+    permits, window = tenant_pace_rule(tenant)
+    return DISPATCH_HEADROOM * permits / window
+
+
+def refresh_message(siret: str, user_id: str, reason: str, *, admitted: bool = False) -> str:
+    """The refresh message; ``admitted`` when its release was booked on the tenant's schedule."""
+    body: dict[str, Any] = {"siret": siret, "user_id": user_id, "reason": reason}
+    if admitted:
+        body["admitted"] = True
+    return json.dumps(body, separators=(",", ":"))
 
 
 @dataclass
@@ -123,6 +140,9 @@ class RefreshDispatcher:
     refresh_queue_url: str
     interval_seconds: int = 300
     clock: Clock = utc_now
+    pacer: TenantPacer | None = None
+    """Books the releases on the tenant's item (after the manual refreshes already queued); without
+    it the dispatcher assumes nothing else is queued."""
 
     def horizon_seconds(self, now: dt.datetime) -> float:
         """How far ahead this dispatch may release refreshes: its interval, never into the maintenance."""
@@ -152,12 +172,15 @@ class RefreshDispatcher:
             if slots <= 0:
                 continue
             try:
-                due = self.families.due(tenant.siret, now.isoformat(), slots)
+                if self.pacer is None:
+                    due = self.families.due(tenant.siret, now.isoformat(), slots)
+                    delays = release_delays(len(due), rate)
+                else:
+                    due, delays = self._booked(tenant, rate, slots, now, horizon)
             except Exception:  # one tenant's trouble must not starve the others
                 report.failed_tenants += 1
                 logger.exception("refresh dispatch failed for a tenant", extra={"tenant_siret": tenant.siret})
                 continue
-            delays = release_delays(len(due), rate)
             releases += [
                 (delay, order, tenant.siret, user_id) for delay, user_id in zip(delays, due, strict=True)
             ]
@@ -168,6 +191,21 @@ class RefreshDispatcher:
         report.tenants = len(report.per_tenant)
         logger.info("refresh dispatch done", extra=report.as_dict())
         return report
+
+    def _booked(
+        self, tenant: Tenant, rate: float, slots: int, now: dt.datetime, horizon: float
+    ) -> tuple[list[str], list[int]]:
+        """The due families that fit after what is already booked for the tenant, and their delays."""
+        assert self.pacer is not None
+        epoch = now.timestamp()
+        free = self.pacer.booked_until(tenant.siret, now=epoch)
+        fits = min(slots, max(0, math.floor((epoch + horizon - free) * rate + 1e-9)))
+        if fits <= 0:
+            return [], []
+        due = self.families.due(tenant.siret, now.isoformat(), fits)
+        offsets = self.pacer.book(tenant.siret, len(due), rate=rate, now=epoch, horizon=horizon)
+        delays = [min(MAX_DELAY_SECONDS, math.floor(offset)) for offset in offsets]
+        return due[: len(delays)], delays
 
     def _enqueue(
         self,
@@ -194,7 +232,9 @@ class RefreshDispatcher:
             entries = [
                 {
                     "Id": str(i),
-                    "MessageBody": refresh_message(siret, user_id, "monthly"),
+                    "MessageBody": refresh_message(
+                        siret, user_id, "monthly", admitted=self.pacer is not None
+                    ),
                     "DelaySeconds": delay,
                 }
                 for i, (delay, _, siret, user_id) in enumerate(chunk)

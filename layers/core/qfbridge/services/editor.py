@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,11 +34,12 @@ from qfbridge.domain.reference import normalise_reference
 from qfbridge.domain.siret import validate_cog_commune, validate_siret
 from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
-from qfbridge.services.dispatch import refresh_message
+from qfbridge.services.dispatch import MAX_DELAY_SECONDS, refresh_message, release_rate
 from qfbridge.services.snapshots import persist_link, snapshot_parsed
 from qfbridge.store.dossiers import FINAL_OUTCOMES, OUTCOMES, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
+from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
 
@@ -138,6 +140,8 @@ class EditorService:
     form_base_url: str
     form_link_ttl_days: int = 60
     clock: Clock = utc_now
+    pacer: TenantPacer | None = None
+    """Books manual refreshes on the tenant's release schedule (``qfbridge.store.pacing``)."""
 
     # ------------------------------------------------------------------ tenants
     def put_tenant(self, siret: str, config: TenantConfig) -> tuple[Tenant, bool]:
@@ -386,8 +390,27 @@ class EditorService:
             raise ConflictError(
                 "The tenant's refreshes are stopped (see its refresh_status).", code="refresh_stopped"
             )
+        delay = 0
+        if self.pacer is not None:
+            # Booked after the refreshes already queued for the tenant, and refused when the budget
+            # cannot serve it within SQS's longest delay: a queued refresh never outwaits its patience.
+            offsets = self.pacer.book(
+                tenant.siret,
+                1,
+                rate=release_rate(tenant),
+                now=self.clock().timestamp(),
+                horizon=MAX_DELAY_SECONDS,
+            )
+            if not offsets:
+                raise ConflictError(
+                    "The tenant's refresh budget is booked for the next 15 minutes; retry later.",
+                    code="refresh_budget_exhausted",
+                )
+            delay = min(MAX_DELAY_SECONDS, math.floor(offsets[0]))
         self.sqs.send_message(
-            QueueUrl=self.refresh_queue_url, MessageBody=refresh_message(tenant.siret, user_id, "manual")
+            QueueUrl=self.refresh_queue_url,
+            MessageBody=refresh_message(tenant.siret, user_id, "manual", admitted=self.pacer is not None),
+            DelaySeconds=delay,
         )
 
     # ------------------------------------------------------------------ dossiers

@@ -19,13 +19,24 @@ Outcomes (ARCHITECTURE.md §Refresh outcomes):
   ``Retry-After`` (429) or ``meta.retry_in`` (503), else an exponential backoff, up to the queue's
   ``maxReceiveCount``; on the last attempt ``refresh.failed`` is published before the DLQ. A 429 or
   503 also holds the tenant's pacer: its other refreshes wait too instead of earning more 429s.
-* Sunday 23:00–23:45 (maintenance): no call; the message waits for the end of the window.
+* Sunday 23:00–23:45 (maintenance): no call; the message waits for the end of the window
+  (``maintenance_window``, which spends no attempt; a 503 answer does).
 * A monthly message for a family refreshed successfully within ``IN_FLIGHT_HOLD`` (a manual refresh
   in the meantime, or SQS delivering the message again after it was handled) makes no call:
   ``skipped_recent``. A manual refresh always calls.
 
 Every call first reserves the tenant's next slot on the pacer (``qfbridge.store.pacing``) and waits
 for it: the budget holds whatever the SQS delivery timing.
+
+Waiting is not failing. A refresh that must wait without having called API Particulier (its
+permit is more than a second away, the Sunday maintenance, another refresh of the same family in
+flight) raises ``RetryLater(counts=False)``: qf_refresh sends a fresh copy of the message, delayed,
+carrying the attempts already spent (``attempts_before``), so only the attempts that met a real
+failure count towards ``max_attempts``. The last one records the family ``failed``, publishes
+``refresh.failed`` and asks for the message to be dead-lettered (``dead_letter``).
+
+One refresh of a family at a time: the family's lease (``qfbridge.store.leases``) is held from
+before the call until the outcome is stored; a second refresh of the same family waits for it.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -42,11 +54,12 @@ from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
 from qfbridge.observability import logger, metrics
-from qfbridge.services.dispatch import IN_FLIGHT_HOLD, tenant_pace_rule
+from qfbridge.services.dispatch import IN_FLIGHT_HOLD, MAX_DELAY_SECONDS, release_rate, tenant_pace_rule
 from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository, QfEntry, RefreshState
+from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry, RefreshState
+from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.pacing import Permit, TenantPacer
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import RefreshStatus, Tenant, TenantRepository
@@ -69,15 +82,38 @@ LATE_TOLERANCE_SECONDS = 0.05
 PACING_ATTEMPTS = 6
 SERVER_TIMED_RETRIES = ("throttled", "maintenance")
 """Retries whose delay the server dictates; the others back off exponentially."""
+WAITS = ("paced", "maintenance_window", "family_busy", "deadline")
+"""Why a refresh may wait without having called API Particulier: these never spend an attempt."""
+LEASE_SECONDS = 60.0
+"""A family's refresh lease outlives any invocation holding it (the function's timeout is 30 s)."""
+FAMILY_BUSY_WAIT_SECONDS = 5
+"""How long a refresh waits for another refresh of the same family to finish."""
 
 
 class RetryLater(Exception):
-    """The refresh must be attempted again after ``delay_seconds`` (the message stays on the queue)."""
+    """The refresh must be attempted again after ``delay_seconds``.
 
-    def __init__(self, kind: str, delay_seconds: int) -> None:
+    ``counts``: the attempt met a real failure (it spends one of ``max_attempts``); otherwise it only
+    waited (pacing, maintenance, the family busy) and the message goes back without spending one.
+    ``dead_letter``: attempts are exhausted, the failure is recorded: the message goes to the DLQ.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        delay_seconds: int,
+        *,
+        counts: bool = True,
+        dead_letter: bool = False,
+        admitted: bool = False,
+    ) -> None:
         super().__init__(f"refresh to retry later ({kind})")
         self.kind = kind
         self.delay_seconds = delay_seconds
+        self.counts = counts
+        self.dead_letter = dead_letter
+        self.admitted = admitted
+        """The message's next copy has its release booked on the tenant's schedule."""
 
 
 @dataclass
@@ -123,6 +159,7 @@ class RefreshService:
     events: EventPublisher
     client: ApiParticulierClient
     pacer: TenantPacer | None = None
+    leases: FamilyRefreshLease | None = None
     max_attempts: int = 10
     retry_base_seconds: int = 30
     clock: Clock = utc_now
@@ -151,14 +188,46 @@ class RefreshService:
         ends = maintenance_ends_at(now)
         if ends is not None:
             self._retry(
-                siret, user_id, family.refresh, "maintenance", (ends - now).total_seconds(), now, attempt
+                siret,
+                user_id,
+                family.refresh,
+                "maintenance_window",
+                (ends - now).total_seconds(),
+                now,
+                attempt,
             )
+        admitted = bool(message.get("admitted"))
+        if self.leases is None:
+            return self._refresh(tenant, permit, family, attempt, admitted, message, request_id)
+        holder = uuid.uuid4().hex
+        taken = self.leases.acquire(siret, user_id, holder, now=now.timestamp(), seconds=LEASE_SECONDS)
+        if taken == "missing":
+            return RefreshResult("skipped_no_identity")
+        if taken == "busy":  # another refresh of this family is in flight: wait for it, call nothing
+            self._retry(siret, user_id, family.refresh, "family_busy", FAMILY_BUSY_WAIT_SECONDS, now, attempt)
+        try:
+            return self._refresh(tenant, permit, family, attempt, admitted, message, request_id)
+        finally:
+            self.leases.release(siret, user_id, holder)
 
+    def _refresh(
+        self,
+        tenant: Tenant,
+        permit: Permit | None,
+        family: FamilyRecord,
+        attempt: int,
+        admitted: bool,
+        message: dict[str, Any],
+        request_id: str | None,
+    ) -> RefreshResult:
+        siret, user_id = tenant.siret, family.user_id
+        now = self.clock()
+        assert family.pivot_identity is not None
         token = self.secrets.read_tenant(siret, version=tenant.credentials_version).api_particulier_token
         if token is None:
             self.tenants.stop_refreshes(siret, "no_token", now.isoformat())
             return self._keep_due(siret, user_id)
-        if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt):
+        if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt, admitted):
             return self._keep_due(siret, user_id)
         self._audit_read(siret, user_id, str(message.get("reason") or "monthly"), request_id, attempt)
         outcome = self.client.fetch_quotient_familial(
@@ -173,7 +242,7 @@ class RefreshService:
                 looked = self._look(siret)
                 if looked is None or looked[0].refresh_status != "active":
                     return self._keep_due(siret, user_id)
-                if not self._wait_for_permit(looked[0], looked[1], user_id, family.refresh, attempt):
+                if not self._wait_for_permit(looked[0], looked[1], user_id, family.refresh, attempt, True):
                     return self._keep_due(siret, user_id)
                 outcome = self.client.fetch_quotient_familial(
                     family.pivot_identity, siret, fresh.get_secret_value(), no_cache=True
@@ -214,21 +283,35 @@ class RefreshService:
         return self.pacer.look(siret, rule=tenant_pace_rule, now=self._epoch)
 
     def _wait_for_permit(
-        self, tenant: Tenant, permit: Permit | None, user_id: str, state: RefreshState, attempt: int
+        self,
+        tenant: Tenant,
+        permit: Permit | None,
+        user_id: str,
+        state: RefreshState,
+        attempt: int,
+        admitted: bool = True,
     ) -> bool:
         """Wait for one of the tenant's call permits and take it; False when the tenant was stopped meanwhile.
 
         The permit is taken when the call is about to start; if the process still reaches the call
         late (busy, descheduled), the permit is spent and another one sought: a late call could
         squeeze the calls after it into one of API Particulier's seconds.
+
+        A message whose release was not booked (``admitted``) books its turn first, after the refreshes
+        already queued for the tenant, and goes back to the queue until then if it is more than a
+        second away: it does not take a permit ahead of them. A permit more than a second away sends
+        an admitted message back to the queue until it frees. Neither spends an attempt.
         """
         if self.pacer is None or permit is None:
             return True
+        if not admitted:
+            turn = self._turn(tenant)
+            if turn > MAX_PACING_WAIT_SECONDS:
+                raise RetryLater("paced", max(1, math.floor(turn)), counts=False, admitted=True)
         for _ in range(PACING_ATTEMPTS):
             wait = permit.free_at - self._epoch()
             if wait > MAX_PACING_WAIT_SECONDS:  # back a little before the permit frees, then a short wait
-                now = self.clock()
-                self._retry(tenant.siret, user_id, state, "paced", math.floor(wait), now, attempt)
+                self._retry(tenant.siret, user_id, state, "paced", math.floor(wait), self.clock(), attempt)
             if wait > RECHECK_AFTER_WAIT_SECONDS:
                 self.sleep(wait - RECHECK_LEAD_SECONDS)
                 current = self.tenants.get(tenant.siret)
@@ -246,6 +329,15 @@ class RefreshService:
             permit = looked[1]
         now = self.clock()
         self._retry(tenant.siret, user_id, state, "paced", 1.0, now, attempt)
+
+    def _turn(self, tenant: Tenant) -> float:
+        """Book a release on the tenant's schedule (``TenantPacer.book``); seconds until it. When even
+        SQS's longest delay is too short, the message comes back after that delay and books again."""
+        assert self.pacer is not None
+        offsets = self.pacer.book(
+            tenant.siret, 1, rate=release_rate(tenant), now=self._epoch(), horizon=MAX_DELAY_SECONDS
+        )
+        return offsets[0] if offsets else float(MAX_DELAY_SECONDS)
 
     def _epoch(self) -> float:
         return self.clock().timestamp()
@@ -363,7 +455,11 @@ class RefreshService:
         now: dt.datetime,
         attempt: int,
     ) -> NoReturn:
-        """Send the message back to the queue for ``wait`` seconds; the last attempt alerts first."""
+        """Send the message back to the queue for ``wait`` seconds; the last attempt alerts first.
+
+        A wait (``WAITS``: no call was made) never spends an attempt, whatever ``attempt`` is."""
+        if kind in WAITS:
+            raise RetryLater(kind, whole_seconds(wait), counts=False)
         if attempt >= self.max_attempts:
             self.families.record_refresh(
                 siret,
@@ -378,7 +474,7 @@ class RefreshService:
                 ),
             )
             self._failed(siret, user_id, kind, attempt)
-            raise RetryLater(kind, 0)  # let SQS move it to the DLQ at its next receive
+            raise RetryLater(kind, 0, dead_letter=True)
         delay = whole_seconds(wait) if wait > 0 else 0
         raise RetryLater(kind, delay)
 

@@ -18,10 +18,18 @@ write of the real call; the caller still gives the permit up when it reaches the
 
 State, on the tenant's item: ``refresh_pace_<i>`` (permit ``i``'s last call, epoch seconds) and
 ``refresh_pace_hold`` (no call before: a 429's ``Retry-After``).
+
+Admission: what is *enqueued* is booked too. ``refresh_booked_until`` (epoch seconds) is when the
+refreshes already queued for the tenant (monthly dispatch and manual ones alike) will have been
+served at the tenant's release rate. A new refresh is released at that instant (its SQS delay), and
+nothing is enqueued that could not be served within the horizon its sender gives (the dispatch
+interval, or SQS's longest delay for a manual refresh): the queue never holds more than the budget
+serves before the messages are due, so their waits for a permit stay short.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +41,8 @@ from qfbridge.store.tenants import Tenant
 
 PERMIT_PREFIX = "refresh_pace_"
 HOLD = "refresh_pace_hold"
+BOOKED_UNTIL = "refresh_booked_until"
+BOOKING_ATTEMPTS = 8
 
 
 def permit_attribute(index: int) -> str:
@@ -115,6 +125,73 @@ class TenantPacer:
                 ConditionExpression="attribute_exists(siret) AND (attribute_not_exists(#hold) OR #hold < :until)",
                 ExpressionAttributeNames={"#hold": HOLD},
                 ExpressionAttributeValues={":until": _epoch(until)},
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return
+
+    # ------------------------------------------------------------------ admission
+    def booked_until(self, siret: str, *, now: float) -> float:
+        """When the refreshes already queued for the tenant will have been released (``now`` at least)."""
+        item = self._table.get_item(
+            Key={"siret": siret},
+            ConsistentRead=True,
+            ProjectionExpression="siret, #b",
+            ExpressionAttributeNames={"#b": BOOKED_UNTIL},
+        ).get("Item")
+        return max(now, float(item.get(BOOKED_UNTIL, 0))) if item else now
+
+    def book(self, siret: str, count: int, *, rate: float, now: float, horizon: float) -> list[float]:
+        """Book up to ``count`` release instants at ``rate`` per second after what is already booked,
+        none later than ``now + horizon``; returns their offsets from ``now`` (seconds, ascending).
+
+        One conditional write: two senders booking at once never get the same instants.
+        """
+        if count <= 0 or rate <= 0:
+            return []
+        for _ in range(BOOKING_ATTEMPTS):
+            item = self._table.get_item(
+                Key={"siret": siret},
+                ConsistentRead=True,
+                ProjectionExpression="siret, #b",
+                ExpressionAttributeNames={"#b": BOOKED_UNTIL},
+            ).get("Item")
+            if item is None:
+                return []
+            previous = item.get(BOOKED_UNTIL)
+            start = max(now, float(previous)) if previous is not None else now
+            capacity = math.floor((now + horizon - start) * rate + 1e-9)
+            granted = max(0, min(count, capacity))
+            if granted == 0:
+                return []
+            offsets = [start - now + i / rate for i in range(granted)]
+            if previous is None:
+                condition, values = "attribute_exists(siret) AND attribute_not_exists(#b)", {}
+            else:
+                condition, values = "#b = :previous", {":previous": previous}
+            try:
+                self._table.update_item(
+                    Key={"siret": siret},
+                    UpdateExpression="SET #b = :until",
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#b": BOOKED_UNTIL},
+                    ExpressionAttributeValues={":until": _epoch(start + granted / rate), **values},
+                )
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+                continue  # another sender booked meanwhile: book after it
+            return offsets
+        return []
+
+    def release(self, siret: str, count: int, *, rate: float) -> None:
+        """Give back the last ``count`` booked instants (their messages could not be sent)."""
+        if count <= 0 or rate <= 0:
+            return
+        try:
+            self._table.update_item(
+                Key={"siret": siret},
+                UpdateExpression="SET #b = #b - :span",
+                ConditionExpression="attribute_exists(#b)",
+                ExpressionAttributeNames={"#b": BOOKED_UNTIL},
+                ExpressionAttributeValues={":span": _epoch(count / rate)},
             )
         except self._table.meta.client.exceptions.ConditionalCheckFailedException:
             return
