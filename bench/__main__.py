@@ -26,7 +26,7 @@ from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-ORDER = ["cold_start", "package_size", "intake", "poll", "hubee_burst", "matching", "refresh"]
+ORDER = ["cold_start", "package_size", "intake", "poll", "hubee_burst", "matching", "refresh", "small_budget"]
 SECTION_TIMEOUT = 900
 
 
@@ -292,6 +292,29 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "API Particulier answers 429 (sandbox enforces each token's budget)"
             if "throttled_429" in refresh
             else refresh.get("error", "not run"),
+        )
+    )
+    small = results.get("small_budget", {})
+    ran = "ratio_to_budget" in small
+    budgets.append(
+        Budget.at_least(
+            "small_budget.achieved_over_budget",
+            small.get("ratio_to_budget"),
+            0.9,
+            f"÷ {small.get('budget_rps')} req/s (a burst of {small.get('manual_refreshes')} manual "
+            f"refreshes and the dispatch of {small.get('monthly_refreshes')})"
+            if ran
+            else small.get("error", "not run"),
+        )
+    )
+    budgets.append(
+        Budget.at_most(
+            "small_budget.lost",
+            None if not ran else small["lost"] + small["dead_lettered"],
+            0.0,
+            "families not refreshed, or dead-lettered, at that budget"
+            if ran
+            else small.get("error", "not run"),
         )
     )
     return budgets

@@ -122,6 +122,12 @@ def _refresh_floor(result: dict[str, Any], aws_per_call: int) -> dict[str, Any]:
     }
 
 
+def small_budget() -> dict[str, Any]:
+    from bench import small_budget as module
+
+    return module.run()
+
+
 SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "cold_start": cold_start,
     "package_size": package_size,
@@ -130,6 +136,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "hubee_burst": hubee_burst,
     "matching": matching,
     "refresh": refresh,
+    "small_budget": small_budget,
 }
 
 

@@ -571,11 +571,13 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
     },
     "RefreshDispatchFunction": {
         *own_logs("RefreshDispatchLogGroup"),
-        # tenants listed; due families found on the index, held, and queued
+        # tenants listed; due families found on the index, held, and queued; releases booked on the tenant
         ("dynamodb:Query", "TenantsTable/index/*"),
         ("dynamodb:Query", "FamiliesTable/index/*"),
         ("dynamodb:UpdateItem", "FamiliesTable"),
         ("sqs:SendMessage", "RefreshQueue"),
+        ("dynamodb:GetItem", "TenantsTable"),
+        ("dynamodb:UpdateItem", "TenantsTable"),
     },
     "ReconcileFunction": {
         *own_logs("ReconcileLogGroup"),
@@ -608,6 +610,9 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "FamiliesTable"),
         ("dynamodb:UpdateItem", "FamiliesTable"),
         ("sqs:ChangeMessageVisibility", "RefreshQueue"),
+        # a wait goes back as a fresh copy; the last failed attempt goes to the DLQ
+        ("sqs:SendMessage", "RefreshQueue"),
+        ("sqs:SendMessage", "RefreshDeadLetterQueue"),
         ("secretsmanager:GetSecretValue", TENANT_SECRETS),
         ("events:PutEvents", "EventBus"),
         ("logs:CreateLogStream", "AuditLogGroup:*"),  # each call reading a family's identity

@@ -22,7 +22,7 @@ from qfbridge.services.dispatch import (
     release_delays,
     tenant_slots,
 )
-from qfbridge.services.refresh import RefreshService, RetryLater
+from qfbridge.services.refresh import LATE_TOLERANCE_SECONDS, RefreshService, RetryLater, late_tolerance
 from qfbridge.store.families import FamilyRecord, RefreshState
 from qfbridge.store.pacing import earliest_permit
 from qfbridge.store.secrets import TenantCredentials
@@ -469,3 +469,15 @@ def test_a_422_on_the_identity_is_recorded_with_its_codes_for_the_agent_and_anno
             },
         )
     ]
+
+
+@pytest.mark.parametrize("budget", [0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 4.0, 20.0])
+def test_a_late_call_never_comes_within_a_second_of_its_permits_next_one(budget: float) -> None:
+    # A call may start up to late_tolerance after taking its permit; the permit's next call is taken
+    # a window later: the two calls stay more than a second (and the margin) apart
+    _permits, window = pace_rule(budget)
+    tolerance = late_tolerance(window)
+    assert tolerance == LATE_TOLERANCE_SECONDS or window - tolerance >= 1.0 + PACE_MARGIN_SECONDS - 1e-9
+    # And a small budget does not waste a whole window for a slow write: 0.25 req/s tolerates ~3 s
+    if budget <= 0.25:
+        assert tolerance > 2.5

@@ -54,7 +54,13 @@ from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
 from qfbridge.observability import logger, metrics
-from qfbridge.services.dispatch import IN_FLIGHT_HOLD, MAX_DELAY_SECONDS, release_rate, tenant_pace_rule
+from qfbridge.services.dispatch import (
+    IN_FLIGHT_HOLD,
+    MAX_DELAY_SECONDS,
+    PACE_MARGIN_SECONDS,
+    release_rate,
+    tenant_pace_rule,
+)
 from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.events import EventPublisher
@@ -79,6 +85,20 @@ RECHECK_LEAD_SECONDS = 0.06
 """How long before its slot a waiting call reads the tenant's status (the read must not make it late)."""
 LATE_TOLERANCE_SECONDS = 0.05
 """A call starting later than this after its slot gives the slot up (the pacer's margin is 80 ms)."""
+
+
+def late_tolerance(window: float) -> float:
+    """How late after taking its permit a call may still start.
+
+    A permit's calls are ``window`` seconds apart when taken; a call started ``d`` late is at least
+    ``window - d`` from the permit's next one, which must stay over one second (and the margin) of
+    API Particulier's counter. With a 4 s window (0.25 req/s) a call may be almost 3 s late; giving
+    the permit up for 50 ms there would waste a whole window of a small budget. A window of
+    1.08 s (whole budgets) keeps the 50 ms.
+    """
+    return max(LATE_TOLERANCE_SECONDS, window - 1.0 - PACE_MARGIN_SECONDS)
+
+
 PACING_ATTEMPTS = 6
 SERVER_TIMED_RETRIES = ("throttled", "maintenance")
 """Retries whose delay the server dictates; the others back off exponentially."""
@@ -304,6 +324,7 @@ class RefreshService:
         """
         if self.pacer is None or permit is None:
             return True
+        tolerance = late_tolerance(tenant_pace_rule(tenant)[1])
         if not admitted:
             turn = self._turn(tenant)
             if turn > MAX_PACING_WAIT_SECONDS:
@@ -321,7 +342,7 @@ class RefreshService:
             if wait > 0:
                 self.sleep(wait)
             at = self._epoch()
-            if self.pacer.take(tenant.siret, permit, at=at) and self._epoch() - at <= LATE_TOLERANCE_SECONDS:
+            if self.pacer.take(tenant.siret, permit, at=at) and self._epoch() - at <= tolerance:
                 return True
             looked = self.pacer.look(tenant.siret, rule=tenant_pace_rule, now=self._epoch)
             if looked is None or looked[0].refresh_status != "active":
