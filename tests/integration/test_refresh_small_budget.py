@@ -25,9 +25,9 @@ from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
+from qfbridge.batch import BatchProcessingError
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.services.dispatch import RefreshDispatcher
 from qfbridge.services.editor import EditorService
