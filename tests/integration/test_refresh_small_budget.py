@@ -358,7 +358,7 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
 class Raising:
     retry: RetryLater
 
-    def refresh(self, message: dict[str, Any], *, attempt: int) -> Any:
+    def refresh(self, message: dict[str, Any], *, attempt: int, request_id: str | None = None) -> Any:
         self.attempts.append(attempt)
         raise self.retry
 
