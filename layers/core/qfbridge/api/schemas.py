@@ -259,7 +259,7 @@ class RefreshView(BaseModel):
         default=None,
         description="Why the last refresh failed: API Particulier's error codes (e.g. 00420, a name it "
         "refuses) or name_not_accepted (a name with no form it accepts). An identity_rejected family "
-        "is refreshed again by a new dossier or a manual refresh",
+        "is refreshed again once a new dossier brings a usable identity",
     )
     next_refresh_at: str | None
 
