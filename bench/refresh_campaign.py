@@ -171,6 +171,9 @@ def _run(
     with ApiParticulierSandbox(seed=seed, load_fixtures=False) as sandbox:
         options = RuntimeOptions(
             serve_api=False,
+            # qf_refresh's environments run concurrently up to the mapping's MaximumConcurrency,
+            # each in its own worker process, as on Lambda.
+            isolation="process",
             parameter_overrides=parameters,
             env_overrides={
                 "API_PARTICULIER_URL": sandbox.url,
@@ -179,8 +182,7 @@ def _run(
             },
         )
         with LocalRuntime.start(options) as rt:
-            rt.poll()  # warm: hubee_poll and qf_refresh imported, as in a steady monthly campaign
-            rt.functions["QfRefreshFunction"].load()
+            rt.poll()  # warm: hubee_poll imported, as in a steady monthly campaign
             started = time.perf_counter()
             tenants = [
                 (budget, *seed_tenant(rt, sandbox, index, budget, math.ceil(budget * seconds), seed))
