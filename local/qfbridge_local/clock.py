@@ -91,18 +91,23 @@ def install_sqs_clock(clock: RuntimeClock) -> None:
     models._qfbridge_clock = True  # type: ignore[attr-defined]
 
 
-def next_sqs_due(queue_names: list[str]) -> float | None:
-    """The earliest emulated time at which an invisible or delayed message of these queues is due."""
+def sqs_messages(queue_name: str) -> list[Any]:
+    """moto's messages of a queue (this process's backend), visible or not."""
     from moto.sqs.models import sqs_backends
 
     from .template import LOCAL_ACCOUNT_ID, LOCAL_REGION
 
-    backend = sqs_backends[LOCAL_ACCOUNT_ID][LOCAL_REGION]
+    queue = sqs_backends[LOCAL_ACCOUNT_ID][LOCAL_REGION].queues.get(queue_name)
+    return [] if queue is None else list(queue._messages)
+
+
+def next_sqs_due(queue_names: list[str], only: set[str] | None = None) -> float | None:
+    """The earliest emulated time at which an invisible message of these queues is due again
+    (among the message ids of ``only`` when given)."""
     due: list[float] = []
     for name in queue_names:
-        queue = backend.queues.get(name)
-        if queue is None:
-            continue
-        for message in list(queue._messages):
+        for message in sqs_messages(name):
+            if only is not None and message.id not in only:
+                continue
             due.append(max(float(message.visible_at or 0), float(message.delayed_until or 0)) / 1000.0)
     return min(due) if due else None

@@ -51,6 +51,15 @@ _MP = multiprocessing.get_context("forkserver")
 _MP.set_forkserver_preload(["boto3", "botocore.session", "aws_lambda_powertools", "pydantic", "httpx"])
 
 
+_ENVIRONMENT_CLOCK: RuntimeClock | None = None
+
+
+def environment_clock() -> RuntimeClock:
+    """The runtime's clock, from inside an execution environment (hooks use it to put the
+    handler's own time on the emulated clock)."""
+    return _ENVIRONMENT_CLOCK or RuntimeClock()
+
+
 class FunctionTimeout(Exception):
     """The invocation ran past the function's Timeout and was abandoned."""
 
@@ -157,6 +166,8 @@ class InlineEnvironment:
 
     def __init__(self, function: LocalFunction) -> None:
         self.function = function
+        global _ENVIRONMENT_CLOCK
+        _ENVIRONMENT_CLOCK = function.clock
         self.module = load_handler_module(function.spec)
         for hook in function.hooks:
             resolve_hook(hook)(function.spec.logical_id, self.module)
@@ -197,7 +208,9 @@ def _environment_main(
     hooks: Sequence[str],
 ) -> None:
     """A worker process: one execution environment of one function."""
+    global _ENVIRONMENT_CLOCK
     os.environ.update(environment)
+    _ENVIRONMENT_CLOCK = RuntimeClock(clock[0], origin=clock[1], offset=clock[2])
     try:
         module = load_handler_module(spec)
         for hook in hooks:

@@ -41,7 +41,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from .aws import client
-from .clock import RuntimeClock, next_sqs_due
+from .clock import RuntimeClock, next_sqs_due, sqs_messages
 from .lambdas import FunctionCrashed, FunctionTimeout, LocalFunction
 from .template import LOCAL_ACCOUNT_ID, LOCAL_REGION, ScheduleSpec, SqsMapping, Stack
 
@@ -72,11 +72,18 @@ class SqsEventSource:
     clock: RuntimeClock = field(default_factory=RuntimeClock)
     may_skip: Any = None  # () -> bool: may the clock jump now (nothing else runs)?
     stats: MappingStats = field(default_factory=MappingStats)
+    # Every batch failed as a whole (timeout, crash, error): (reason, bodies). An independent record
+    # of why a message was received again, for the fault campaign.
+    failed_batches: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._sqs = client("sqs", self.endpoint)
         self._lock = threading.Lock()
         self.in_flight = 0
+        # Failed records whose return is the runtime's own timer (the visibility timeout the
+        # receive set), not a wait the handler chose (ChangeMessageVisibility): skip_idle may jump
+        # over the former only — the handler's wait is measured on its own clock.
+        self.runtime_timed: set[str] = set()
 
     @property
     def queue_name(self) -> str:
@@ -134,8 +141,19 @@ class SqsEventSource:
         )
         return list(response.get("Messages", []))
 
+    def _visible_at(self, message_ids: set[str]) -> dict[str, float]:
+        return {m.id: m.visible_at for m in sqs_messages(self.queue_name) if m.id in message_ids}
+
     def receive(self) -> list[dict[str, Any]]:
         """One batch: up to BatchSize messages, gathered for up to the batching window."""
+        messages = self._gather()
+        if messages:
+            received = self._visible_at({m["MessageId"] for m in messages})
+            for message in messages:
+                message["_visible_at"] = received.get(message["MessageId"])
+        return messages
+
+    def _gather(self) -> list[dict[str, Any]]:
         messages = self._receive(self.mapping.batch_size)
         if not messages:
             return []
@@ -176,8 +194,15 @@ class SqsEventSource:
                 failed_ids = set()
         except FunctionTimeout:
             failed_ids, timed_out = set(by_id), True
-        except (FunctionCrashed, Exception):
+            reason = "timeout"
+        except FunctionCrashed:
+            failed_ids, crashed, reason = set(by_id), True, "crashed"
+        except Exception as exc:
             failed_ids, crashed = set(by_id), True
+            reason = getattr(exc, "error_type", type(exc).__name__)
+        if crashed or timed_out:
+            with self._lock:
+                self.failed_batches.append((reason, [m["Body"] for m in messages]))
         succeeded = [m for mid, m in by_id.items() if mid not in failed_ids]
         for start in range(0, len(succeeded), 10):
             chunk = succeeded[start : start + 10]
@@ -186,7 +211,13 @@ class SqsEventSource:
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )
         # Failed records are left alone: they come back when their visibility timeout expires.
+        now_visible_at = self._visible_at(failed_ids)
         with self._lock:
+            for mid in failed_ids:
+                if mid in now_visible_at and now_visible_at[mid] == by_id[mid].get("_visible_at"):
+                    self.runtime_timed.add(mid)
+                else:
+                    self.runtime_timed.discard(mid)
             self.stats.batches += 1
             self.stats.records += len(messages)
             self.stats.failed_records += len(failed_ids)
@@ -518,7 +549,8 @@ class TriggerEmulator:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"queues not drained after {timeout}s")
                 if self.may_skip():
-                    due = next_sqs_due([s.queue_name for s in self.sources])
+                    skippable = set().union(*(s.runtime_timed for s in self.sources))
+                    due = next_sqs_due([s.queue_name for s in self.sources], only=skippable)
                     if due is not None and due > self.clock.time():
                         self.clock.advance(due - self.clock.time() + 0.001)
                         continue

@@ -1,0 +1,159 @@
+"""The fault campaign's instrumentation, run inside each execution environment (worker process).
+
+The runtime imports this file in every environment of reconcile and hubee_poll (an environment
+hook, see ``qfbridge_local.lambdas``) and calls the hook after the handler's import, as a test would
+patch the module of a warm container. Everything the instrumentation observes is appended to files
+of ``CAMPAIGN_DIR`` (small appends are atomic), which the campaign reads afterwards: they are
+records the code under test did not write.
+
+* Real crashes: at a seeded draw per (case, journal step) — and at least once per step — the
+  environment SIGKILLs itself right after the step was journaled: no ``finally`` runs, the case's
+  lease is not released, the batch comes back after the queue's visibility timeout.
+* Stalls: a few cases stop for longer than their lease (still within the function's timeout) after
+  a step; the campaign then delivers a duplicate of their message, which takes the expired lease
+  while the first invocation still runs.
+* The handlers' own clock (leases, journal times) is the runtime's: when the runtime jumps over a
+  visibility timeout, a lease taken before it has expired, as it would have on AWS.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import time
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from qfbridge.domain.errors import QfbridgeError
+from qfbridge.hubee import HubeeClient, HubeeConfig
+from qfbridge_local.lambdas import environment_clock
+
+CRASH_STEPS = (
+    "verified",
+    "parsed",
+    "persisted",
+    "audit_written",
+    "si_received",
+    "final_status",
+    "notification_deleted",
+)
+CLIENT_READ_TIMEOUT_S = 0.5
+STALL_STEP = "parsed"  # the stalled invocation holds its lease after parsing, before persisting
+STALL_SECONDS = 45  # emulated: past the campaign's 30 s lease, within reconcile's 60 s timeout
+
+
+def _dir() -> Path:
+    return Path(os.environ["CAMPAIGN_DIR"])
+
+
+def _append(name: str, record: dict[str, Any]) -> None:
+    with open(_dir() / name, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+def _first(marker: str) -> bool:
+    """True once across every environment of the campaign (an O_EXCL marker file)."""
+    try:
+        fd = os.open(_dir() / "markers" / marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+
+
+def fast_hubee(config: HubeeConfig) -> HubeeConfig:
+    """Same retry policy, shorter waits: the campaign must fit in the test suite's time."""
+    return config.model_copy(
+        update={"backoff_base_s": 0.01, "backoff_max_s": 0.05, "read_timeout_s": CLIENT_READ_TIMEOUT_S}
+    )
+
+
+def _stall_cases() -> set[str]:
+    path = _dir() / "stall_cases.txt"
+    return set(path.read_text(encoding="utf-8").split()) if path.exists() else set()
+
+
+class _Current:
+    """What this environment is working on (one invocation at a time per environment)."""
+
+    case_id: str | None = None
+    message: dict[str, Any] | None = None
+
+
+def _crash_or_stall(step: str) -> None:
+    case_id = _Current.case_id
+    if case_id is None:
+        return
+    seed = os.environ["CAMPAIGN_SEED"]
+    if step == STALL_STEP and case_id in _stall_cases() and _first(f"stall-{case_id}"):
+        clock = environment_clock()
+        _append(
+            "stalls.jsonl",
+            {"case_id": case_id, "at": clock.time(), "pid": os.getpid(), "message": _Current.message},
+        )
+        clock.sleep(STALL_SECONDS)
+        _append("stalls.jsonl", {"case_id": case_id, "resumed_at": clock.time(), "pid": os.getpid()})
+        return
+    draw = random.Random(f"{seed}:{case_id}:{step}").random()
+    rate = float(os.environ["CAMPAIGN_CRASH_RATE"])
+    if not (_first(f"step-{step}") or draw < rate):
+        return
+    if not _first(f"crash-{case_id}-{step}"):
+        return
+    _append("crashes.jsonl", {"case_id": case_id, "step": step, "pid": os.getpid()})
+    os.kill(os.getpid(), signal.SIGKILL)  # mid-invocation: no finally, no lease release
+    time.sleep(10)
+
+
+def instrument_reconcile(function: str, module: ModuleType) -> None:
+    clock = environment_clock()
+    service = module.service()
+    service.clock = lambda: dt.datetime.fromtimestamp(clock.time(), dt.UTC)
+    service.crash_after = _crash_or_stall
+    service.hubee = fast_hubee(service.hubee)
+
+    def counted_sleep(seconds: float) -> None:
+        _append("retries.jsonl", {"pid": os.getpid()})
+        time.sleep(min(seconds, 0.02))
+
+    service.client_factory = partial(HubeeClient, sleep=counted_sleep)
+    handle = service.handle
+
+    def handle_and_log(message: dict[str, Any]) -> Any:
+        notification = message.get("notification") or {}
+        _Current.case_id = notification.get("caseId")
+        _Current.message = message
+        started = clock.time()
+        code = "ok"
+        try:
+            return handle(message)
+        except Exception as exc:
+            code = exc.code if isinstance(exc, QfbridgeError) else type(exc).__name__
+            _append("deliveries.jsonl", {"notification": str(notification.get("id")), "code": code})
+            raise
+        finally:
+            _append(
+                "handled.jsonl",
+                {
+                    "case_id": _Current.case_id,
+                    "pid": os.getpid(),
+                    "start": started,
+                    "end": clock.time(),
+                    "code": code,
+                },
+            )
+            _Current.case_id = None
+            _Current.message = None
+
+    service.handle = handle_and_log
+
+
+def instrument_poll(function: str, module: ModuleType) -> None:
+    poll = module.services()
+    poll.hubee = fast_hubee(poll.hubee)
