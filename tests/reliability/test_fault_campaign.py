@@ -121,9 +121,9 @@ SANDBOX_HANG_S = 0.7  # a "timeout" fault answers after the client gave up
 MAX_RECEIVE_COUNT = 5  # DossiersQueue's redrive policy (asserted below against the template)
 LEASE_SECONDS = 30  # DOSSIER_LEASE_SECONDS: short, so that a stalled invocation outlives it
 STALLS = {"quick": 2, "full": 4}[MODE]  # invocations that stall past their lease
-# Every timer of the runtime runs 4x faster (reconcile's 60 s timeout lasts 15 s, the 360 s visibility
-# 90 s — jumped over when nothing runs); the handlers' real work is not sped up.
-CLOCK_SPEED = 4.0
+# Every timer of the runtime runs twice as fast (reconcile's 60 s timeout lasts 30 s, the 360 s visibility
+# 180 s — jumped over when nothing runs); the handlers' real work is not sped up.
+CLOCK_SPEED = 2.0
 
 
 @dataclass(frozen=True)
