@@ -275,7 +275,9 @@ def test_payloads_over_lambdas_six_megabytes_are_refused(tmp_path: Path) -> None
 
         sys.modules["qfbridge_fn_api_app"].lambda_handler = big
         with httpx.Client(base_url=rt.api_url, headers={"Authorization": AUTHORIZATION}, timeout=60) as http:
-            request = http.post("/v1/x", content=b"a" * (7 * 1024 * 1024), headers={"Content-Type": "text/plain"})
+            request = http.post(
+                "/v1/x", content=b"a" * (7 * 1024 * 1024), headers={"Content-Type": "text/plain"}
+            )
             response = http.get("/v1/x")
     assert request.status_code == 413 and calls == [1]  # the 7 MB request never reached the function
     assert response.status_code == 502 and response.json() == {"message": "Internal server error"}
@@ -326,9 +328,9 @@ def test_schedule_expressions_follow_the_template_and_its_time_zone() -> None:
     assert winter is not None and winter.astimezone(dt.UTC) == dt.datetime(2026, 12, 8, 5, 0, tzinfo=dt.UTC)
     assert summer is not None and summer.astimezone(dt.UTC) == dt.datetime(2026, 7, 8, 4, 0, tzinfo=dt.UTC)
     every_five = ScheduleExpression("rate(5 minutes)")
-    assert every_five.next_after(created + dt.timedelta(minutes=7), created=created) == created + dt.timedelta(
-        minutes=10
-    )
+    assert every_five.next_after(
+        created + dt.timedelta(minutes=7), created=created
+    ) == created + dt.timedelta(minutes=10)
     weekdays = ScheduleExpression("cron(30 8 ? * MON-FRI *)")
     saturday = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC)
     assert weekdays.next_after(saturday, created=created) == dt.datetime(2026, 12, 7, 8, 30, tzinfo=dt.UTC)
