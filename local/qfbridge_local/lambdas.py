@@ -24,6 +24,7 @@ instrument a worker the way they would patch the in-process module.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.util
 import multiprocessing
@@ -183,7 +184,11 @@ class InlineEnvironment:
             except BaseException as exc:
                 outcome["error"] = exc
 
-        thread = threading.Thread(target=run, name=f"{self.function.name}-invocation", daemon=True)
+        # The caller's context variables follow the invocation, as they would in a direct call.
+        context_copy = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context_copy.run, args=(run,), name=f"{self.function.name}-invocation", daemon=True
+        )
         thread.start()
         thread.join(timeout_real)
         if thread.is_alive():

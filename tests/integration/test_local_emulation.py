@@ -154,11 +154,11 @@ def test_maximum_concurrency_bounds_the_environments_and_each_runs_one_invocatio
         serve_api=False,
         isolation="process",
         parameter_overrides={"RefreshMaximumConcurrency": "2"},
-        env_overrides={"PROBE_LOG": str(log), "PROBE_SLEEP_S": "0.3"},
+        env_overrides={"PROBE_LOG": str(log), "PROBE_SLEEP_S": "1.5"},
         environment_hooks={"QfRefreshFunction": [f"{HOOKS}:record_and_sleep"]},
     )
     with LocalRuntime.start(options) as rt:
-        _send(rt, "RefreshQueue", [{"n": i} for i in range(20)])
+        _send(rt, "RefreshQueue", [{"n": i} for i in range(20)])  # four batches, each held 1.5 s
         rt.drain(timeout=120)
         invocations = _log(log)
     assert sorted(r for i in invocations for r in i["records"]) == sorted(

@@ -321,6 +321,25 @@ def deliver_duplicates_of_stalled_invocations(
         stop.wait(0.05)
 
 
+def rotate_a_credential_mid_poll(
+    rt: LocalRuntime, hubee: HubeeSandbox, town: Collectivite, client_id: str, rotated: list[str]
+) -> None:
+    """Once the first poll is listing notifications, the editor stores a renewed HubEE secret for
+    one collectivité and HubEE starts refusing the old one; the sandbox's clock then passes the
+    tokens' lifetime, so that every environment has to authenticate again."""
+    deadline = time.monotonic() + 120
+    while hubee.calls[("GET", "/notifications")] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    new_secret = f"renewed-{client_id}"
+    rt.editor_service().store_credentials(
+        town.siret,
+        TenantCredentials(hubee_client_id=client_id, hubee_client_secret=new_secret),  # type: ignore[arg-type]
+    )
+    hubee.rotate_secret(client_id, new_secret)
+    hubee.advance_clock(hubee.token_ttl_s + 1)
+    rotated.append(client_id)
+
+
 # ---------------------------------------------------------------------------------- running
 
 
@@ -384,11 +403,18 @@ def run_campaign() -> Iterator[Campaign]:
                 daemon=True,
             )
             watcher.start()
+            rotated: list[str] = []
+            rotation = threading.Thread(
+                target=rotate_a_credential_mid_poll,
+                args=(rt, hubee, towns[3], "client-03", rotated),
+                daemon=True,
+            )
             hubee.reset_counters()
             hubee.fault_rates(CALL_FAULT_RATES, timeout_s=SANDBOX_HANG_S)
             for kind, route, times in ARMED_FAULTS:
                 hubee.inject(kind, route=route, times=times)  # type: ignore[arg-type]
 
+            rotation.start()
             started = time.monotonic()
             rounds = 0
             while rounds < MAX_ROUNDS and time.monotonic() - started < TIME_BUDGET_S:
@@ -406,6 +432,7 @@ def run_campaign() -> Iterator[Campaign]:
             duration = time.monotonic() - started
             stop.set()
             watcher.join()
+            rotation.join()
             hubee.clear_faults()
             records = read_records(directory, rt)
 
@@ -440,6 +467,8 @@ def run_campaign() -> Iterator[Campaign]:
                 "reconcile_environments_started": rt.functions["ReconcileFunction"].environments_started,
                 "stalls_past_the_lease": len([r for r in records.stalls if "message" in r]),
                 "duplicates_delivered_to_stalled_cases": len(duplicates_sent),
+                "credentials_rotated_mid_poll": rotated,
+                "token_calls": dict(sorted(hubee.token_calls.items())),
                 "sqs": {
                     "records": stats.records if stats else 0,
                     "failed_records": stats.failed_records if stats else 0,
@@ -510,6 +539,7 @@ def check_the_campaign_really_injected_every_kind_of_fault(campaign: Campaign) -
         assert faults.get(kind, 0) > 0, kind
     assert set(campaign.records.crashes_by_step) == set(CRASH_STEPS)  # real kills, at every step
     assert campaign.figures["faults_injected"].get("lost_response", 0) > 0
+    assert campaign.figures["credentials_rotated_mid_poll"] == ["client-03"]
     assert campaign.figures["sqs"]["failed_records"] > 0
     assert len(campaign.expected) == MIX.tenants * MIX.per_tenant
     assert len({e.tenant for e in campaign.expected.values()}) >= 10
@@ -614,6 +644,7 @@ EXPLAINED_FAILURES = {
     "hubee_server_error",
     "hubee_transport",
     "hubee_outcome_unknown",  # injected 5xx and timeouts
+    "hubee_auth",  # the rotated credential, in an environment that still holds the old secret
 }
 
 

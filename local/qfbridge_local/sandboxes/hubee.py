@@ -345,6 +345,12 @@ class HubeeSandbox:
                 existing = self._subscriptions[client_id] = _Subscription(client_id, client_secret, set())
             existing.recipients.update((siret, cog) for siret, cog in recipients)
 
+    def rotate_secret(self, client_id: str, new_secret: str) -> None:
+        """The credential's secret is renewed: token requests with the old one are refused from now
+        on; access tokens already issued stay valid until they expire (OAuth2 client credentials)."""
+        with self._lock:
+            self._subscriptions[client_id].secret = new_secret
+
     def deposit_formulaire_qf(
         self,
         recipient_siret: str,
