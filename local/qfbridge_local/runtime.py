@@ -179,7 +179,9 @@ class LocalRuntime:
 
     def _environments_for(self, spec: Any) -> int:
         bounds = [m.maximum_concurrency for m in spec.sqs_mappings if m.maximum_concurrency]
-        return max(bounds) if bounds else self.options.max_environments
+        wanted = max(bounds) if bounds else self.options.max_environments
+        # Reserved concurrency caps the function's environments, whatever asks for more.
+        return min(wanted, spec.reserved_concurrency) if spec.reserved_concurrency else wanted
 
     def stop(self) -> None:
         self._exit.close()

@@ -113,6 +113,7 @@ class FunctionSpec:
     sqs_mappings: list[SqsMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
     api_events: list[dict[str, Any]] = field(default_factory=list)
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
     async_maximum_retry_attempts: int = 2  # Lambda's asynchronous invocation (EventInvokeConfig)
     async_maximum_event_age_seconds: int = 21600
 
@@ -450,6 +451,11 @@ def resolve_stack(
                 memory_size=int(props.get("MemorySize", globals_fn.get("MemorySize", 128))),
                 environment={k: str(v) for k, v in merged_env.items() if v is not None},
                 policies=props.get("Policies") or [],
+                reserved_concurrency=(
+                    int(props["ReservedConcurrentExecutions"])
+                    if props.get("ReservedConcurrentExecutions") is not None
+                    else None
+                ),
                 async_maximum_retry_attempts=int(
                     (props.get("EventInvokeConfig") or {}).get("MaximumRetryAttempts", 2)
                 ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import itertools
 import json
 import sys
 import threading
@@ -222,13 +223,19 @@ def test_concurrent_editor_requests_each_get_their_own_invocation(isolation: str
     assert stored == set(sirets)
 
 
-def _api_runtime(tmp_path: Path, *, speed: float = 1.0, gateway_responses: str = "") -> LocalRuntime:
+def _api_runtime(
+    tmp_path: Path, *, speed: float = 1.0, binary_media_types: list[str] | None = None
+) -> LocalRuntime:
+    """The runtime from the template, or from a copy whose API declares other binary media types."""
     template = DEFAULT_TEMPLATE
-    if gateway_responses:
+    if binary_media_types is not None:
         infra = tmp_path / "infra"
         infra.mkdir()
         text = DEFAULT_TEMPLATE.read_text()
-        text = text.replace("      BinaryMediaTypes:\n", gateway_responses + "      BinaryMediaTypes:\n", 1)
+        start = text.index("      BinaryMediaTypes:\n")
+        end = text.index("      Auth:\n", start)
+        listed = "".join(f'        - "{t}"\n' for t in binary_media_types)
+        text = text[:start] + "      BinaryMediaTypes:\n" + listed + text[end:]
         (infra / "template.yaml").write_text(text)
         for folder in ("functions", "layers"):
             (tmp_path / folder).symlink_to(DEFAULT_TEMPLATE.parent.parent / folder)
@@ -238,7 +245,7 @@ def _api_runtime(tmp_path: Path, *, speed: float = 1.0, gateway_responses: str =
 
 def test_a_base64_response_is_decoded_only_for_an_accept_of_a_binary_media_type(tmp_path: Path) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    with _api_runtime(tmp_path) as rt:
+    with _api_runtime(tmp_path, binary_media_types=["image~1png"]) as rt:
         assert rt.stack is not None and rt.stack.api.binary_media_types == ("image/png",)
         rt.functions["ApiFunction"].load()
         seen: list[dict[str, Any]] = []
@@ -264,6 +271,23 @@ def test_a_base64_response_is_decoded_only_for_an_accept_of_a_binary_media_type(
     assert seen[3]["isBase64Encoded"] is False and seen[3]["body"] == '{"a": 1}'
 
 
+def test_the_templates_binary_media_types_are_those_the_runtime_applies() -> None:
+    with LocalRuntime.start(RuntimeOptions(serve_api=False)) as rt:
+        assert rt.stack is not None
+        api = rt.stack.api
+    declared = [t.replace("~1", "/") for t in _template_api()["BinaryMediaTypes"]]
+    assert list(api.binary_media_types) == declared
+    assert api.is_binary("image/png") and (api.is_binary("application/json") == ("*/*" in declared))
+
+
+def _template_api() -> dict[str, Any]:
+    from qfbridge_local.template import load_template
+
+    resources = load_template(DEFAULT_TEMPLATE)["Resources"]
+    (props,) = [r["Properties"] for r in resources.values() if r["Type"] == "AWS::Serverless::Api"]
+    return props  # type: ignore[no-any-return]
+
+
 def test_payloads_over_lambdas_six_megabytes_are_refused(tmp_path: Path) -> None:
     with _api_runtime(tmp_path) as rt:
         rt.functions["ApiFunction"].load()
@@ -280,7 +304,7 @@ def test_payloads_over_lambdas_six_megabytes_are_refused(tmp_path: Path) -> None
             )
             response = http.get("/v1/x")
     assert request.status_code == 413 and calls == [1]  # the 7 MB request never reached the function
-    assert response.status_code == 502 and response.json() == {"message": "Internal server error"}
+    assert response.status_code == 502  # the 6 MB response did not come back through the gateway
 
 
 def test_the_integration_times_out_after_29_seconds_with_a_504(tmp_path: Path) -> None:
@@ -296,25 +320,24 @@ def test_the_integration_times_out_after_29_seconds_with_a_504(tmp_path: Path) -
         with httpx.Client(base_url=rt.api_url, headers={"Authorization": AUTHORIZATION}, timeout=60) as http:
             response = http.get("/v1/x")
         took = time.monotonic() - started
-    assert response.status_code == 504 and response.json() == {"message": "Endpoint request timed out"}
+    assert response.status_code == 504 and "Endpoint request timed out" in response.text
     assert took < 1.5
 
 
 def test_gateway_responses_come_from_the_template(tmp_path: Path) -> None:
-    responses = (
-        "      GatewayResponses:\n"
-        "        DEFAULT_4XX:\n"
-        "          ResponseParameters:\n"
-        "            Headers:\n"
-        "              Access-Control-Allow-Origin: \"'https://editor.example'\"\n"
-        "          ResponseTemplates:\n"
-        "            application/json: '{\"error\": $context.error.messageString}'\n"
-    )
-    with _api_runtime(tmp_path, gateway_responses=responses) as rt, httpx.Client(base_url=rt.api_url) as http:
+    responses = _template_api()["GatewayResponses"]
+    assert "MISSING_AUTHENTICATION_TOKEN" in responses and "INTEGRATION_TIMEOUT" in responses
+    with _api_runtime(tmp_path, speed=100) as rt, httpx.Client(base_url=rt.api_url) as http:
         unsigned = http.get("/v1/tenants")
+        rt.functions["ApiFunction"].load()
+        sys.modules["qfbridge_fn_api_app"].lambda_handler = lambda event, context: time.sleep(2)
+        late = http.get("/v1/tenants", headers={"Authorization": AUTHORIZATION})
+    # The template's problem+json documents, not API Gateway's default {"message": ...}
     assert unsigned.status_code == 403
-    assert unsigned.headers["access-control-allow-origin"] == "https://editor.example"
-    assert unsigned.json() == {"error": "Missing Authentication Token"}
+    assert unsigned.headers["content-type"] == "application/problem+json"
+    assert unsigned.json()["code"] == "forbidden"
+    assert unsigned.json()["detail"] == "Missing Authentication Token"
+    assert late.status_code == 504 and late.json()["code"] == "gateway_timeout"
 
 
 # ---------------------------------------------------------------------------------- schedules
@@ -343,10 +366,31 @@ def _wait_for(predicate: Any, seconds: float = 30) -> None:
         time.sleep(0.01)
 
 
-def test_schedules_fire_on_the_clock_and_a_failed_invocation_is_retried_as_lambda_retries_events() -> None:
-    with LocalRuntime.start(RuntimeOptions(serve_api=False)) as rt:
+def _token_watch_retrying(tmp_path: Path, retries: int) -> Path:
+    """A copy of the template whose token_watch is retried ``retries`` times (EventInvokeConfig)."""
+    infra = tmp_path / "infra"
+    infra.mkdir()
+    text = DEFAULT_TEMPLATE.read_text()
+    at = text.index("  TokenWatchFunction:\n")
+    config = text.index("      EventInvokeConfig:\n        MaximumRetryAttempts: ", at)
+    end = text.index("\n", config + len("      EventInvokeConfig:\n"))
+    text = text[:config] + f"      EventInvokeConfig:\n        MaximumRetryAttempts: {retries}" + text[end:]
+    (infra / "template.yaml").write_text(text)
+    for folder in ("functions", "layers"):
+        (tmp_path / folder).symlink_to(DEFAULT_TEMPLATE.parent.parent / folder)
+    return infra / "template.yaml"
+
+
+@pytest.mark.parametrize("retries", [None, 2])
+def test_schedules_fire_on_the_clock_and_a_failed_invocation_is_retried_as_lambda_retries_events(
+    tmp_path: Path, retries: int | None
+) -> None:
+    template = DEFAULT_TEMPLATE if retries is None else _token_watch_retrying(tmp_path, retries)
+    with LocalRuntime.start(RuntimeOptions(template=template, serve_api=False)) as rt:
         triggers = rt.triggers
-        assert triggers is not None
+        assert triggers is not None and rt.stack is not None
+        allowed = rt.stack.functions["TokenWatchFunction"].async_maximum_retry_attempts
+        assert allowed == (retries if retries is not None else 0)  # the template's EventInvokeConfig
         poll_due = triggers.next_fire("HubeePollFunction")
         assert poll_due is not None
         # rate(${PollIntervalMinutes} minutes): five minutes after the schedule's creation
@@ -363,18 +407,22 @@ def test_schedules_fire_on_the_clock_and_a_failed_invocation_is_retried_as_lambd
         watch_due = triggers.next_fire("TokenWatchFunction")
         assert watch_due is not None
         rt.clock.advance(watch_due.timestamp() - rt.clock.time())
-        assert triggers.tick() >= 1  # token watch (and the poll, due long before)
-        _wait_for(lambda: len(attempts) == 1 and triggers.pending_retries() == 1)
-        rt.clock.advance(59)
-        triggers.tick()
+        assert triggers.tick() >= 1  # token watch (and the polls, due long before)
+        _wait_for(lambda: len(attempts) == 1)
         time.sleep(0.1)
-        assert len(attempts) == 1  # the first retry waits a minute
-        rt.clock.advance(1)
+        assert triggers.pending_retries() == min(allowed, 1)
+        for delay in (60, 120)[:allowed]:
+            rt.clock.advance(delay - 1)
+            triggers.tick()
+            time.sleep(0.1)
+            before = len(attempts)
+            rt.clock.advance(1)  # a retry waits its whole delay, not less
+            triggers.tick()
+            _wait_for(lambda before=before: len(attempts) == before + 1)  # type: ignore[misc]
+        rt.clock.advance(3600)
         triggers.tick()
-        _wait_for(lambda: len(attempts) == 2 and triggers.pending_retries() == 1)
-        rt.clock.advance(120)
-        triggers.tick()
-        _wait_for(lambda: len(attempts) == 3)
-        time.sleep(0.1)
-        assert triggers.pending_retries() == 0  # two retries, then the event is dropped
-        assert attempts[1] - attempts[0] >= 60 and attempts[2] - attempts[1] >= 120
+        time.sleep(0.2)
+        assert len([a for a in attempts if a < watch_due.timestamp() + 3600]) == allowed + 1
+        assert triggers.pending_retries() == 0
+        gaps = [b - a for a, b in itertools.pairwise(attempts[: allowed + 1])]
+        assert all(gap >= expected for gap, expected in zip(gaps, (60, 120), strict=False))
