@@ -227,7 +227,9 @@ class LocalRuntime:
         assert self.triggers is not None
         return self.triggers.fire_schedule(TOKEN_WATCH_FUNCTION)
 
-    def drain(self, timeout: float = 120.0) -> int:
+    def drain(self, timeout: float = 600.0) -> int:
+        """Run the SQS mappings until the queues are empty; ``timeout`` (real seconds) guards
+        against a hang, not a slow machine: failed records now wait their visibility timeout."""
         assert self.triggers is not None
         return self.triggers.drain(timeout=timeout)
 

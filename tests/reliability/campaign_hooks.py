@@ -44,7 +44,8 @@ CRASH_STEPS = (
 )
 CLIENT_READ_TIMEOUT_S = 0.5
 STALL_STEP = "parsed"  # the stalled invocation holds its lease after parsing, before persisting
-STALL_SECONDS = 45  # emulated: past the campaign's 30 s lease, within reconcile's 60 s timeout
+STALL_SECONDS = 55  # at most (emulated): past the campaign's 30 s lease, within reconcile's 60 s timeout
+LEASE_SECONDS = 30  # the campaign's DOSSIER_LEASE_SECONDS
 
 
 def _dir() -> Path:
@@ -72,6 +73,17 @@ def fast_hubee(config: HubeeConfig) -> HubeeConfig:
     return config.model_copy(
         update={"backoff_base_s": 0.01, "backoff_max_s": 0.05, "read_timeout_s": CLIENT_READ_TIMEOUT_S}
     )
+
+
+def _taken_over(case_id: str, after: float) -> bool:
+    path = _dir() / "starts.jsonl"
+    if not path.exists():
+        return False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        start = json.loads(line)
+        if start["case_id"] == case_id and start["pid"] != os.getpid() and start["at"] >= after:
+            return True
+    return False
 
 
 def _stall_cases() -> set[str]:
@@ -130,6 +142,7 @@ def instrument_reconcile(function: str, module: ModuleType) -> None:
         _Current.case_id = notification.get("caseId")
         _Current.message = message
         started = clock.time()
+        _append("starts.jsonl", {"case_id": _Current.case_id, "pid": os.getpid(), "at": started})
         code = "ok"
         try:
             return handle(message)
