@@ -604,7 +604,9 @@ class HubeeSandbox:
         if record:
             recorded = self._event_count(case_id) > events_before
             answered = (
-                _fault_reply(fault).status if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER else reply.status
+                _fault_reply(fault).status
+                if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER
+                else reply.status
             )
             self._record_post(request, case_id, answered, recorded=recorded)
         if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER:
