@@ -645,6 +645,7 @@ def check_every_dlq_message_is_explained(campaign: Campaign) -> None:
 EXPLAINED_FAILURES = {
     "batch_crashed",  # its environment was killed during the batch (its own case's or another's)
     "batch_timeout",  # the batch's invocation ran past reconcile's timeout
+    "batch_BatchProcessingError",  # every record of the batch failed (each one's cause is on record too)
     "dossier_busy",  # a duplicate delivered while the first one held the lease
     "hubee_server_error",
     "hubee_transport",
