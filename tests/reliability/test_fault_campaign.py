@@ -674,7 +674,7 @@ def check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran(
 
 
 def check_every_dossier_record_expires_ninety_days_after_its_reception(campaign: Campaign) -> None:
-    # Retention (seed §7 support window): the TTL attribute DynamoDB deletes the record by.
+    # Retention (the 90-day support window the form promises the usager): the TTL attribute DynamoDB deletes the record by.
     for case_id, record in campaign.dossiers.items():
         assert record is not None and record.expires_at is not None, case_id
         received = dt.datetime.fromisoformat(record.received_at)

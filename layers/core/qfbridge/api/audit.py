@@ -1,4 +1,4 @@
-"""The per-route audit trail (issue 11): one record per request to a route that reads or changes a
+"""The per-route audit trail: one record per request to a route that reads or changes a
 family, a dossier or a tenant's credentials — whatever its outcome.
 
 A route opts in with ``@audited("family.read")`` under its route decorator. Two places then write

@@ -1,6 +1,6 @@
 """The refresh dispatcher (run by refresh_dispatch, on its own schedule): enqueue due refreshes within each tenant's budget.
 
-Rate governance has two levels (ARCHITECTURE.md §Refresh):
+Rate governance has two levels:
 
 * here, the coarse one: each schedule interval a tenant gets at most ``rate × interval`` refreshes,
   message ``i`` delayed by ``floor(i / rate)`` seconds (SQS ``DelaySeconds``: whole seconds, at most

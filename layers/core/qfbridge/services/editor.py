@@ -269,7 +269,7 @@ class EditorService:
             ) from exc
 
     def issue_form_link(self, siret: str, user_id: str, redirect_uri: str | None) -> IssuedFormLink:
-        """A signed form link for one family of the directory (seed §5.a option 1)."""
+        """A signed form link for one family of the directory (the editor's first way to reconcile: a signed external_id)."""
         tenant = self.get_tenant(siret)
         redirect = validate_redirect_uri(redirect_uri, tenant.redirect_hosts) if redirect_uri else None
         issued = self._signer().issue(tenant.siret)

@@ -1,6 +1,6 @@
 """reconcile's use case: from a HubEE notification to a recorded, acknowledged dossier.
 
-For a new dossier (the intake flow of docs/architecture.md), each step is recorded in the dossier's journal
+For a new dossier (docs/architecture.md, "The intake protocol"), each step is recorded in the dossier's journal
 so that a retry resumes where the previous attempt stopped:
 
 1. ``GET case`` — processCode must be FormulaireQF; the recipient must be a tenant of the polling

@@ -1,6 +1,6 @@
 """qf_refresh's use case: refresh one family's QF from API Particulier and act on the outcome.
 
-Outcomes (ARCHITECTURE.md §Refresh outcomes):
+Outcomes (docs/architecture.md, "The monthly refresh"):
 
 * 200 → the QF is stored (one history entry per QF month: a redelivery adds nothing) and
   ``qf.updated`` is published when the value changed; next due date set.
