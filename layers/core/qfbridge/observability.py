@@ -9,10 +9,6 @@ botocore with it) and, with tracing active, patches every library X-Ray supports
 single cost of a handler's import (see docs/performance.md). ``tracer`` offers the decorators
 the handlers use; they build the real Tracer when the decorated function first runs, which is
 before the handler creates its AWS and HTTP clients, so the patched libraries are traced the same.
-
-No lock guards that first creation: Lambda runs one invocation at a time per execution
-environment, and the traced functions (handlers, SQS record handlers) run on the invocation's
-thread — the worker threads of hubee_poll run no traced function.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -74,16 +71,19 @@ class LazyTracer:
     def __init__(self, factory: Callable[[], Tracer] | None = None) -> None:
         self._factory = factory
         self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
 
     @property
     def tracer(self) -> Tracer:
         if self._tracer is None:
-            if self._factory is not None:
-                self._tracer = self._factory()
-            else:
-                from aws_lambda_powertools import Tracer
+            with self._lock:
+                if self._tracer is None:
+                    if self._factory is not None:
+                        self._tracer = self._factory()
+                    else:
+                        from aws_lambda_powertools import Tracer
 
-                self._tracer = Tracer()
+                        self._tracer = Tracer()
         return self._tracer
 
     @property
@@ -129,11 +129,14 @@ class LazyTracer:
 
     def _deferred(self, function: F, build: Callable[[], Callable[..., Any]]) -> F:
         traced: list[Callable[..., Any]] = []
+        lock = threading.Lock()
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not traced:
-                traced.append(build())
+                with lock:
+                    if not traced:
+                        traced.append(build())
             return traced[0](*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 import uuid
 from functools import cache
@@ -46,15 +47,12 @@ def _client() -> Any:
 
 
 class AuditTrail:
-    """Appends records to the audit log group; one stream per execution environment.
-
-    Not thread-safe, and need not be: an execution environment runs one invocation at a time and
-    the functions that audit (api, reconcile) write from the invocation's thread.
-    """
+    """Appends records to the audit log group; one stream per execution environment."""
 
     def __init__(self, log_group: str) -> None:
         self.log_group = log_group
         self._stream: str | None = None
+        self._lock = threading.Lock()
         self.written = 0
 
     def _ensure_stream(self) -> str:
@@ -70,20 +68,21 @@ class AuditTrail:
     def write_many(self, records: list[AuditRecord]) -> None:
         if not records:
             return
-        stream = self._ensure_stream()
-        now_ms = int(time.time() * 1000)
-        _client().put_log_events(
-            logGroupName=self.log_group,
-            logStreamName=stream,
-            logEvents=[
-                {
-                    "timestamp": now_ms,
-                    "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True),
-                }
-                for r in records
-            ],
-        )
-        self.written += len(records)
+        with self._lock:
+            stream = self._ensure_stream()
+            now_ms = int(time.time() * 1000)
+            _client().put_log_events(
+                logGroupName=self.log_group,
+                logStreamName=stream,
+                logEvents=[
+                    {
+                        "timestamp": now_ms,
+                        "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True),
+                    }
+                    for r in records
+                ],
+            )
+            self.written += len(records)
 
     def contains(self, *, request_id: str, action: str) -> bool:
         """Whether the trail already holds the record of ``request_id``/``action`` (a retry that may
