@@ -137,6 +137,7 @@ class RequestCounter:
             if injected:
                 response = {k: v for k, v in response.items() if k != "Attributes"}
             key = plain_item(params.get("Key") or params["Item"])
+            after: dict[str, Any] | None
             if operation == "PutItem":
                 before, after = returned, plain_item(params["Item"])
             elif operation == "DeleteItem":
@@ -170,7 +171,7 @@ class RequestCounter:
                 key = plain_item(body.get("Key") or body["Item"])
                 before = images.before(table, shape, key)
                 if kind == "Put":
-                    after: dict[str, Any] | None = plain_item(body["Item"])
+                    after = plain_item(body["Item"])
                 elif kind == "Delete":
                     after = None
                 else:

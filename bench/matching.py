@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from unittest import mock
 
 import boto3
 
@@ -108,13 +109,12 @@ class _SendClock:
 
     def __init__(self) -> None:
         self.seconds = 0.0
-        self._original: Any = None
+        self._patch: Any = None
 
     def __enter__(self) -> _SendClock:
         from botocore.endpoint import Endpoint
 
-        original = Endpoint._send
-        self._original = original
+        original = vars(Endpoint)["_send"]
         clock = self
 
         def timed(endpoint: Any, request: Any) -> Any:
@@ -124,13 +124,12 @@ class _SendClock:
             finally:
                 clock.seconds += time.perf_counter() - started
 
-        Endpoint._send = timed  # type: ignore[method-assign]
+        self._patch = mock.patch.object(Endpoint, "_send", timed)
+        self._patch.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        from botocore.endpoint import Endpoint
-
-        Endpoint._send = self._original  # type: ignore[method-assign]
+        self._patch.stop()
 
 
 CASES_PATH = Path(__file__).resolve().parents[1] / "tests" / "data" / "matching_cases.py"

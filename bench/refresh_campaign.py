@@ -74,7 +74,7 @@ def seed_tenant(
     SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
         town.siret,
         TenantCredentials(
-            api_particulier_token=token,  # type: ignore[arg-type]
+            api_particulier_token=token,
         ),
     )
     sandbox.add_token(token, {town.siret}, rate_limit_per_second=math.ceil(budget))

@@ -94,8 +94,9 @@ def _run(
                         },
                         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                     )
-                    for _ in range(aws_per_call if dynamodb is not None else 0):
-                        dynamodb.get_item(TableName="floor", Key={"pk": {"S": "one"}})
+                    if dynamodb is not None:
+                        for _ in range(aws_per_call):
+                            dynamodb.get_item(TableName="floor", Key={"pk": {"S": "one"}})
 
         threads = [
             threading.Thread(target=tenant, args=(token, town.siret, budget, count))

@@ -42,7 +42,7 @@ def wire() -> None:
     """Build the service once per execution environment (cold start) and hand it to the resolver."""
     import boto3  # deferred to the first request: most of a cold start is importing it
 
-    settings = Settings()
+    settings = Settings.from_environment()
     configure(
         ApiDependencies(
             service=EditorService(

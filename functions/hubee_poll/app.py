@@ -46,7 +46,7 @@ def services() -> PollService:
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     return PollService(
         tenants=TenantRepository(settings.tenants_table),
         secrets=SecretStore(settings.tenant_secrets_prefix),

@@ -56,7 +56,7 @@ MIN_REMAINING_MS = 10_000
 
 @cache
 def settings() -> Settings:
-    return Settings()  # type: ignore[call-arg]
+    return Settings.from_environment()
 
 
 @cache

@@ -86,7 +86,7 @@ def service() -> IntakeService:
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     return IntakeService(
         tenants=TenantRepository(settings.tenants_table),
         families=FamilyRepository(settings.families_table),
@@ -113,7 +113,7 @@ def poller() -> PollService:
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     if not settings.dossiers_queue_url:
         raise RuntimeError("DOSSIERS_QUEUE_URL is not set: reconcile cannot poll again")
     return PollService(
@@ -155,11 +155,12 @@ def _release_if_leaving(record: Any) -> None:
     """A message failing its last receive goes to the DLQ: the next poll may queue its notification again."""
     try:
         receives = int(record.attributes.approximate_receive_count)
-        if receives < Settings().dossiers_max_receive_count:  # type: ignore[call-arg]
+        if receives < Settings.from_environment().dossiers_max_receive_count:
             return
         notification_id = (json.loads(record.body).get("notification") or {}).get("id")
-        if notification_id:
-            service().markers.release(str(notification_id))  # type: ignore[union-attr]
+        markers = service().markers
+        if notification_id and markers is not None:
+            markers.release(str(notification_id))
     except Exception as exc:  # the DLQ and its alarm still hold the message
         logger.warning(
             "could not release the notification's marker", extra={"error_code": type(exc).__name__}

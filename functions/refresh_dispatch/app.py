@@ -43,7 +43,7 @@ def dispatcher() -> RefreshDispatcher:
     from qfbridge.store.pacing import TenantPacer
     from qfbridge.store.tenants import TenantRepository
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     return RefreshDispatcher(
         tenants=TenantRepository(settings.tenants_table),
         families=FamilyRepository(settings.families_table),

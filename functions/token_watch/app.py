@@ -29,7 +29,7 @@ def service() -> TokenWatchService:
     from qfbridge.store.families import FamilyRepository
     from qfbridge.store.tenants import TenantRepository
 
-    settings = Settings()  # type: ignore[call-arg]
+    settings = Settings.from_environment()
     return TokenWatchService(
         TenantRepository(settings.tenants_table),
         EventPublisher(settings.event_bus_name),

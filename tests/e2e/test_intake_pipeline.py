@@ -50,7 +50,7 @@ def onboard(rt: LocalRuntime, hubee: HubeeSandbox, siret: str, cog: str, client_
         siret,
         TenantCredentials(
             hubee_client_id=client_id,
-            hubee_client_secret=f"secret-{client_id}",  # type: ignore[arg-type]
+            hubee_client_secret=f"secret-{client_id}",
         ),
     )
     hubee.add_subscription(client_id, f"secret-{client_id}", [(siret, cog)])

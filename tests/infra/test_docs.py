@@ -145,7 +145,9 @@ def test_the_config_example_and_the_documented_config_keys_exist() -> None:
             assert section in sections, f"config section [{section}] is documented but does not exist"
         for section, key in re.findall(r"`\[([a-z_]+)\] ([a-z_]+) =", text):
             model = sections[section].annotation
-            assert key in model.model_fields, f"config key {section}.{key} is documented but does not exist"
+            assert model is not None and key in model.model_fields, (
+                f"config key {section}.{key} is documented but does not exist"
+            )
 
 
 def test_the_api_reference_and_event_catalogue_are_rendered_from_the_sources() -> None:

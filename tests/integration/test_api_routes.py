@@ -14,7 +14,8 @@ from conftest_api import AUTHORIZATION, ApiHarness, api, api_runtime, directory_
 
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository
-from qfbridge.store.tenants import TenantRepository
+from qfbridge.store.pacing import TenantPacer
+from qfbridge.store.tenants import TenantPatch, TenantRepository
 
 NOT_A_LUHN_SIRET = "21040107100018"
 LA_POSTE_SIRET = "35600000000048"
@@ -98,7 +99,9 @@ def test_get_unknown_tenant_is_404_and_the_list_pages_with_an_opaque_cursor(api:
 def test_a_later_token_expiry_resumes_refreshes_stopped_by_an_expired_token(api: ApiHarness) -> None:
     siret = api.tenant(token_expires_on="2026-07-01")
     tenants = TenantRepository(api.runtime.environment["TENANTS_TABLE"])
-    tenants.update(siret, refresh_status="token_expired", token_alerts_sent=["90", "60", "expired"])
+    tenants.update(
+        siret, TenantPatch(refresh_status="token_expired", token_alerts_sent=["90", "60", "expired"])
+    )
 
     api.http.put(
         f"/v1/tenants/{siret}", json={"name": "Commune", "cog": "04107", "token_expires_on": "2028-01-01"}
@@ -434,11 +437,13 @@ def test_refresh_now_queues_a_manual_refresh_or_409(api: ApiHarness) -> None:
     ]
     # When the tenant's budget is booked for longer than a queued refresh can wait (SQS's 15 minutes)
     tenants = TenantRepository(api.runtime.environment["TENANTS_TABLE"])
-    tenants.update(siret, refresh_booked_until=time.time() + 1_000)
+    TenantPacer(api.runtime.environment["TENANTS_TABLE"]).book(
+        siret, 10_000, rate=1.0, now=time.time(), horizon=1_000
+    )
     # Then a manual refresh is refused rather than queued beyond its patience
     problem(api.http.post(f"/v1/tenants/{siret}/families/fam-1/refresh"), 409, "refresh_budget_exhausted")
     assert api.queued("RefreshQueue") == []
-    tenants.update(siret, refresh_status="token_expired")
+    tenants.update(siret, TenantPatch(refresh_status="token_expired"))
     problem(api.http.post(f"/v1/tenants/{siret}/families/fam-1/refresh"), 409, "refresh_stopped")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from conftest_api import ApiHarness, api, api_runtime, next_siret  # noqa: F401
 
-from qfbridge.store.tenants import TenantRepository
+from qfbridge.store.tenants import TenantPatch, TenantRepository
 
 
 def _patch(api: ApiHarness, siret: str, body: Any, content_type: str = "application/merge-patch+json") -> Any:
@@ -53,7 +53,9 @@ def test_patch_sets_hosts_and_budget_and_null_clears_the_expiry(api: ApiHarness)
 def test_a_prolonged_token_by_patch_resumes_refreshes_stopped_by_an_expired_token(api: ApiHarness) -> None:
     siret = api.tenant(token_expires_on="2026-07-01")
     tenants = TenantRepository(api.runtime.environment["TENANTS_TABLE"])
-    tenants.update(siret, refresh_status="token_expired", token_alerts_sent=["90", "60", "expired"])
+    tenants.update(
+        siret, TenantPatch(refresh_status="token_expired", token_alerts_sent=["90", "60", "expired"])
+    )
 
     assert _patch(api, siret, {"token_expires_on": "2028-01-01"}).status_code == 200
 

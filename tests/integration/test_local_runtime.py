@@ -107,11 +107,13 @@ def test_a_batch_with_one_failing_record_retries_only_that_record_until_the_dlq(
         QueueUrl=queue,
         Entries=[{"Id": str(i), "MessageBody": json.dumps(body)} for i, body in enumerate([*good, bad])],
     )
-    source = local_runtime.triggers.source_for("DossiersQueue")  # type: ignore[union-attr]
+    assert local_runtime.triggers is not None and local_runtime.stack is not None
+    source = local_runtime.triggers.source_for("DossiersQueue")
     # When the emulated event source mapping runs until the queue is empty
     local_runtime.drain(timeout=60)
     # Then the good records were handled once, the bad one maxReceiveCount times, then dead-lettered
-    max_receive = local_runtime.stack.queues["DossiersQueue"].max_receive_count  # type: ignore[union-attr]
+    max_receive = local_runtime.stack.queues["DossiersQueue"].max_receive_count
+    assert max_receive is not None
     assert source.stats.records == 2 + max_receive
     assert source.stats.failed_records == max_receive
     assert source.stats.deleted == 2
@@ -121,7 +123,8 @@ def test_a_batch_with_one_failing_record_retries_only_that_record_until_the_dlq(
 
 
 def test_the_sqs_event_has_the_shape_lambda_delivers(local_runtime: LocalRuntime) -> None:
-    source = local_runtime.triggers.source_for("RefreshQueue")  # type: ignore[union-attr]
+    assert local_runtime.triggers is not None
+    source = local_runtime.triggers.source_for("RefreshQueue")
     event = source._event(
         [
             {
@@ -157,7 +160,8 @@ def test_handlers_reach_moto_through_the_standard_endpoint_configuration(local_r
 
 @pytest.mark.parametrize("function", ["HubeePollFunction", "RefreshDispatchFunction", "TokenWatchFunction"])
 def test_scheduled_functions_run_on_an_empty_stack(local_runtime: LocalRuntime, function: str) -> None:
-    result = local_runtime.triggers.fire_schedule(function)  # type: ignore[union-attr]
+    assert local_runtime.triggers is not None
+    result = local_runtime.triggers.fire_schedule(function)
     assert isinstance(result, dict)
 
 

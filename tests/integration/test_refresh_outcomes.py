@@ -151,7 +151,7 @@ def onboard(rt: LocalRuntime, sandbox: ApiParticulierSandbox, index: int, *, bud
     SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
         town.siret,
         TenantCredentials(
-            api_particulier_token=token,  # type: ignore[arg-type]
+            api_particulier_token=token,
         ),
     )
     sandbox.add_token(token, {town.siret})
@@ -488,6 +488,7 @@ def test_an_expired_token_stops_its_tenant_once_and_a_later_expiry_date_resumes_
     assert calls(sandbox, expired.token) == [401]
     # And the editor hears it once
     expired_events = events.read("tenant.token_expired")
+    assert tenant.token_expires_on is not None
     assert expired_events == [
         {
             "tenant_siret": expired.siret,
@@ -545,8 +546,8 @@ def test_a_token_replaced_through_the_api_is_used_at_once_not_after_the_cache_ex
         town.siret,
         TenantCredentials(
             hubee_client_id="client-id",
-            hubee_client_secret="client-secret",  # type: ignore[arg-type]
-            api_particulier_token="renewed-token",  # type: ignore[arg-type]
+            hubee_client_secret="client-secret",
+            api_particulier_token="renewed-token",
         ),
     )
     for seeded_family in seeded:  # the agent asks for a refresh now
@@ -572,7 +573,7 @@ def test_a_401_reads_the_secret_again_before_declaring_the_token_expired(
     sandbox.expire_token(town.token)
     SecretStore(runtime.environment["TENANT_SECRETS_PREFIX"]).write_tenant(
         town.siret,
-        TenantCredentials(api_particulier_token="operator-token"),  # type: ignore[arg-type]
+        TenantCredentials(api_particulier_token="operator-token"),
     )
     # When the next refresh (asked by an agent) meets a 401 with the cached token
     runtime.editor_service().refresh_now(town.siret, seeded[0].user_id)

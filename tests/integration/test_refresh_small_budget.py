@@ -238,7 +238,7 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
         )
         SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
             town.siret,
-            TenantCredentials(api_particulier_token=TOKEN),  # type: ignore[arg-type]
+            TenantCredentials(api_particulier_token=TOKEN),
         )
         sandbox.add_token(TOKEN, {town.siret}, rate_limit_per_second=1)
         # And 150 linked families known to CNAF: 100 due for the monthly refresh, 50 not due

@@ -223,7 +223,7 @@ def onboard(rt: LocalRuntime, hubee: HubeeSandbox, towns: list[Collectivite], cl
             town.siret,
             TenantCredentials(
                 hubee_client_id=client_id,
-                hubee_client_secret=f"secret-{client_id}",  # type: ignore[arg-type]
+                hubee_client_secret=f"secret-{client_id}",
             ),
         )
     hubee.add_subscription(client_id, f"secret-{client_id}", [(t.siret, t.cog) for t in towns])
@@ -304,7 +304,7 @@ def instrument_reconcile(
 ) -> None:
     """Crash hook, failure log and short client backoffs on the warm reconcile 'container'."""
     rt.functions["ReconcileFunction"].load()
-    module = sys.modules[RECONCILE_MODULE]
+    module: Any = sys.modules[RECONCILE_MODULE]  # the handler module, loaded from its code directory
     if isinstance(getattr(module, "processor", None), BatchProcessor):
         module.processor = PerThreadProcessor()
     service = module.service()
@@ -349,7 +349,7 @@ class PerThreadProcessor:
     def _processor(self) -> BatchProcessor:
         if not hasattr(self._local, "processor"):
             self._local.processor = BatchProcessor(event_type=EventType.SQS)
-        return self._local.processor  # type: ignore[no-any-return]
+        return self._local.processor
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._processor()(*args, **kwargs)

@@ -33,6 +33,7 @@ from contextlib import ExitStack, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import botocore.client
 import pytest
@@ -151,7 +152,7 @@ def record_aws_calls(
     Also keeps, in ``tracebacks``, the traceback of every failed invocation.
     """
     calls: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
-    original_call = botocore.client.BaseClient._make_api_call
+    original_call = vars(botocore.client.BaseClient)["_make_api_call"]
 
     def recording_call(client: Any, operation: str, params: dict[str, Any]) -> Any:
         function = _FUNCTION.get()
@@ -168,8 +169,7 @@ def record_aws_calls(
                 calls[function].add((service, action, name))
         return original_call(client, operation, params)
 
-    botocore.client.BaseClient._make_api_call = recording_call  # type: ignore[method-assign]
-    stack.callback(setattr, botocore.client.BaseClient, "_make_api_call", original_call)
+    stack.enter_context(mock.patch.object(botocore.client.BaseClient, "_make_api_call", recording_call))
     for logical_id, function in rt.functions.items():
         invoke = function.invoke
 
@@ -185,7 +185,7 @@ def record_aws_calls(
             finally:
                 _FUNCTION.reset(token)
 
-        function.invoke = invoke_as  # type: ignore[method-assign]
+        stack.enter_context(mock.patch.object(function, "invoke", invoke_as))
     return calls
 
 
@@ -205,7 +205,7 @@ def onboard(rt: LocalRuntime, town: Collectivite, client_id: str | None, secret:
             town.siret,
             TenantCredentials(
                 hubee_client_id=client_id,
-                hubee_client_secret=secret,  # type: ignore[arg-type]
+                hubee_client_secret=secret,
             ),
         )
 
@@ -223,7 +223,7 @@ def tamper(external_id: str) -> str:
 
 def list_notifications(hubee: HubeeSandbox, client_id: str, secret: str) -> list[Notification]:
     config = HubeeConfig(api_url=hubee.api_url, token_url=hubee.token_url)
-    with HubeeClient(config, HubeeCredentials(client_id=client_id, client_secret=secret)) as client:  # type: ignore[arg-type]
+    with HubeeClient(config, HubeeCredentials(client_id=client_id, client_secret=secret)) as client:
         return client.list_notifications(max_result=100)
 
 
@@ -395,7 +395,7 @@ def audit_log_text(rt: LocalRuntime) -> str:
     """Every event of the audit log group (CloudWatch Logs in moto)."""
     logs = rt.client("logs")
     group = rt.environment["AUDIT_LOG_GROUP"]
-    lines = []
+    lines: list[str] = []
     for stream in logs.describe_log_streams(logGroupName=group).get("logStreams", []):
         events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
         lines.extend(event["message"] for event in events)

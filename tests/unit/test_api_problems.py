@@ -67,7 +67,7 @@ def test_problem_response_is_problem_json_without_empty_fields() -> None:
 def test_validation_failures_map_parameters_to_400_and_bodies_to_422(
     errors: list[dict[str, object]], status: int, code: str
 ) -> None:
-    problem = validation_problem(errors)  # type: ignore[arg-type]
+    problem = validation_problem(errors)
 
     assert (problem.status, problem.code) == (status, code)
     assert problem.errors is not None and "input" not in problem.model_dump_json()

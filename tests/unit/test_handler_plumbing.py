@@ -80,7 +80,7 @@ def test_settings_read_the_environment_case_insensitively(monkeypatch: pytest.Mo
     monkeypatch.setenv("POLL_CONCURRENCY", "7")
     monkeypatch.delenv("DOSSIERS_QUEUE_URL", raising=False)
 
-    settings = _Settings()  # type: ignore[call-arg]
+    settings = _Settings.from_environment()
 
     assert (settings.tenants_table, settings.poll_concurrency, settings.dossiers_queue_url) == (
         "tenants",
@@ -88,16 +88,17 @@ def test_settings_read_the_environment_case_insensitively(monkeypatch: pytest.Mo
         None,
     )
     assert _Settings(tenants_table="given").tenants_table == "given"  # explicit values win
+    assert _Settings.from_environment(tenants_table="given").tenants_table == "given"
 
 
 def test_settings_refuse_a_missing_or_invalid_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TENANTS_TABLE", raising=False)
     with pytest.raises(ValidationError, match="tenants_table"):
-        _Settings()  # type: ignore[call-arg]
+        _Settings.from_environment()
     monkeypatch.setenv("TENANTS_TABLE", "tenants")
     monkeypatch.setenv("POLL_CONCURRENCY", "0")
     with pytest.raises(ValidationError, match="poll_concurrency"):
-        _Settings()  # type: ignore[call-arg]
+        _Settings.from_environment()
 
 
 _FIRST_REQUEST = """

@@ -22,6 +22,7 @@ from qfbridge.hubee import (
     Case,
     CaseStatus,
     Download,
+    Event,
     HubeeAuthError,
     HubeeBadRequestError,
     HubeeClient,
@@ -215,7 +216,7 @@ def make_client(
     client_id: str = "client-1",
     **settings: object,
 ) -> HubeeClient:
-    config = HubeeConfig(api_url=API, token_url=TOKEN_URL, editor_name="Editeur SA", **settings)  # type: ignore[arg-type]
+    config = HubeeConfig(api_url=API, token_url=TOKEN_URL, editor_name="Editeur SA", **settings)
     return HubeeClient(
         config,
         HubeeCredentials(client_id=client_id, client_secret=SECRET),
@@ -411,7 +412,7 @@ def test_delete_is_retried_and_404_means_already_gone(client: HubeeClient, fake:
     assert client.delete_notification("6a1f5a0e-3c2b-4d51-9a7e-2f0b7c1d9e01") is False
 
 
-def post_event(client: HubeeClient) -> object:
+def post_event(client: HubeeClient) -> Event | None:
     return client.post_status_event(
         CASE_ID, CaseStatus.HUBEE_NOTIFIED, CaseStatus.SI_RECEIVED, "Dossier intégré."
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from qfbridge.api_particulier.outcomes import IdentityRejected, QfFound, RefreshOutcome
+from qfbridge.api_particulier.outcomes import IdentityRejected
 from qfbridge.domain.identity import PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.services.dispatch import (
@@ -23,10 +23,16 @@ from qfbridge.services.dispatch import (
     tenant_slots,
 )
 from qfbridge.services.refresh import LATE_TOLERANCE_SECONDS, RefreshService, RetryLater, late_tolerance
-from qfbridge.store.families import FamilyRecord, RefreshState
+from qfbridge.store.families import RefreshState
 from qfbridge.store.pacing import earliest_permit
-from qfbridge.store.secrets import TenantCredentials
 from qfbridge.store.tenants import Tenant
+from tests.support.fakes import (
+    AnsweringQfSource,
+    FakeFamilies,
+    FakeSecrets,
+    FakeTenants,
+    RecordingEvents,
+)
 
 PARIS = dt.timezone(dt.timedelta(hours=1))  # winter time: Paris is UTC+1 in December
 SIRET = "21690123000012"
@@ -43,68 +49,7 @@ PIVOT = PivotIdentity(
 QF = QuotientFamilial(fournisseur="CNAF", valeur=650, annee=2026, mois=12, annee_calcul=2026, mois_calcul=11)
 
 
-# --- Fakes of the repositories (what the services use of them) ---------------------------------------
-
-
-@dataclass
-class Tenants:
-    tenant: Tenant
-
-    def get(self, siret: str) -> Tenant | None:
-        return self.tenant if siret == self.tenant.siret else None
-
-    def all(self) -> list[Tenant]:
-        return [self.tenant]
-
-    def stop_refreshes(self, siret: str, status: str, stopped_at: str) -> bool:
-        if self.tenant.refresh_status != "active":
-            return False
-        self.tenant = self.tenant.model_copy(update={"refresh_status": status})
-        return True
-
-
-@dataclass
-class Families:
-    due_ids: list[str] = field(default_factory=list)
-    deferred: dict[str, str] = field(default_factory=dict)
-    recorded: list[dict[str, Any]] = field(default_factory=list)
-    state: RefreshState = field(default_factory=RefreshState)
-
-    def get(self, siret: str, user_id: str) -> FamilyRecord:
-        return FamilyRecord(siret=siret, user_id=user_id, pivot_identity=PIVOT, refresh=self.state)
-
-    def due(self, siret: str, until: str, limit: int) -> list[str]:
-        return self.due_ids[:limit]
-
-    def defer(self, siret: str, user_id: str, next_refresh_at: str) -> None:
-        self.deferred[user_id] = next_refresh_at
-
-    def record_refresh(self, siret: str, user_id: str, **fields: Any) -> bool:
-        self.recorded.append(fields)
-        return True
-
-
-@dataclass
-class Secrets:
-    def read_tenant(self, siret: str, **options: Any) -> TenantCredentials:
-        return TenantCredentials(api_particulier_token="token")  # type: ignore[arg-type]
-
-
-@dataclass
-class Events:
-    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        self.published.append((detail_type, detail))
-
-
-@dataclass
-class Client:
-    calls: int = 0
-
-    def fetch_quotient_familial(self, *args: Any, **kwargs: Any) -> QfFound:
-        self.calls += 1
-        return QfFound(status=200, quotient_familial=QF)
+# --- Fakes (tests/support/fakes.py), and the queue ---------------------------------------------------
 
 
 @dataclass
@@ -122,15 +67,17 @@ def active_tenant(budget: float = 4.0) -> Tenant:
     )
 
 
-def refresh_service(now: dt.datetime, client: Client, events: Events, families: Families) -> RefreshService:
+def refresh_service(
+    now: dt.datetime, client: AnsweringQfSource, events: RecordingEvents, families: FakeFamilies
+) -> RefreshService:
     return RefreshService(
-        tenants=Tenants(active_tenant()),
+        tenants=FakeTenants.of(active_tenant()),
         families=families,
-        secrets=Secrets(),
-        events=events,  # type: ignore[arg-type]
+        secrets=FakeSecrets(),
+        events=events,
         client=client,
         clock=lambda: now,
-        sleep=lambda seconds: None,  # type: ignore[arg-type]
+        sleep=lambda seconds: None,
     )
 
 
@@ -139,7 +86,7 @@ def refresh_service(now: dt.datetime, client: Client, events: Events, families: 
 
 def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calling() -> None:
     # Given Sunday 23:10 Paris, in API Particulier's maintenance window (23:00–23:45)
-    client, events, families = Client(), Events(), Families()
+    client, events, families = AnsweringQfSource.found(QF), RecordingEvents(), FakeFamilies(pivot=PIVOT)
     service = refresh_service(SUNDAY_23_10, client, events, families)
     # When a refresh message arrives
     with pytest.raises(RetryLater) as retry:
@@ -151,7 +98,7 @@ def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calli
 
 
 def test_the_same_refresh_outside_the_window_calls_and_stores() -> None:
-    client, events, families = Client(), Events(), Families()
+    client, events, families = AnsweringQfSource.found(QF), RecordingEvents(), FakeFamilies(pivot=PIVOT)
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
         {"siret": SIRET, "user_id": "f-1"}
     )
@@ -170,7 +117,11 @@ def refreshed(status: str, hours_before_monday_10: float) -> RefreshState:
 
 def test_a_monthly_message_for_a_family_refreshed_an_hour_ago_makes_no_call() -> None:
     # Given a family an agent refreshed manually an hour ago (or a monthly message SQS delivers again)
-    client, events, families = Client(), Events(), Families(state=refreshed("ok", 1))
+    client, events, families = (
+        AnsweringQfSource.found(QF),
+        RecordingEvents(),
+        FakeFamilies(pivot=PIVOT, state=refreshed("ok", 1)),
+    )
     # When the monthly message arrives
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
         {"siret": SIRET, "user_id": "f-1", "reason": "monthly"}
@@ -192,7 +143,11 @@ def test_a_monthly_message_for_a_family_refreshed_an_hour_ago_makes_no_call() ->
 def test_a_refresh_still_calls_when_the_last_success_is_not_recent_or_the_agent_asked(
     reason: str, state: RefreshState
 ) -> None:
-    client, events, families = Client(), Events(), Families(state=state)
+    client, events, families = (
+        AnsweringQfSource.found(QF),
+        RecordingEvents(),
+        FakeFamilies(pivot=PIVOT, state=state),
+    )
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
         {"siret": SIRET, "user_id": "f-1", "reason": reason}
     )
@@ -201,7 +156,7 @@ def test_a_refresh_still_calls_when_the_last_success_is_not_recent_or_the_agent_
 
 def test_a_maintenance_wait_spends_no_attempt_even_on_the_last_one() -> None:
     # Given a refresh handled during the Sunday maintenance, on what would be its last attempt
-    client, events, families = Client(), Events(), Families()
+    client, events, families = AnsweringQfSource.found(QF), RecordingEvents(), FakeFamilies(pivot=PIVOT)
     service = refresh_service(SUNDAY_23_10, client, events, families)
     # When it is handled
     with pytest.raises(RetryLater) as retry:
@@ -213,12 +168,12 @@ def test_a_maintenance_wait_spends_no_attempt_even_on_the_last_one() -> None:
 
 
 def test_the_dispatcher_enqueues_nothing_during_the_maintenance() -> None:
-    sqs, families = Sqs(), Families(due_ids=["f-1", "f-2"])
+    sqs, families = Sqs(), FakeFamilies(pivot=PIVOT, due_ids=["f-1", "f-2"])
     dispatcher = RefreshDispatcher(
-        Tenants(active_tenant()),
+        FakeTenants.of(active_tenant()),
         families,
         sqs,
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: SUNDAY_23_10,
     )
     report = dispatcher.run()
@@ -227,12 +182,12 @@ def test_the_dispatcher_enqueues_nothing_during_the_maintenance() -> None:
 
 def test_the_dispatcher_releases_nothing_into_the_coming_maintenance() -> None:
     # Given 2 minutes before the window opens, and a tenant with far more due families than that fits
-    sqs, families = Sqs(), Families(due_ids=[f"f-{i}" for i in range(1000)])
+    sqs, families = Sqs(), FakeFamilies(pivot=PIVOT, due_ids=[f"f-{i}" for i in range(1000)])
     dispatcher = RefreshDispatcher(
-        Tenants(active_tenant(budget=4)),
+        FakeTenants.of(active_tenant(budget=4)),
         families,
         sqs,
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: SUNDAY_22_58,
     )
     # When it dispatches
@@ -283,17 +238,12 @@ def test_the_dispatcher_interleaves_tenants_in_release_order() -> None:
         siret="21750056000019", name="Autre", cog="75056", refresh_status="active", refresh_budget_rps=2
     )
 
-    @dataclass
-    class TwoTenants(Tenants):
-        def all(self) -> list[Tenant]:
-            return [self.tenant, other]
-
-    sqs, families = Sqs(), Families(due_ids=[f"f-{i}" for i in range(6)])
+    sqs, families = Sqs(), FakeFamilies(pivot=PIVOT, due_ids=[f"f-{i}" for i in range(6)])
     RefreshDispatcher(
-        TwoTenants(active_tenant(4)),
+        FakeTenants.of(active_tenant(4), other),
         families,
         sqs,
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: MONDAY_10_00,
     ).run()
     delays = [entry["DelaySeconds"] for entry in sqs.sent]
@@ -313,7 +263,7 @@ def test_the_earliest_permit_is_the_one_used_longest_ago_and_respects_a_hold() -
     rng = random.Random(1)
     uses: list[Decimal | None] = [Decimal("100.0"), Decimal("100.5"), None]
     assert earliest_permit(uses, window=1.08, now=100.6, hold=0, rng=rng).index == 2  # never used: free now
-    busy = [Decimal("100.0"), Decimal("100.5")]
+    busy: list[Decimal | None] = [Decimal("100.0"), Decimal("100.5")]
     permit = earliest_permit(busy, window=1.08, now=100.6, hold=0, rng=rng)
     assert permit.index == 0 and permit.free_at == pytest.approx(101.08)
     held = earliest_permit(busy, window=1.08, now=100.6, hold=103.0, rng=rng)
@@ -326,7 +276,7 @@ def test_the_earliest_permit_is_the_one_used_longest_ago_and_respects_a_hold() -
 def test_a_refresh_consumed_the_instant_it_is_sent_keeps_the_date_qf_refresh_wrote() -> None:
     # Given an SQS whose consumer takes each message as soon as it is sent (delay 0 on AWS can be ms)
     # and writes the family's real next date, as qf_refresh does
-    families = Families(due_ids=["f-1", "f-2", "f-3"])
+    families = FakeFamilies(pivot=PIVOT, due_ids=["f-1", "f-2", "f-3"])
     written_by_consumer = "2027-01-04T06:00:00+00:00"
 
     @dataclass
@@ -338,10 +288,10 @@ def test_a_refresh_consumed_the_instant_it_is_sent_keeps_the_date_qf_refresh_wro
 
     # When the dispatcher enqueues them
     RefreshDispatcher(
-        Tenants(active_tenant(4)),
+        FakeTenants.of(active_tenant(4)),
         families,
         InstantConsumer(),
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: MONDAY_10_00,
     ).run()
     # Then the in-flight hold does not overwrite what the consumer wrote
@@ -349,7 +299,7 @@ def test_a_refresh_consumed_the_instant_it_is_sent_keeps_the_date_qf_refresh_wro
 
 
 def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> None:
-    families = Families(due_ids=["f-1", "f-2"])
+    families = FakeFamilies(pivot=PIVOT, due_ids=["f-1", "f-2"])
 
     @dataclass
     class RefusesSecond(Sqs):
@@ -363,10 +313,10 @@ def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> Non
             }
 
     report = RefreshDispatcher(
-        Tenants(active_tenant(4)),
+        FakeTenants.of(active_tenant(4)),
         families,
         RefusesSecond(),
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: MONDAY_10_00,
     ).run()
     assert report.enqueued == 1 and report.per_tenant == {SIRET: 1}
@@ -375,7 +325,7 @@ def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> Non
 
 
 def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
-    families = Families(due_ids=["f-1", "f-2"])
+    families = FakeFamilies(pivot=PIVOT, due_ids=["f-1", "f-2"])
 
     @dataclass
     class Down(Sqs):
@@ -384,10 +334,10 @@ def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
 
     with pytest.raises(ConnectionError):
         RefreshDispatcher(
-            Tenants(active_tenant(4)),
+            FakeTenants.of(active_tenant(4)),
             families,
             Down(),
-            "queue-url",  # type: ignore[arg-type]
+            "queue-url",
             clock=lambda: MONDAY_10_00,
         ).run()
     assert families.deferred == dict.fromkeys(["f-1", "f-2"], MONDAY_10_00.isoformat())
@@ -395,7 +345,7 @@ def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
 
 def test_a_dispatch_told_to_stop_sends_what_it_held_and_leaves_the_rest_due() -> None:
     # Given 25 due families (three batches of ten at most) and a deadline reached after the first batch
-    families = Families(due_ids=[f"f-{i}" for i in range(25)])
+    families = FakeFamilies(pivot=PIVOT, due_ids=[f"f-{i}" for i in range(25)])
     sqs = Sqs()
     asked: list[int] = []
 
@@ -404,10 +354,10 @@ def test_a_dispatch_told_to_stop_sends_what_it_held_and_leaves_the_rest_due() ->
         return len(sqs.sent) >= 10
 
     report = RefreshDispatcher(
-        Tenants(active_tenant(4)),
+        FakeTenants.of(active_tenant(4)),
         families,
         sqs,
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: MONDAY_10_00,
     ).run(should_stop=should_stop)
     # Then only the first batch was held and sent; the others were neither held nor sent
@@ -417,38 +367,26 @@ def test_a_dispatch_told_to_stop_sends_what_it_held_and_leaves_the_rest_due() ->
 
 
 def test_a_dispatch_past_its_deadline_before_any_tenant_sends_nothing() -> None:
-    families, sqs = Families(due_ids=["f-1"]), Sqs()
+    families, sqs = FakeFamilies(pivot=PIVOT, due_ids=["f-1"]), Sqs()
     report = RefreshDispatcher(
-        Tenants(active_tenant(4)),
+        FakeTenants.of(active_tenant(4)),
         families,
         sqs,
-        "queue-url",  # type: ignore[arg-type]
+        "queue-url",
         clock=lambda: MONDAY_10_00,
     ).run(should_stop=lambda: True)
     assert report.stopped_early and sqs.sent == [] and families.deferred == {}
 
 
-@dataclass
-class Answering:
-    """A client that answers every call with ``outcome``."""
-
-    outcome: RefreshOutcome
-    calls: int = 0
-
-    def fetch_quotient_familial(self, *args: Any, **kwargs: Any) -> RefreshOutcome:
-        self.calls += 1
-        return self.outcome
-
-
 def test_a_422_on_the_identity_is_recorded_with_its_codes_for_the_agent_and_announced() -> None:
     # Given API Particulier refusing the family's identity (a name it does not accept)
-    families, events = Families(), Events()
+    families, events = FakeFamilies(pivot=PIVOT), RecordingEvents()
     service = RefreshService(
-        tenants=Tenants(active_tenant()),  # type: ignore[arg-type]
-        families=families,  # type: ignore[arg-type]
-        secrets=Secrets(),  # type: ignore[arg-type]
-        events=events,  # type: ignore[arg-type]
-        client=Answering(IdentityRejected(status=422, error_codes=("00420",))),  # type: ignore[arg-type]
+        tenants=FakeTenants.of(active_tenant()),
+        families=families,
+        secrets=FakeSecrets(),
+        events=events,
+        client=AnsweringQfSource(IdentityRejected(status=422, error_codes=("00420",))),
         clock=lambda: MONDAY_10_00,
     )
     # When the family is refreshed

@@ -4,11 +4,12 @@ and one on expiry, each once; a later expiry date (the token prolonged) starts t
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from qfbridge.services.token_watch import THRESHOLDS_DAYS, TokenWatchService, due_alert
-from qfbridge.store.tenants import Tenant
+from qfbridge.store.tenants import Tenant, TenantPatch
+from tests.support.fakes import FakeTenants, RecordingEvents
 
 EXPIRY = dt.date(2027, 6, 30)
 SIRET = "21690123000012"
@@ -25,27 +26,6 @@ class Clock:
         self.now = dt.datetime.combine(day, dt.time(7, 0), tzinfo=dt.UTC)
 
 
-@dataclass
-class Tenants:
-    """The repository's ``all``/``update`` over a dict (what token_watch uses of it)."""
-
-    items: dict[str, Tenant] = field(default_factory=dict)
-
-    def all(self) -> list[Tenant]:
-        return list(self.items.values())
-
-    def update(self, siret: str, **fields: Any) -> None:
-        self.items[siret] = self.items[siret].model_copy(update=fields)
-
-
-@dataclass
-class Events:
-    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        self.published.append((detail_type, detail))
-
-
 def tenant(expires_on: dt.date | None = EXPIRY, **fields: Any) -> Tenant:
     return Tenant(siret=SIRET, name="Commune", cog="69123", token_expires_on=expires_on, **fields)
 
@@ -60,9 +40,9 @@ def run_daily(service: TokenWatchService, clock: Clock, first: dt.date, last: dt
 
 def test_every_threshold_and_the_expiry_are_announced_once_each_when_run_daily() -> None:
     # Given a tenant whose token expires on 30 June 2027, and token_watch running every day from 120 days before
-    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), Tenants(), Events()
+    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), FakeTenants(), RecordingEvents()
     tenants.items[SIRET] = tenant()
-    service = TokenWatchService(tenants, events, clock)  # type: ignore[arg-type]
+    service = TokenWatchService(tenants, events, clock)
     # When it runs daily until 10 days after the expiry
     run_daily(service, clock, EXPIRY - dt.timedelta(days=120), EXPIRY + dt.timedelta(days=10))
     # Then there was one event on each threshold's day, and one on the expiry day — nothing more
@@ -84,9 +64,9 @@ def test_every_threshold_and_the_expiry_are_announced_once_each_when_run_daily()
 
 
 def test_each_event_comes_on_the_exact_day() -> None:
-    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), Tenants(), Events()
+    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), FakeTenants(), RecordingEvents()
     tenants.items[SIRET] = tenant()
-    service = TokenWatchService(tenants, events, clock)  # type: ignore[arg-type]
+    service = TokenWatchService(tenants, events, clock)
     days: list[dt.date] = []
     day = EXPIRY - dt.timedelta(days=100)
     while day <= EXPIRY + dt.timedelta(days=2):
@@ -101,9 +81,9 @@ def test_each_event_comes_on_the_exact_day() -> None:
 
 def test_a_tenant_configured_late_gets_only_the_most_urgent_alert_not_a_burst() -> None:
     # Given a tenant registered 20 days before its token expires (the 90/60/30-day marks already past)
-    clock, tenants, events = Clock(dt.datetime(2027, 6, 10, tzinfo=dt.UTC)), Tenants(), Events()
+    clock, tenants, events = Clock(dt.datetime(2027, 6, 10, tzinfo=dt.UTC)), FakeTenants(), RecordingEvents()
     tenants.items[SIRET] = tenant()
-    service = TokenWatchService(tenants, events, clock)  # type: ignore[arg-type]
+    service = TokenWatchService(tenants, events, clock)
     # When token_watch runs that day, and again the next day
     service.run()
     clock.on(dt.date(2027, 6, 11))
@@ -118,13 +98,15 @@ def test_a_tenant_configured_late_gets_only_the_most_urgent_alert_not_a_burst() 
 def test_prolonging_the_token_resets_the_alerts() -> None:
     # Given a tenant that received every alert, then whose token was prolonged 18 months (PUT /v1/tenants:
     # a later expiry date empties token_alerts_sent)
-    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), Tenants(), Events()
+    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), FakeTenants(), RecordingEvents()
     tenants.items[SIRET] = tenant()
-    service = TokenWatchService(tenants, events, clock)  # type: ignore[arg-type]
+    service = TokenWatchService(tenants, events, clock)
     run_daily(service, clock, EXPIRY - dt.timedelta(days=95), EXPIRY + dt.timedelta(days=1))
     assert len(events.published) == 5
     prolonged = dt.date(2028, 12, 31)
-    tenants.update(SIRET, token_expires_on=prolonged, token_alerts_sent=[], refresh_status="active")
+    tenants.update(
+        SIRET, TenantPatch(token_expires_on=prolonged, token_alerts_sent=[], refresh_status="active")
+    )
     events.published.clear()
     # When token_watch keeps running daily up to the new expiry
     run_daily(service, clock, EXPIRY + dt.timedelta(days=2), prolonged)
@@ -140,9 +122,9 @@ def test_prolonging_the_token_resets_the_alerts() -> None:
 
 def test_a_tenant_without_an_expiry_date_is_never_alerted() -> None:
     assert due_alert(tenant(expires_on=None), dt.date(2027, 6, 30)) is None
-    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), Tenants(), Events()
+    clock, tenants, events = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC)), FakeTenants(), RecordingEvents()
     tenants.items[SIRET] = tenant(expires_on=None)
-    report = TokenWatchService(tenants, events, clock).run()  # type: ignore[arg-type]
+    report = TokenWatchService(tenants, events, clock).run()
     assert report.checked == 1 and events.published == []
 
 

@@ -35,9 +35,9 @@ from typing import Any
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.observability import logger
-from qfbridge.store.families import FamilyRepository
+from qfbridge.services.ports import FamilyStore, TenantStore
 from qfbridge.store.pacing import TenantPacer
-from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
+from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant
 
 IN_FLIGHT_HOLD = dt.timedelta(hours=6)
 MAX_DELAY_SECONDS = 900
@@ -134,8 +134,8 @@ def refresh_message(siret: str, user_id: str, reason: str, *, admitted: bool = F
 
 @dataclass
 class RefreshDispatcher:
-    tenants: TenantRepository
-    families: FamilyRepository
+    tenants: TenantStore
+    families: FamilyStore
     sqs: Any
     refresh_queue_url: str
     interval_seconds: int = 300

@@ -41,7 +41,7 @@ from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantRepository
+from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantPatch, TenantRepository
 
 MAX_BATCH_FAMILIES = 1000
 REVIEW_STEP = "reviewed"
@@ -170,20 +170,20 @@ class EditorService:
             )
             self.tenants.put(tenant)
             return tenant, True
-        fields: dict[str, Any] = {
-            "name": config.name,
-            "cog": cog,
-            "redirect_hosts": hosts,
-            "token_expires_on": config.token_expires_on,
-            "refresh_budget_rps": config.refresh_budget_rps,
-            "updated_at": now,
-        }
+        patch = TenantPatch(
+            name=config.name,
+            cog=cog,
+            redirect_hosts=hosts,
+            token_expires_on=config.token_expires_on,
+            refresh_budget_rps=config.refresh_budget_rps,
+            updated_at=now,
+        )
         new_expiry, old_expiry = config.token_expires_on, existing.token_expires_on
         if new_expiry is not None and (old_expiry is None or new_expiry > old_expiry):
-            fields["token_alerts_sent"] = []
+            patch.token_alerts_sent = []
             if existing.refresh_status == "token_expired":
-                fields["refresh_status"] = "active"
-        self.tenants.update(siret, **fields)
+                patch.refresh_status = "active"
+        self.tenants.update(siret, patch)
         return self.tenants.require(siret), False
 
     def get_tenant(self, siret: str) -> Tenant:
@@ -210,16 +210,18 @@ class EditorService:
         if token is not None and not token.get_secret_value():
             credentials = credentials.model_copy(update={"api_particulier_token": None})
         version = self.secrets.replace_tenant(tenant.siret, credentials)
-        fields: dict[str, Any] = {
-            "credentials_version": version,
-            "hubee_client_id": credentials.hubee_client_id,
-            "has_credentials": True,
-            "hubee_status": "unknown",
-            "hubee_failures": 0,
-            "refresh_status": "active" if credentials.api_particulier_token is not None else "no_token",
-            "updated_at": self.clock().isoformat(),
-        }
-        self.tenants.update(tenant.siret, **fields)
+        self.tenants.update(
+            tenant.siret,
+            TenantPatch(
+                credentials_version=version,
+                hubee_client_id=credentials.hubee_client_id,
+                has_credentials=True,
+                hubee_status="unknown",
+                hubee_failures=0,
+                refresh_status="active" if credentials.api_particulier_token is not None else "no_token",
+                updated_at=self.clock().isoformat(),
+            ),
+        )
         self.release_awaiting_dossiers(tenant.siret)
 
     def release_awaiting_dossiers(self, siret: str) -> int:

@@ -41,7 +41,7 @@ from qfbridge.observability import logger
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.markers import Marker, MarkerRepository
 from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.store.tenants import Tenant, TenantPatch, TenantRepository
 
 BLOCKING_WORKERS = 10
 SECRETS_PER_BATCH = 20  # BatchGetSecretValue's maximum
@@ -384,10 +384,12 @@ class PollService:
             if tenant and _needs_reset(tenant, stuck):
                 self.tenants.update(
                     siret,
-                    hubee_status="ok",
-                    hubee_failures=0,
-                    hubee_stuck_notifications=stuck,
-                    hubee_checked_at=now,
+                    TenantPatch(
+                        hubee_status="ok",
+                        hubee_failures=0,
+                        hubee_stuck_notifications=stuck,
+                        hubee_checked_at=now,
+                    ),
                 )
 
     def _mark_failure(
@@ -401,9 +403,11 @@ class PollService:
                 continue
             self.tenants.update(
                 siret,
-                hubee_status=status,
-                hubee_failures=tenant.hubee_failures + 1,
-                hubee_checked_at=now.isoformat(),
+                TenantPatch(
+                    hubee_status=status,
+                    hubee_failures=tenant.hubee_failures + 1,
+                    hubee_checked_at=now.isoformat(),
+                ),
             )
             if auth and tenant.hubee_status != "auth_failed":
                 self.events.publish(

@@ -49,7 +49,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from qfbridge.api_particulier import ApiParticulierClient
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
@@ -61,14 +60,13 @@ from qfbridge.services.dispatch import (
     release_rate,
     tenant_pace_rule,
 )
+from qfbridge.services.ports import EventSink, FamilyStore, QfSource, TenantSecrets, TenantStore
 from qfbridge.services.snapshots import qf_event_detail
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
-from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry, RefreshState
+from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
 from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.pacing import Permit, TenantPacer
-from qfbridge.store.secrets import SecretStore
-from qfbridge.store.tenants import RefreshStatus, Tenant, TenantRepository
+from qfbridge.store.tenants import RefreshStatus, Tenant
 
 NOT_FOUND_ALERT_AFTER = 3
 SQS_VISIBILITY_LIMIT_SECONDS = 43_200
@@ -173,11 +171,11 @@ def qf_changed(previous: QfEntry | None, entry: QfEntry) -> bool:
 
 @dataclass
 class RefreshService:
-    tenants: TenantRepository
-    families: FamilyRepository
-    secrets: SecretStore
-    events: EventPublisher
-    client: ApiParticulierClient
+    tenants: TenantStore
+    families: FamilyStore
+    secrets: TenantSecrets
+    events: EventSink
+    client: QfSource
     pacer: TenantPacer | None = None
     leases: FamilyRefreshLease | None = None
     max_attempts: int = 10

@@ -18,9 +18,8 @@ from typing import Any
 
 from qfbridge.clock import Clock, utc_now
 from qfbridge.observability import logger
-from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.services.ports import EventSink, FamilyStore, TenantStore
+from qfbridge.store.tenants import Tenant, TenantPatch
 
 THRESHOLDS_DAYS = (90, 60, 30, 15)
 PIVOT_RETENTION_DAYS = 180
@@ -60,10 +59,10 @@ def due_alert(tenant: Tenant, today: dt.date) -> tuple[str, int] | None:
 
 @dataclass
 class TokenWatchService:
-    tenants: TenantRepository
-    events: EventPublisher
+    tenants: TenantStore
+    events: EventSink
     clock: Clock = utc_now
-    families: FamilyRepository | None = None
+    families: FamilyStore | None = None
 
     def run(self) -> TokenWatchReport:
         today = self.clock().date()
@@ -85,7 +84,9 @@ class TokenWatchService:
                         "detected_by": "token_watch",
                     },
                 )
-                self.tenants.update(tenant.siret, token_alerts_sent=[*tenant.token_alerts_sent, "expired"])
+                self.tenants.update(
+                    tenant.siret, TenantPatch(token_alerts_sent=[*tenant.token_alerts_sent, "expired"])
+                )
                 report.expired.append(tenant.siret)
             else:
                 days_left = (tenant.token_expires_on - today).days
@@ -100,7 +101,7 @@ class TokenWatchService:
                 )
                 # Thresholds already passed are marked too: one event per day at most, never a burst.
                 sent = {str(t) for t in THRESHOLDS_DAYS if t >= threshold} | set(tenant.token_alerts_sent)
-                self.tenants.update(tenant.siret, token_alerts_sent=sorted(sent))
+                self.tenants.update(tenant.siret, TenantPatch(token_alerts_sent=sorted(sent)))
                 report.expiring.append(tenant.siret)
         logger.info("token watch done", extra=report.as_dict())
         return report

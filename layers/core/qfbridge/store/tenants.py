@@ -55,6 +55,41 @@ class Tenant(BaseModel):
         return "active"
 
 
+class TenantPatch(BaseModel):
+    """Some attributes of a tenant to set: only the fields given (or assigned) are written.
+
+    A name that is not an attribute of ``Tenant`` is refused (by the type checker, and by pydantic
+    when the patch is built or assigned): a misspelt attribute can never be written silently.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str | None = None
+    cog: str | None = None
+    redirect_hosts: list[str] | None = None
+    token_expires_on: dt.date | None = None
+    refresh_budget_rps: float | None = None
+    hubee_client_id: str | None = None
+    has_credentials: bool | None = None
+    hubee_status: HubeeStatus | None = None
+    hubee_failures: int | None = None
+    hubee_stuck_notifications: int | None = None
+    refresh_status: RefreshStatus | None = None
+    credentials_version: str | None = None
+    token_alerts_sent: list[str] | None = None
+    updated_at: str | None = None
+    hubee_checked_at: str | None = None
+    """When a poll last reached HubEE with the tenant's credential (kept on the item, for operators)."""
+
+    def fields(self) -> dict[str, Any]:
+        """The attributes to write, JSON-ready (dates as ISO strings)."""
+        return self.model_dump(mode="json", include=self.model_fields_set)
+
+    def applied_to(self, tenant: Tenant) -> Tenant:
+        """``tenant`` with the patch applied (what the stored item reads back as)."""
+        return Tenant.model_validate({**tenant.model_dump(mode="json"), **self.fields()})
+
+
 class TenantRepository:
     def __init__(self, table_name: str) -> None:
         self._table = table(table_name)
@@ -74,12 +109,13 @@ class TenantRepository:
         item["kind"] = "tenant"
         self._table.put_item(Item=to_dynamo(item))
 
-    def update(self, siret: str, **fields: Any) -> None:
-        """Set some attributes of an existing tenant (never creates one)."""
+    def update(self, siret: str, patch: TenantPatch) -> None:
+        """Set the patch's attributes on an existing tenant (never creates one)."""
+        fields = patch.fields()
         if not fields:
             return
         names = {f"#f{i}": key for i, key in enumerate(fields)}
-        values = {f":v{i}": to_dynamo(_json_value(value)) for i, value in enumerate(fields.values())}
+        values = {f":v{i}": to_dynamo(value) for i, value in enumerate(fields.values())}
         expression = "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
         self._table.update_item(
             Key={"siret": siret},
@@ -132,11 +168,3 @@ class TenantRepository:
             if "LastEvaluatedKey" not in response:
                 return tenants
             kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    return value
