@@ -15,7 +15,7 @@ help:
 	@echo "make test       lint, type-check and run the test suite"
 	@echo "make reliability  the full fault campaign (500+ dossiers, figures printed)"
 	@echo "make bench      run the benchmarks (bench/results.json)"
-	@echo "make openapi    regenerate docs/openapi.json, docs/api.md and docs/events.md from the code"
+	@echo "make openapi    regenerate docs/openapi.json, docs/api.md, docs/events/*.schema.json and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
 	@echo "make layer-lock recompile the layer's hashed lock from layers/core/requirements.in"
 

@@ -19,6 +19,7 @@ from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.links import LinkRepository
 from qfbridge.store.pacing import TenantPacer
+from qfbridge.store.queues import SqsDossierQueue, SqsRefreshQueue
 from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
 
@@ -40,8 +41,6 @@ class Settings(BaseSettings):
 @cache
 def wire() -> None:
     """Build the service once per execution environment (cold start) and hand it to the resolver."""
-    import boto3  # deferred to the first request: most of a cold start is importing it
-
     settings = Settings.from_environment()
     configure(
         ApiDependencies(
@@ -51,9 +50,8 @@ def wire() -> None:
                 dossiers=DossierRepository(settings.dossiers_table),
                 links=LinkRepository(settings.form_links_table),
                 secrets=SecretStore(settings.tenant_secrets_prefix),
-                sqs=boto3.client("sqs"),
-                refresh_queue_url=settings.refresh_queue_url,
-                dossiers_queue_url=settings.dossiers_queue_url,
+                refresh_queue=SqsRefreshQueue(settings.refresh_queue_url),
+                dossier_queue=SqsDossierQueue(settings.dossiers_queue_url),
                 link_signing_secret_id=settings.link_signing_secret_id,
                 form_base_url=settings.form_base_url,
                 form_link_ttl_days=settings.form_link_ttl_days,

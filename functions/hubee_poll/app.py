@@ -37,12 +37,11 @@ class Settings(BaseSettings):
 def services() -> PollService:
     # Imported here, not at module level: a cold start's init only pays for what the handler's
     # decorators need (docs/performance.md, cold-start proxy).
-    import boto3
-
     from qfbridge.hubee import HubeeConfig
     from qfbridge.services.poll import PollService
     from qfbridge.store.events import EventPublisher
     from qfbridge.store.markers import MarkerRepository
+    from qfbridge.store.queues import SqsDossierQueue
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
@@ -51,8 +50,7 @@ def services() -> PollService:
         tenants=TenantRepository(settings.tenants_table),
         secrets=SecretStore(settings.tenant_secrets_prefix),
         events=EventPublisher(settings.event_bus_name),
-        sqs=boto3.client("sqs"),
-        dossiers_queue_url=settings.dossiers_queue_url,
+        queue=SqsDossierQueue(settings.dossiers_queue_url),
         hubee=HubeeConfig(api_url=settings.hubee_api_url, token_url=settings.hubee_token_url),
         concurrency=settings.poll_concurrency,
         markers=MarkerRepository(settings.dossiers_table),

@@ -20,7 +20,6 @@ instead (it would otherwise fail with the whole batch).
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from qfbridge.batch import SqsRecord
+    from qfbridge.messages import RefreshMessage
     from qfbridge.services.refresh import RefreshService
+    from qfbridge.store.queues import SqsRefreshQueue
 
 
 class Settings(BaseSettings):
@@ -89,73 +90,45 @@ def service() -> RefreshService:
 
 
 @cache
-def sqs() -> Any:
-    import boto3
+def queue() -> SqsRefreshQueue:
+    from qfbridge.store.queues import SqsRefreshQueue
 
-    return boto3.client("sqs")
-
-
-ATTEMPTS_BEFORE = "attempts_before"
-MAX_DELAY_SECONDS = 900
+    config = settings()
+    return SqsRefreshQueue(config.refresh_queue_url, dead_letter_url=config.refresh_dead_letter_queue_url)
 
 
-def attempt_of(body: dict[str, Any], receive_count: int) -> int:
+def attempt_of(message: RefreshMessage, receive_count: int) -> int:
     """The attempt this reception is: the attempts earlier copies spent, plus this copy's receptions."""
-    try:
-        before = max(0, int(body.get(ATTEMPTS_BEFORE, 0)))
-    except (TypeError, ValueError):
-        before = 0
-    return before + max(1, receive_count)
-
-
-def requeue(body: dict[str, Any], *, attempts_before: int, delay_seconds: int) -> None:
-    """A fresh copy of the message (its receive count starts over), delayed, with the attempts spent."""
-    copy = {**body, ATTEMPTS_BEFORE: attempts_before}
-    sqs().send_message(
-        QueueUrl=settings().refresh_queue_url,
-        MessageBody=json.dumps(copy, separators=(",", ":")),
-        DelaySeconds=max(0, min(MAX_DELAY_SECONDS, delay_seconds)),
-    )
-
-
-def dead_letter(body: dict[str, Any]) -> None:
-    """The message, as it was first sent, to the refresh DLQ (its alarm fires; a redrive starts over)."""
-    original = {key: value for key, value in body.items() if key != ATTEMPTS_BEFORE}
-    sqs().send_message(
-        QueueUrl=settings().refresh_dead_letter_queue_url,
-        MessageBody=json.dumps(original, separators=(",", ":")),
-    )
+    return message.attempts_before + max(1, receive_count)
 
 
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
+    from qfbridge.messages import parse_refresh_message
     from qfbridge.services.refresh import RetryLater
 
-    body = json.loads(record.body)
-    attempt = attempt_of(body, int(record.attributes.approximate_receive_count or "1"))
+    message = parse_refresh_message(record.body)
+    attempt = attempt_of(message, int(record.attributes.approximate_receive_count or "1"))
     try:
         if lambda_context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
             raise RetryLater("deadline", 0, counts=False)
-        result = service().refresh(body, attempt=attempt, request_id=record.message_id)
+        result = service().refresh(message, attempt=attempt, request_id=record.message_id)
     except RetryLater as retry:
         log = {"kind": retry.kind, "delay_seconds": retry.delay_seconds, "attempt": attempt}
         if retry.dead_letter:
-            dead_letter(body)
+            # As it was first sent (its alarm fires; a redrive starts over).
+            queue().dead_letter(message.model_copy(update={"attempts_before": 0}))
             logger.warning("refresh dead-lettered", extra=log)
             return
         if not retry.counts:  # a wait, not a failure: this reception spends no attempt
-            requeue(
-                {**body, "admitted": True} if retry.admitted else body,
-                attempts_before=attempt - 1,
-                delay_seconds=retry.delay_seconds,
-            )
+            # A fresh copy (its receive count starts over), delayed, with the attempts spent.
+            update: dict[str, Any] = {"attempts_before": attempt - 1}
+            if retry.admitted:
+                update["admitted"] = True
+            queue().send(message.model_copy(update=update), delay_seconds=retry.delay_seconds)
             logger.info("refresh waits", extra=log)
             return
-        sqs().change_message_visibility(
-            QueueUrl=settings().refresh_queue_url,
-            ReceiptHandle=record.receipt_handle,
-            VisibilityTimeout=retry.delay_seconds,
-        )
+        queue().delay(record.receipt_handle, retry.delay_seconds)
         logger.info("refresh delayed", extra=log)
         raise
     logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})

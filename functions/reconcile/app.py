@@ -9,7 +9,6 @@ error's code — never the message body, which names the usager's case.
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -105,11 +104,10 @@ def service() -> IntakeService:
 @cache
 def poller() -> PollService:
     """The poll of one credential, for ``repoll`` messages (queued by hubee_poll after a full listing)."""
-    import boto3
-
     from qfbridge.services.poll import PollService
     from qfbridge.store.events import EventPublisher
     from qfbridge.store.markers import MarkerRepository
+    from qfbridge.store.queues import SqsDossierQueue
     from qfbridge.store.secrets import SecretStore
     from qfbridge.store.tenants import TenantRepository
 
@@ -120,8 +118,7 @@ def poller() -> PollService:
         tenants=TenantRepository(settings.tenants_table),
         secrets=SecretStore(settings.tenant_secrets_prefix),
         events=EventPublisher(settings.event_bus_name),
-        sqs=boto3.client("sqs"),
-        dossiers_queue_url=settings.dossiers_queue_url,
+        queue=SqsDossierQueue(settings.dossiers_queue_url),
         hubee=settings.hubee_config(),
         concurrency=1,
         markers=MarkerRepository(settings.dossiers_table),
@@ -157,10 +154,12 @@ def _release_if_leaving(record: Any) -> None:
         receives = int(record.attributes.approximate_receive_count)
         if receives < Settings.from_environment().dossiers_max_receive_count:
             return
-        notification_id = (json.loads(record.body).get("notification") or {}).get("id")
+        from qfbridge.messages import NotificationMessage, parse_dossier_message
+
+        message = parse_dossier_message(record.body)
         markers = service().markers
-        if notification_id and markers is not None:
-            markers.release(str(notification_id))
+        if isinstance(message, NotificationMessage) and markers is not None:
+            markers.release(message.notification.id)
     except Exception as exc:  # the DLQ and its alarm still hold the message
         logger.warning(
             "could not release the notification's marker", extra={"error_code": type(exc).__name__}
@@ -172,10 +171,12 @@ def record_handler(record: SQSRecord, context: LambdaContext | None = None) -> N
     intake = service()
     if context is not None and context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000:
         raise NotStarted("too little time left in this invocation")
-    message = json.loads(record.body)
-    if message.get("kind") == "repoll":
+    from qfbridge.messages import RepollMessage, parse_dossier_message
+
+    message = parse_dossier_message(record.body)
+    if isinstance(message, RepollMessage):
         report = poller().repoll(message)
-        logger.info("credential polled again", extra={"hop": message.get("hop"), **report.as_dict()})
+        logger.info("credential polled again", extra={"hop": message.hop, **report.as_dict()})
         return
     result = intake.handle(message)
     logger.info(

@@ -36,19 +36,17 @@ class Settings(BaseSettings):
 def dispatcher() -> RefreshDispatcher:
     # Imported here, not at module level: a cold start's init only pays for what the handler's
     # decorators need (docs/performance.md, cold-start proxy).
-    import boto3
-
     from qfbridge.services.dispatch import RefreshDispatcher
     from qfbridge.store.families import FamilyRepository
     from qfbridge.store.pacing import TenantPacer
+    from qfbridge.store.queues import SqsRefreshQueue
     from qfbridge.store.tenants import TenantRepository
 
     settings = Settings.from_environment()
     return RefreshDispatcher(
         tenants=TenantRepository(settings.tenants_table),
         families=FamilyRepository(settings.families_table),
-        sqs=boto3.client("sqs"),
-        refresh_queue_url=settings.refresh_queue_url,
+        queue=SqsRefreshQueue(settings.refresh_queue_url),
         interval_seconds=settings.poll_interval_minutes * 60,
         pacer=TenantPacer(settings.tenants_table),
     )

@@ -147,7 +147,8 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]], webhooks: str = "
     lines = [
         "# Event catalogue",
         "",
-        "<!-- Generated from docs/events/*.schema.json by `make openapi`; do not edit by hand. -->",
+        "<!-- Generated from the event models (layers/core/qfbridge/messages.py) and docs/events/*.schema.json "
+        "by `make openapi`; do not edit by hand. -->",
         "",
         "qfbridge publishes on the EventBridge bus `qfbridge-<stage>` (stack output `EventBusName`).",
         'Every event has `source: "qfbridge"` and its name as `detail-type`; `detail` follows the',
@@ -187,6 +188,18 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]], webhooks: str = "
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def render_event_schemas() -> dict[str, str]:
+    """``docs/events/<detail-type>.schema.json``, generated from the event models (``qfbridge.messages``)."""
+    import json
+
+    from qfbridge.messages import EVENTS, event_schema
+
+    return {
+        event.detail_type: json.dumps(event_schema(event), indent=2, ensure_ascii=False) + "\n"
+        for event in EVENTS
+    }
 
 
 def load_event_schemas(directory: Any) -> dict[str, dict[str, Any]]:

@@ -629,6 +629,7 @@ def dossiers_retry_status(args: argparse.Namespace) -> int:
     from qfbridge.domain.errors import QfbridgeError
     from qfbridge.services.status_retry import retry_refused_status
     from qfbridge.store.dossiers import DossierRepository
+    from qfbridge.store.queues import SqsDossierQueue
 
     require_siret(args.siret)
     outputs = {} if args.table and args.queue_url else stack_outputs(args)
@@ -637,8 +638,7 @@ def dossiers_retry_status(args: argparse.Namespace) -> int:
     try:
         record = retry_refused_status(
             DossierRepository(table_name),
-            aws_session(args).client("sqs"),
-            queue_url,
+            SqsDossierQueue(queue_url, client=aws_session(args).client("sqs")),
             args.siret,
             args.reference,
             actor=args.operator,
@@ -958,14 +958,18 @@ def openapi(path: str | None, markdown: str | None = None) -> int:
 
 
 def event_catalogue(schemas_dir: str, path: str) -> int:
+    """Write each event's JSON Schema (from its model), the webhook envelope's and the catalogue."""
     from .apidoc import (
         ENVELOPE_SCHEMA_PATH,
         WEBHOOKS_SECTION_PATH,
         load_event_schemas,
         render_envelope_schema,
         render_event_catalogue,
+        render_event_schemas,
     )
 
+    for name, text in render_event_schemas().items():
+        (Path(schemas_dir) / f"{name}.schema.json").write_text(text, encoding="utf-8")
     schemas = load_event_schemas(schemas_dir)
     envelope = Path(schemas_dir) / ENVELOPE_SCHEMA_PATH
     envelope.parent.mkdir(parents=True, exist_ok=True)

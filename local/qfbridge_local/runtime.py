@@ -201,19 +201,20 @@ class LocalRuntime:
         from qfbridge.store.families import FamilyRepository
         from qfbridge.store.links import LinkRepository
         from qfbridge.store.pacing import TenantPacer
+        from qfbridge.store.queues import SqsDossierQueue, SqsRefreshQueue
         from qfbridge.store.secrets import SecretStore
         from qfbridge.store.tenants import TenantRepository
 
         env = self.environment
+        sqs = self.client("sqs")
         return EditorService(
             tenants=TenantRepository(env["TENANTS_TABLE"]),
             families=FamilyRepository(env["FAMILIES_TABLE"]),
             dossiers=DossierRepository(env["DOSSIERS_TABLE"]),
             links=LinkRepository(env["FORM_LINKS_TABLE"]),
             secrets=SecretStore(env["TENANT_SECRETS_PREFIX"]),
-            sqs=self.client("sqs"),
-            refresh_queue_url=env["REFRESH_QUEUE_URL"],
-            dossiers_queue_url=env["DOSSIERS_QUEUE_URL"],
+            refresh_queue=SqsRefreshQueue(env["REFRESH_QUEUE_URL"], client=sqs),
+            dossier_queue=SqsDossierQueue(env["DOSSIERS_QUEUE_URL"], client=sqs),
             link_signing_secret_id=env["LINK_SIGNING_SECRET_ID"],
             form_base_url=env["FORM_BASE_URL"],
             form_link_ttl_days=int(env.get("FORM_LINK_TTL_DAYS", "60")),

@@ -481,64 +481,41 @@ class WebhookDelivery:
 # ---------------------------------------------------------------------- samples (`qfbridge webhook test`)
 SAMPLE_TENANT = "21040107100019"
 
-SAMPLE_DETAILS: dict[str, dict[str, Any]] = {
-    "dossier.linked": {
-        "tenant_siret": SAMPLE_TENANT,
-        "case_id": "5e0d6c8a-sample-case",
-        "reference": "0A1B2C3D4E5F6",
-        "outcome": "linked",
-        "user_id": "famille-0001",
-        "link_method": "external_id",
-    },
-    "dossier.needs_review": {
-        "tenant_siret": SAMPLE_TENANT,
-        "case_id": "5e0d6c8a-sample-case",
-        "reference": "0A1B2C3D4E5F6",
-        "outcome": "needs_review",
-        "candidates": 2,
-        "external_id_status": "absent",
-    },
-    "dossier.rejected": {
-        "tenant_siret": SAMPLE_TENANT,
-        "case_id": "5e0d6c8a-sample-case",
-        "reference": "0A1B2C3D4E5F6",
-        "outcome": "rejected",
-        "reason": "missing_quotient_familial",
-    },
-    "qf.updated": {
-        "tenant_siret": SAMPLE_TENANT,
-        "user_id": "famille-0001",
-        "quotient_familial": 812,
-        "fournisseur": "CNAF",
-        "annee": 2026,
-        "mois": 6,
-        "source": "refresh",
-        "received_at": "2026-06-08T06:00:00+00:00",
-        "previous_quotient_familial": 650,
-    },
-    "refresh.failed": {
-        "tenant_siret": SAMPLE_TENANT,
-        "user_id": "famille-0001",
-        "outcome": "not_found",
-        "attempts": 3,
-    },
-    "tenant.token_expiring": {
-        "tenant_siret": SAMPLE_TENANT,
-        "expires_on": "2026-09-01",
-        "days_left": 29,
-        "threshold": 30,
-    },
-    "tenant.token_expired": {
-        "tenant_siret": SAMPLE_TENANT,
-        "expires_on": "2026-09-01",
-        "detected_by": "token_watch",
-    },
-    "tenant.hubee_auth_failed": {
-        "tenant_siret": SAMPLE_TENANT,
-        "error_code": "hubee_auth",
-        "detected_at": "2026-06-01T09:00:00+00:00",
-    },
-}
+SAMPLE_CASE = {"tenant_siret": SAMPLE_TENANT, "case_id": "5e0d6c8a-sample-case", "reference": "0A1B2C3D4E5F6"}
+
+
+def _samples() -> dict[str, dict[str, Any]]:
+    """One detail of each event type, built by its model (so a sample is always a valid event)."""
+    from qfbridge import messages as m
+
+    events: list[m.BusEvent] = [
+        m.DossierLinked(**SAMPLE_CASE, user_id="famille-0001", link_method="external_id"),
+        m.DossierNeedsReview(**SAMPLE_CASE, candidates=2, external_id_status="absent"),
+        m.DossierRejected(**SAMPLE_CASE, reason="missing_quotient_familial"),
+        m.QfUpdated(
+            tenant_siret=SAMPLE_TENANT,
+            user_id="famille-0001",
+            quotient_familial=812,
+            fournisseur="CNAF",
+            annee=2026,
+            mois=6,
+            source="refresh",
+            received_at="2026-06-08T06:00:00+00:00",
+            previous_quotient_familial=650,
+        ),
+        m.RefreshFailed(tenant_siret=SAMPLE_TENANT, user_id="famille-0001", outcome="not_found", attempts=3),
+        m.TenantTokenExpiring(
+            tenant_siret=SAMPLE_TENANT, expires_on="2026-09-01", days_left=29, threshold=30
+        ),
+        m.TenantTokenExpired(tenant_siret=SAMPLE_TENANT, expires_on="2026-09-01", detected_by="token_watch"),
+        m.TenantHubeeAuthFailed(
+            tenant_siret=SAMPLE_TENANT, error_code="hubee_auth", detected_at="2026-06-01T09:00:00+00:00"
+        ),
+    ]
+    return {event.detail_type: event.detail() for event in events}
+
+
+SAMPLE_DETAILS: dict[str, dict[str, Any]] = _samples()
 
 
 def sample_event(detail_type: str, detail: Mapping[str, Any] | None = None) -> dict[str, Any]:

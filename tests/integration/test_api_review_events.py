@@ -6,6 +6,8 @@ gets DONE/REFUSED and the events published match the schemas in docs/events/."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +17,7 @@ from conftest_api import ApiHarness, api, api_runtime, directory_family  # noqa:
 
 from qfbridge.hubee import HubeeConfig
 from qfbridge.hubee.models import Case
+from qfbridge.messages import BusEvent, parse_dossier_message
 from qfbridge.services.intake import IntakeService
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.events import EventPublisher
@@ -47,9 +50,20 @@ class RecordingHubee:
         RecordingHubee.posted.append(str(getattr(new, "value", new)))
 
 
-def finish(api: ApiHarness) -> EventPublisher:
+@dataclass
+class RecordingBus(EventPublisher):
+    """The bus, recording what it was given to publish."""
+
+    published: list[BusEvent] = field(default_factory=list)
+
+    def publish_many(self, events: Sequence[BusEvent]) -> None:
+        super().publish_many(events)
+        self.published.extend(events)
+
+
+def finish(api: ApiHarness) -> RecordingBus:
     env = api.runtime.environment
-    events = EventPublisher(env["EVENT_BUS_NAME"])
+    events = RecordingBus(env["EVENT_BUS_NAME"])
     service = IntakeService(
         tenants=TenantRepository(env["TENANTS_TABLE"]),
         families=FamilyRepository(env["FAMILIES_TABLE"]),
@@ -63,7 +77,7 @@ def finish(api: ApiHarness) -> EventPublisher:
         client_factory=RecordingHubee,  # type: ignore[arg-type]
     )
     for message in api.queued("DossiersQueue"):
-        service.handle(message)
+        service.handle(parse_dossier_message(json.dumps(message)))
     return events
 
 
@@ -99,6 +113,6 @@ def test_review_decision_reaches_hubee_and_publishes_schema_valid_events(
     events = finish(api)
 
     assert RecordingHubee.posted == [status]
-    assert [detail_type for detail_type, _ in events.published] == types
-    for detail_type, detail in events.published:
-        assert_matches_schema(detail_type, detail)
+    assert [event.detail_type for event in events.published] == types
+    for event in events.published:
+        assert_matches_schema(event.detail_type, event.detail())

@@ -499,11 +499,11 @@ def test_a_status_hubee_refuses_is_recorded_alarmed_and_posted_again_only_on_an_
     assert "HubeeStatusRefused" in runbook and "qfbridge dossiers retry-status" in runbook
     hubee.max_events_per_case = 50
     from qfbridge.services.status_retry import retry_refused_status
+    from qfbridge.store.queues import SqsDossierQueue
 
     retry_refused_status(
         DossierRepository(runtime.environment["DOSSIERS_TABLE"]),
-        runtime.client("sqs"),
-        runtime.queue_url("DossiersQueue"),
+        SqsDossierQueue(runtime.queue_url("DossiersQueue"), client=runtime.client("sqs")),
         TOWN_A.siret,
         str(record.reference),
         actor="ops@editor",

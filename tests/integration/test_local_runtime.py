@@ -96,7 +96,10 @@ def test_a_batch_with_one_failing_record_retries_only_that_record_until_the_dlq(
     # Given three messages on the dossiers queue, one of which reconcile cannot handle
     sqs = local_runtime.client("sqs")
     queue = local_runtime.queue_url("DossiersQueue")
-    good = [{"kind": "review_resolved", "case_id": f"unknown-{i}"} for i in range(2)]
+    good = [
+        {"kind": "review_resolved", "case_id": f"unknown-{i}", "credential_holder": "21260079000001"}
+        for i in range(2)
+    ]
     bad = {
         "kind": "dossier",
         "credential_holder": "21260079000001",

@@ -23,6 +23,7 @@ from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
+from qfbridge.messages import RefreshMessage
 from qfbridge.services.editor import TenantConfig
 from qfbridge.services.refresh import RefreshService, RetryLater
 from qfbridge.store.audit import read_records
@@ -448,7 +449,7 @@ def test_a_second_refresh_of_a_family_in_flight_waits_for_the_first_instead_of_e
     seeded = seed_families(runtime, sandbox, town, 1, seed=33)
     sandbox.set_provider_latency(0.6)
     service = refresh_service(runtime, sandbox)
-    message = {"siret": town.siret, "user_id": seeded[0].user_id, "reason": "manual"}
+    message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="manual")
     outcomes: list[str] = []
     # When a second refresh of the family is handled while the first one's call is in flight
     first = threading.Thread(target=lambda: outcomes.append(service.refresh(message).outcome))

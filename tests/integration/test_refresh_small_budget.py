@@ -29,6 +29,7 @@ import pytest
 from qfbridge.api_particulier import ApiParticulierClient, ApiParticulierConfig
 from qfbridge.batch import BatchProcessingError
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
+from qfbridge.messages import RefreshMessage
 from qfbridge.services.dispatch import RefreshDispatcher
 from qfbridge.services.editor import EditorService
 from qfbridge.services.refresh import RefreshService, RetryLater
@@ -38,6 +39,7 @@ from qfbridge.store.families import FamilyRepository, QfEntry
 from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.links import LinkRepository
 from qfbridge.store.pacing import TenantPacer
+from qfbridge.store.queues import SqsDossierQueue, SqsRefreshQueue
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
 from qfbridge.store.tenants import Tenant, TenantRepository
@@ -281,16 +283,18 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
         )
         handler = load_handler_module()
         monkeypatch.setattr(handler, "service", lambda: service)
-        monkeypatch.setattr(handler, "sqs", lambda: sqs)
+        refresh_queue = SqsRefreshQueue(
+            env["REFRESH_QUEUE_URL"], dead_letter_url=env["REFRESH_DEAD_LETTER_QUEUE_URL"], client=sqs
+        )
+        monkeypatch.setattr(handler, "queue", lambda: refresh_queue)
         editor = EditorService(
             tenants=tenants,
             families=families,
             dossiers=DossierRepository(env["DOSSIERS_TABLE"]),
             links=LinkRepository(env["FORM_LINKS_TABLE"]),
             secrets=SecretStore(env["TENANT_SECRETS_PREFIX"]),
-            sqs=sqs,
-            refresh_queue_url=env["REFRESH_QUEUE_URL"],
-            dossiers_queue_url=env["DOSSIERS_QUEUE_URL"],
+            refresh_queue=refresh_queue,
+            dossier_queue=SqsDossierQueue(env["DOSSIERS_QUEUE_URL"], client=sqs),
             link_signing_secret_id=env["LINK_SIGNING_SECRET_ID"],
             form_base_url=env["FORM_BASE_URL"],
             clock=clock.now,
@@ -299,8 +303,7 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
         dispatcher = RefreshDispatcher(
             tenants=tenants,
             families=families,
-            sqs=sqs,
-            refresh_queue_url=env["REFRESH_QUEUE_URL"],
+            queue=refresh_queue,
             interval_seconds=DISPATCH_INTERVAL,
             clock=clock.now,
             pacer=pacer if admission else None,
@@ -358,7 +361,7 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
 class Raising:
     retry: RetryLater
 
-    def refresh(self, message: dict[str, Any], *, attempt: int, request_id: str | None = None) -> Any:
+    def refresh(self, message: RefreshMessage, *, attempt: int, request_id: str | None = None) -> Any:
         self.attempts.append(attempt)
         raise self.retry
 
@@ -373,8 +376,10 @@ def handle_once(
     service = Raising(retry)
     settings = SimpleNamespace(refresh_queue_url="queue-url", refresh_dead_letter_queue_url="dlq-url")
     monkeypatch.setattr(handler, "service", lambda: service)
-    monkeypatch.setattr(handler, "sqs", lambda: sqs)
     monkeypatch.setattr(handler, "settings", lambda: settings)
+    monkeypatch.setattr(
+        handler, "queue", lambda: SqsRefreshQueue("queue-url", dead_letter_url="dlq-url", client=sqs)
+    )
     message = _Message("m", json.dumps(body), 0.0, receives, "m-r")
     sqs.messages["m"] = message
     return sqs, service, invoke(handler, [message])

@@ -19,6 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from qfbridge.messages import parse_event
 from qfbridge.store.events import EVENT_TYPES, EventPublisher
 from qfbridge_local.cli import main
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
@@ -68,7 +69,9 @@ def _runtime(url: str) -> LocalRuntime:
 
 
 def _publish(rt: LocalRuntime, *types: str) -> None:
-    EventPublisher(rt.environment["EVENT_BUS_NAME"]).publish_many([(t, SAMPLE_DETAILS[t]) for t in types])
+    EventPublisher(rt.environment["EVENT_BUS_NAME"]).publish_many(
+        [parse_event(t, SAMPLE_DETAILS[t]) for t in types]
+    )
 
 
 def _dlq(rt: LocalRuntime) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.hubee import HubeeClient, HubeeConfig
+from qfbridge.messages import DossierMessage, NotificationMessage
 from qfbridge.services.intake import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
@@ -320,13 +321,13 @@ def instrument_reconcile(
     service.client_factory = partial(HubeeClient, sleep=counted_sleep)
     handle = service.handle
 
-    def handle_and_log(message: dict[str, Any]) -> Any:
-        notification = message.get("notification") or {}
-        crashes.current_case.value = notification.get("caseId")
+    def handle_and_log(message: DossierMessage) -> Any:
+        notification = message.notification if isinstance(message, NotificationMessage) else None
+        crashes.current_case.value = notification.case_id if notification else None
         try:
             return handle(message)
         except Exception as exc:
-            deliveries.record(str(notification.get("id")), exc)
+            deliveries.record(str(notification.id if notification else None), exc)
             raise
         finally:
             crashes.current_case.value = None

@@ -40,8 +40,8 @@ import pytest
 
 from qfbridge.hubee import HubeeClient, HubeeConfig, HubeeCredentials
 from qfbridge.hubee.models import Notification
+from qfbridge.messages import DossierMessage, NotificationMessage, notification_message
 from qfbridge.observability import logger as powertools_logger
-from qfbridge.services.poll import CredentialGroup, notification_message
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.secrets import SecretStore, TenantCredentials
@@ -227,14 +227,14 @@ def list_notifications(hubee: HubeeSandbox, client_id: str, secret: str) -> list
         return client.list_notifications(max_result=100)
 
 
-def reconcile_event(body: dict[str, Any]) -> dict[str, Any]:
+def reconcile_event(message: NotificationMessage) -> dict[str, Any]:
     """The SQS event reconcile receives for one message (as the event source mapping builds it)."""
     return {
         "Records": [
             {
-                "messageId": f"m-{body['notification']['id']}",
+                "messageId": f"m-{message.notification.id}",
                 "receiptHandle": "r",
-                "body": json.dumps(body),
+                "body": message.body(),
                 "attributes": {
                     "ApproximateReceiveCount": "1",
                     "SentTimestamp": "0",
@@ -338,8 +338,7 @@ def run() -> Iterator[IntakeRun]:
         # A dossier of B reaches reconcile first through A's credential (a delegation wider at HubEE)
         seen_by_a = {n.case_id: n for n in list_notifications(hubee, "client-a", client_secrets["client-a"])}
         b_first = seen_by_a[deposits["b_own"][0].case_id]
-        group = CredentialGroup(client_id="client-a", holder=a.siret, sirets=(a.siret,))
-        rt.invoke("ReconcileFunction", reconcile_event(notification_message(b_first, group)))
+        rt.invoke("ReconcileFunction", reconcile_event(notification_message(b_first, a.siret, (a.siret,))))
 
         rt.functions["ReconcileFunction"].load()
         crashed: set[str] = set()
@@ -353,7 +352,7 @@ def run() -> Iterator[IntakeRun]:
         service.crash_after = crash_once_per_step
         handle = service.handle
 
-        def handle_keeping_tracebacks(message: dict[str, Any]) -> Any:
+        def handle_keeping_tracebacks(message: DossierMessage) -> Any:
             # A failed record's exception is what Powertools reports for it (BatchProcessingError).
             try:
                 return handle(message)

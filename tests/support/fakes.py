@@ -7,6 +7,7 @@ wherever a test hands it to a service: a port that changes breaks its fake at li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.domain.identity import PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.messages import BusEvent
 from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
 from qfbridge.store.secrets import TenantCredentials
 from qfbridge.store.tenants import RefreshStatus, Tenant, TenantPatch
@@ -112,12 +114,16 @@ class FakeSecrets:
 
 @dataclass
 class RecordingEvents:
-    """The bus: what was published, in order."""
+    """The bus: what was published, in order, as (detail-type, detail) — the detail as it goes on the bus."""
 
     published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        self.published.append((detail_type, detail))
+    def publish(self, event: BusEvent) -> None:
+        self.published.append((event.detail_type, event.detail()))
+
+    def publish_many(self, events: Sequence[BusEvent]) -> None:
+        for event in events:
+            self.publish(event)
 
 
 @dataclass

@@ -8,12 +8,15 @@ from typing import Any
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from qfbridge.api import openapi_document
 from qfbridge.api.__main__ import render
-from qfbridge.services.snapshots import qf_event_detail
+from qfbridge.messages import EVENT_MODELS, parse_event
+from qfbridge.services.snapshots import qf_updated
 from qfbridge.store.events import EVENT_TYPES
 from qfbridge.store.families import QfEntry
+from qfbridge_local.apidoc import render_event_schemas
 from qfbridge_local.template import load_template
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,9 +128,37 @@ def test_each_event_type_has_a_valid_schema_naming_its_envelope(name: str) -> No
     )
 
 
+@pytest.mark.parametrize("name", EVENT_TYPES)
+def test_the_committed_event_schemas_are_generated_from_the_event_models(name: str) -> None:
+    committed = (EVENTS / f"{name}.schema.json").read_text(encoding="utf-8")
+
+    assert committed == render_event_schemas()[name], (
+        f"docs/events/{name}.schema.json is stale: run make openapi"
+    )
+
+
+def test_the_schema_drift_check_sees_a_field_added_to_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qfbridge import messages
+
+    class Widened(messages.TenantHubeeAuthFailed):
+        detail_type = "tenant.hubee_auth_failed"
+        attempts: int = 0
+
+    monkeypatch.setattr(
+        messages,
+        "EVENTS",
+        tuple(Widened if e is messages.TenantHubeeAuthFailed else e for e in messages.EVENTS),
+    )
+    committed = (EVENTS / "tenant.hubee_auth_failed.schema.json").read_text(encoding="utf-8")
+
+    assert committed != render_event_schemas()["tenant.hubee_auth_failed"]
+
+
 def validate(name: str, detail: dict[str, Any]) -> None:
+    """Valid for the committed schema (what subscribers read) and for the model (what is published)."""
     schema = json.loads((EVENTS / f"{name}.schema.json").read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(detail)
+    assert parse_event(name, detail).detail() == detail
 
 
 def test_qf_updated_schema_accepts_what_intake_and_refresh_publish() -> None:
@@ -140,8 +171,8 @@ def test_qf_updated_schema_accepts_what_intake_and_refresh_publish() -> None:
         }
     )
 
-    validate("qf.updated", qf_event_detail(SIRET, "fam-1", entry))
-    validate("qf.updated", qf_event_detail(SIRET, "fam-1", entry, previous=650))
+    validate("qf.updated", qf_updated(SIRET, "fam-1", entry).detail())
+    validate("qf.updated", qf_updated(SIRET, "fam-1", entry, previous=650).detail())
 
 
 @pytest.mark.parametrize(
@@ -191,20 +222,20 @@ def test_event_schemas_accept_the_documented_details(name: str, detail: dict[str
     validate(name, detail)
 
 
-def test_event_schemas_refuse_identity_fields() -> None:
+def test_event_schemas_and_models_refuse_identity_fields() -> None:
+    detail = {
+        "tenant_siret": SIRET,
+        "case_id": "c",
+        "reference": None,
+        "outcome": "linked",
+        "user_id": "u",
+        "link_method": "review",
+        "nom_naissance": "DURAND",
+    }
     with pytest.raises(jsonschema.ValidationError):
-        validate(
-            "dossier.linked",
-            {
-                "tenant_siret": SIRET,
-                "case_id": "c",
-                "reference": None,
-                "outcome": "linked",
-                "user_id": "u",
-                "link_method": "review",
-                "nom_naissance": "DURAND",
-            },
-        )
+        validate("dossier.linked", detail)
+    with pytest.raises(ValidationError):
+        EVENT_MODELS["dossier.linked"].model_validate(detail)
 
 
 def test_template_declares_the_audit_log_group_encrypted_with_36_months_retention() -> None:

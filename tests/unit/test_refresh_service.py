@@ -15,6 +15,7 @@ import pytest
 from qfbridge.api_particulier.outcomes import IdentityRejected
 from qfbridge.domain.identity import PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.messages import RefreshMessage
 from qfbridge.services.dispatch import (
     PACE_MARGIN_SECONDS,
     RefreshDispatcher,
@@ -25,6 +26,7 @@ from qfbridge.services.dispatch import (
 from qfbridge.services.refresh import LATE_TOLERANCE_SECONDS, RefreshService, RetryLater, late_tolerance
 from qfbridge.store.families import RefreshState
 from qfbridge.store.pacing import earliest_permit
+from qfbridge.store.queues import SqsRefreshQueue
 from qfbridge.store.tenants import Tenant
 from tests.support.fakes import (
     AnsweringQfSource,
@@ -90,7 +92,9 @@ def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calli
     service = refresh_service(SUNDAY_23_10, client, events, families)
     # When a refresh message arrives
     with pytest.raises(RetryLater) as retry:
-        service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=1)
+        service.refresh(
+            RefreshMessage.model_validate({"siret": SIRET, "user_id": "f-1", "reason": "manual"}), attempt=1
+        )
     # Then API Particulier is not called and the message comes back when the window closes (35 min)
     assert client.calls == 0
     assert retry.value.kind == "maintenance_window" and retry.value.delay_seconds == 35 * 60
@@ -100,7 +104,7 @@ def test_a_refresh_during_the_sunday_maintenance_waits_for_its_end_without_calli
 def test_the_same_refresh_outside_the_window_calls_and_stores() -> None:
     client, events, families = AnsweringQfSource.found(QF), RecordingEvents(), FakeFamilies(pivot=PIVOT)
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
-        {"siret": SIRET, "user_id": "f-1"}
+        RefreshMessage.model_validate({"siret": SIRET, "user_id": "f-1", "reason": "manual"})
     )
     assert client.calls == 1 and result.outcome == "qf_found" and result.changed
     assert families.recorded[0]["state"].status == "ok"
@@ -124,7 +128,7 @@ def test_a_monthly_message_for_a_family_refreshed_an_hour_ago_makes_no_call() ->
     )
     # When the monthly message arrives
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
-        {"siret": SIRET, "user_id": "f-1", "reason": "monthly"}
+        RefreshMessage.model_validate({"siret": SIRET, "user_id": "f-1", "reason": "monthly"})
     )
     # Then API Particulier is not called again, nothing is recorded, and the family is due next month
     assert result.outcome == "skipped_recent" and client.calls == 0
@@ -149,7 +153,7 @@ def test_a_refresh_still_calls_when_the_last_success_is_not_recent_or_the_agent_
         FakeFamilies(pivot=PIVOT, state=state),
     )
     result = refresh_service(MONDAY_10_00, client, events, families).refresh(
-        {"siret": SIRET, "user_id": "f-1", "reason": reason}
+        RefreshMessage.model_validate({"siret": SIRET, "user_id": "f-1", "reason": reason})
     )
     assert result.outcome == "qf_found" and client.calls == 1
 
@@ -160,7 +164,10 @@ def test_a_maintenance_wait_spends_no_attempt_even_on_the_last_one() -> None:
     service = refresh_service(SUNDAY_23_10, client, events, families)
     # When it is handled
     with pytest.raises(RetryLater) as retry:
-        service.refresh({"siret": SIRET, "user_id": "f-1"}, attempt=service.max_attempts)
+        service.refresh(
+            RefreshMessage.model_validate({"siret": SIRET, "user_id": "f-1", "reason": "manual"}),
+            attempt=service.max_attempts,
+        )
     # Then it waits for the end of the window without spending the attempt: nothing failed, no call
     assert not retry.value.counts and not retry.value.dead_letter
     assert retry.value.delay_seconds == 35 * 60
@@ -172,8 +179,7 @@ def test_the_dispatcher_enqueues_nothing_during_the_maintenance() -> None:
     dispatcher = RefreshDispatcher(
         FakeTenants.of(active_tenant()),
         families,
-        sqs,
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=sqs),
         clock=lambda: SUNDAY_23_10,
     )
     report = dispatcher.run()
@@ -186,8 +192,7 @@ def test_the_dispatcher_releases_nothing_into_the_coming_maintenance() -> None:
     dispatcher = RefreshDispatcher(
         FakeTenants.of(active_tenant(budget=4)),
         families,
-        sqs,
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=sqs),
         clock=lambda: SUNDAY_22_58,
     )
     # When it dispatches
@@ -242,8 +247,7 @@ def test_the_dispatcher_interleaves_tenants_in_release_order() -> None:
     RefreshDispatcher(
         FakeTenants.of(active_tenant(4), other),
         families,
-        sqs,
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=sqs),
         clock=lambda: MONDAY_10_00,
     ).run()
     delays = [entry["DelaySeconds"] for entry in sqs.sent]
@@ -290,8 +294,7 @@ def test_a_refresh_consumed_the_instant_it_is_sent_keeps_the_date_qf_refresh_wro
     RefreshDispatcher(
         FakeTenants.of(active_tenant(4)),
         families,
-        InstantConsumer(),
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=InstantConsumer()),
         clock=lambda: MONDAY_10_00,
     ).run()
     # Then the in-flight hold does not overwrite what the consumer wrote
@@ -315,8 +318,7 @@ def test_a_message_sqs_refuses_leaves_its_family_due_and_is_not_counted() -> Non
     report = RefreshDispatcher(
         FakeTenants.of(active_tenant(4)),
         families,
-        RefusesSecond(),
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=RefusesSecond()),
         clock=lambda: MONDAY_10_00,
     ).run()
     assert report.enqueued == 1 and report.per_tenant == {SIRET: 1}
@@ -336,8 +338,7 @@ def test_a_send_that_raises_gives_every_hold_of_its_batch_back() -> None:
         RefreshDispatcher(
             FakeTenants.of(active_tenant(4)),
             families,
-            Down(),
-            "queue-url",
+            SqsRefreshQueue("queue-url", client=Down()),
             clock=lambda: MONDAY_10_00,
         ).run()
     assert families.deferred == dict.fromkeys(["f-1", "f-2"], MONDAY_10_00.isoformat())
@@ -356,8 +357,7 @@ def test_a_dispatch_told_to_stop_sends_what_it_held_and_leaves_the_rest_due() ->
     report = RefreshDispatcher(
         FakeTenants.of(active_tenant(4)),
         families,
-        sqs,
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=sqs),
         clock=lambda: MONDAY_10_00,
     ).run(should_stop=should_stop)
     # Then only the first batch was held and sent; the others were neither held nor sent
@@ -371,8 +371,7 @@ def test_a_dispatch_past_its_deadline_before_any_tenant_sends_nothing() -> None:
     report = RefreshDispatcher(
         FakeTenants.of(active_tenant(4)),
         families,
-        sqs,
-        "queue-url",
+        SqsRefreshQueue("queue-url", client=sqs),
         clock=lambda: MONDAY_10_00,
     ).run(should_stop=lambda: True)
     assert report.stopped_early and sqs.sent == [] and families.deferred == {}
@@ -390,7 +389,9 @@ def test_a_422_on_the_identity_is_recorded_with_its_codes_for_the_agent_and_anno
         clock=lambda: MONDAY_10_00,
     )
     # When the family is refreshed
-    result = service.refresh({"siret": SIRET, "user_id": "u1", "reason": "monthly"})
+    result = service.refresh(
+        RefreshMessage.model_validate({"siret": SIRET, "user_id": "u1", "reason": "monthly"})
+    )
     # Then its state says why (the API's code), and the event carries the same reason
     assert result.outcome == "identity_rejected"
     state = families.recorded[-1]["state"]

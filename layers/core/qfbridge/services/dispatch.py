@@ -26,7 +26,6 @@ next dispatch does not enqueue them again; qf_refresh then sets the real next da
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,14 +33,14 @@ from typing import Any
 
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
+from qfbridge.messages import RefreshMessage
 from qfbridge.observability import logger
-from qfbridge.services.ports import FamilyStore, TenantStore
+from qfbridge.services.ports import FamilyStore, RefreshQueue, TenantStore
 from qfbridge.store.pacing import TenantPacer
+from qfbridge.store.queues import MAX_DELAY_SECONDS, SEND_BATCH
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant
 
 IN_FLIGHT_HOLD = dt.timedelta(hours=6)
-MAX_DELAY_SECONDS = 900
-SEND_BATCH = 10
 
 PACE_MARGIN_SECONDS = 0.08
 """No pacing window is shorter than 1.08 s: the margin absorbs the jitter between taking a permit
@@ -124,20 +123,11 @@ def release_rate(tenant: Tenant) -> float:
     return DISPATCH_HEADROOM * permits / window
 
 
-def refresh_message(siret: str, user_id: str, reason: str, *, admitted: bool = False) -> str:
-    """The refresh message; ``admitted`` when its release was booked on the tenant's schedule."""
-    body: dict[str, Any] = {"siret": siret, "user_id": user_id, "reason": reason}
-    if admitted:
-        body["admitted"] = True
-    return json.dumps(body, separators=(",", ":"))
-
-
 @dataclass
 class RefreshDispatcher:
     tenants: TenantStore
     families: FamilyStore
-    sqs: Any
-    refresh_queue_url: str
+    queue: RefreshQueue
     interval_seconds: int = 300
     clock: Clock = utc_now
     pacer: TenantPacer | None = None
@@ -230,22 +220,20 @@ class RefreshDispatcher:
             for _, _, siret, user_id in chunk:
                 self.families.defer(siret, user_id, hold)
             entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": refresh_message(
-                        siret, user_id, "monthly", admitted=self.pacer is not None
+                (
+                    RefreshMessage(
+                        siret=siret, user_id=user_id, reason="monthly", admitted=self.pacer is not None
                     ),
-                    "DelaySeconds": delay,
-                }
-                for i, (delay, _, siret, user_id) in enumerate(chunk)
+                    delay,
+                )
+                for delay, _, siret, user_id in chunk
             ]
             try:
-                response = self.sqs.send_message_batch(QueueUrl=self.refresh_queue_url, Entries=entries)
+                failed = self.queue.send_batch(entries)
             except Exception:
                 for _, _, siret, user_id in chunk:
                     self.families.defer(siret, user_id, due_again)
                 raise
-            failed = {int(f["Id"]) for f in response.get("Failed", [])}
             for i, (_, _, siret, user_id) in enumerate(chunk):
                 if i in failed:
                     self.families.defer(siret, user_id, due_again)

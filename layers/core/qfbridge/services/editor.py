@@ -12,7 +12,6 @@ stored tenant). A resource of another tenant is reported exactly like a missing 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,14 +31,18 @@ from qfbridge.domain.errors import (
 from qfbridge.domain.identity import Family
 from qfbridge.domain.reference import normalise_reference
 from qfbridge.domain.siret import validate_cog_commune, validate_siret
+from qfbridge.hubee.models import FORMULAIRE_QF, Notification, OrganizationIdentifier
 from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
-from qfbridge.services.dispatch import MAX_DELAY_SECONDS, refresh_message, release_rate
+from qfbridge.messages import OnboardedDossierMessage, RefreshMessage, ReviewResolvedMessage
+from qfbridge.services.dispatch import release_rate
+from qfbridge.services.ports import DossierQueue, RefreshQueue
 from qfbridge.services.snapshots import persist_link, snapshot_parsed
 from qfbridge.store.dossiers import FINAL_OUTCOMES, OUTCOMES, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.pacing import TenantPacer
+from qfbridge.store.queues import MAX_DELAY_SECONDS
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantPatch, TenantRepository
 
@@ -133,9 +136,8 @@ class EditorService:
     dossiers: DossierRepository
     links: LinkRepository
     secrets: SecretStore
-    sqs: Any
-    refresh_queue_url: str
-    dossiers_queue_url: str
+    refresh_queue: RefreshQueue
+    dossier_queue: DossierQueue
     link_signing_secret_id: str
     form_base_url: str
     form_link_ttl_days: int = 60
@@ -243,19 +245,18 @@ class EditorService:
                 if holder_tenant is None or not holder_tenant.has_credentials:
                     holder = siret
                 notification_id = (record.deleted_notification_ids or record.notification_ids or [""])[0]
-                message = {
-                    "kind": "onboarded",
-                    "notification": {
-                        "id": notification_id,
-                        "processCode": "FormulaireQF",
-                        "caseId": record.case_id,
-                        "eventId": None,
-                        "recipient": {"type": "SI", "companyRegister": siret},
-                    },
-                    "credential_holder": holder,
-                    "credential_tenants": [siret],
-                }
-                self.sqs.send_message(QueueUrl=self.dossiers_queue_url, MessageBody=_json(message))
+                message = OnboardedDossierMessage(
+                    notification=Notification(
+                        id=notification_id,
+                        process_code=FORMULAIRE_QF,
+                        case_id=record.case_id,
+                        event_id=None,
+                        recipient=OrganizationIdentifier(type="SI", company_register=siret),
+                    ),
+                    credential_holder=holder,
+                    credential_tenants=(siret,),
+                )
+                self.dossier_queue.send(message)
                 queued += 1
             if not cursor:
                 return queued
@@ -409,10 +410,11 @@ class EditorService:
                     code="refresh_budget_exhausted",
                 )
             delay = min(MAX_DELAY_SECONDS, math.floor(offsets[0]))
-        self.sqs.send_message(
-            QueueUrl=self.refresh_queue_url,
-            MessageBody=refresh_message(tenant.siret, user_id, "manual", admitted=self.pacer is not None),
-            DelaySeconds=delay,
+        self.refresh_queue.send(
+            RefreshMessage(
+                siret=tenant.siret, user_id=user_id, reason="manual", admitted=self.pacer is not None
+            ),
+            delay_seconds=delay,
         )
 
     # ------------------------------------------------------------------ dossiers
@@ -468,15 +470,8 @@ class EditorService:
             if updated is None:
                 raise ConflictError("The dossier was already resolved.", code="dossier_not_in_review")
             record = updated
-        self.sqs.send_message(
-            QueueUrl=self.dossiers_queue_url,
-            MessageBody=_json(
-                {
-                    "kind": "review_resolved",
-                    "case_id": record.case_id,
-                    "credential_holder": record.tenant_siret,
-                }
-            ),
+        self.dossier_queue.send(
+            ReviewResolvedMessage(case_id=record.case_id, credential_holder=record.tenant_siret)
         )
         return record
 
@@ -567,7 +562,3 @@ def _same_decision(record: DossierRecord, decision: ReviewDecision) -> bool:
     if decision.decision == "link":
         return record.outcome == "linked" and record.user_id == decision.user_id
     return record.outcome == "rejected"
-
-
-def _json(document: dict[str, Any]) -> str:
-    return json.dumps(document, separators=(",", ":"))

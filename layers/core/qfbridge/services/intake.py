@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -63,22 +63,35 @@ from qfbridge.hubee import (
 from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notification
 from qfbridge.hubee.statuses import path_to, reached
 from qfbridge.links.signing import LinkSigner
+from qfbridge.messages import (
+    BusEvent,
+    CaseEventMessage,
+    DossierLinked,
+    DossierMessage,
+    DossierNeedsReview,
+    DossierRejected,
+    FollowUpMessage,
+    LinkMethod,
+    NotificationMessage,
+    OnboardedDossierMessage,
+    ReviewResolvedMessage,
+    StatusRetryMessage,
+)
 from qfbridge.observability import logger, metrics
 from qfbridge.reconcile.matching import DossierIdentity, cross_check, match
+from qfbridge.services.ports import CredentialReader, EventSink
 from qfbridge.services.snapshots import (
     IdentityConflict,
     dossier_snapshot,
     persist_link,
-    qf_event_detail,
+    qf_updated,
     snapshot_parsed,
 )
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import DossierBusy, DossierRecord, DossierRepository
-from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyGone, FamilyRepository, identity_key
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.markers import MarkerRepository
-from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tenants import TenantRepository
 
 AUTHOR = "qfbridge"
@@ -170,8 +183,8 @@ class IntakeService:
     families: FamilyRepository
     dossiers: DossierRepository
     links: LinkRepository
-    secrets: SecretStore
-    events: EventPublisher
+    secrets: CredentialReader
+    events: EventSink
     audit: AuditTrail | None
     hubee: HubeeConfig
     link_signing_secret_id: str
@@ -188,23 +201,26 @@ class IntakeService:
     """Fault-injection hook for the reliability campaign: called after each recorded step."""
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, message: dict[str, Any]) -> IntakeResult:
-        kind = message.get("kind")
-        if kind in ("review_resolved", "status_retry"):
+    def handle(self, message: DossierMessage) -> IntakeResult:
+        """A message of the dossiers queue, but ``repoll`` (a poll: ``PollService.repoll``)."""
+        if isinstance(message, ReviewResolvedMessage | StatusRetryMessage):
             return self._finish_review(message)
-        notification = Notification.model_validate(message["notification"])
+        if not isinstance(message, NotificationMessage):
+            raise TypeError(f"intake does not handle {message.kind} messages")
+        notification = message.notification
         if notification.process_code not in (None, FORMULAIRE_QF):
             # Another démarche's notification: neither read, recorded nor deleted (its consumer's).
             logger.warning(
                 "notification of another processCode ignored", extra={"case_id": notification.case_id}
             )
-            return IntakeResult(kind=str(kind), outcome="ignored", case_id=notification.case_id)
-        holder = str(message["credential_holder"])
-        allowed = {str(s) for s in message.get("credential_tenants", [])}
+            return IntakeResult(kind=message.kind, outcome="ignored", case_id=notification.case_id)
+        holder = message.credential_holder
+        allowed = set(message.credential_tenants)
         with self._client(holder) as client:
-            if kind == "event":
+            if isinstance(message, CaseEventMessage):
                 return self._acknowledge_event(client, notification)
-            return self._intake_dossier(client, notification, holder, allowed, onboarded=kind == "onboarded")
+            onboarded = isinstance(message, OnboardedDossierMessage)
+            return self._intake_dossier(client, notification, holder, allowed, onboarded=onboarded)
 
     def _client(self, holder: str) -> HubeeClient:
         secret = self.secrets.read_tenant(holder)
@@ -768,39 +784,47 @@ class IntakeService:
     def _publish(self, record: DossierRecord) -> None:
         if record.done("published"):
             return
-        detail: dict[str, Any] = {
-            "tenant_siret": record.tenant_siret,
-            "case_id": record.case_id,
-            "reference": record.reference,
-            "outcome": record.outcome,
-        }
-        events: list[tuple[str, dict[str, Any]]] = []
+        case = {"tenant_siret": record.tenant_siret, "case_id": record.case_id, "reference": record.reference}
         if record.outcome == "linked":
-            detail |= {"user_id": record.user_id, "link_method": record.link_method}
-            events.append(("dossier.linked", detail))
-            family = self.families.get(record.tenant_siret, str(record.user_id))
-            if family is not None and family.qf is not None:
-                events.append(
-                    ("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf))
-                )
+            events = self._linked_events(record, cast(LinkMethod, record.link_method))
         elif record.outcome == "needs_review":
-            detail |= {"candidates": len(record.candidates), "external_id_status": record.external_id_status}
-            events.append(("dossier.needs_review", detail))
+            events = [
+                DossierNeedsReview(
+                    **case, candidates=len(record.candidates), external_id_status=record.external_id_status
+                )
+            ]
         else:
-            detail |= {"reason": record.reason}
-            events.append(("dossier.rejected", detail))
+            events = [DossierRejected(**case, reason=record.reason)]
         self.events.publish_many(events)
         self.dossiers.mark(record.case_id, "published", self.clock())
 
     # ------------------------------------------------------------------ review follow-up
-    def _finish_review(self, message: dict[str, Any]) -> IntakeResult:
+    def _linked_events(self, record: DossierRecord, link_method: LinkMethod) -> list[BusEvent]:
+        """``dossier.linked``, and ``qf.updated`` with the family's current QF."""
+        user_id = str(record.user_id)
+        events: list[BusEvent] = [
+            DossierLinked(
+                tenant_siret=record.tenant_siret,
+                case_id=record.case_id,
+                reference=record.reference,
+                user_id=user_id,
+                link_method=link_method,
+            )
+        ]
+        family = self.families.get(record.tenant_siret, user_id)
+        if family is not None and family.qf is not None:
+            events.append(qf_updated(record.tenant_siret, user_id, family.qf))
+        return events
+
+    def _finish_review(self, message: FollowUpMessage) -> IntakeResult:
         """After an agent's decision (API): post DONE or REFUSED to HubEE and publish the event."""
-        case_id = str(message["case_id"])
+        case_id = message.case_id
         record = self.dossiers.get(case_id)
         if record is None:
             return IntakeResult(kind="review_resolved", outcome="gone", case_id=case_id)
-        holder = str(message.get("credential_holder") or record.tenant_siret)
-        if message.get("kind") == "status_retry" and record.done("status_refused"):
+        holder = message.credential_holder or record.tenant_siret
+        retry = isinstance(message, StatusRetryMessage)
+        if retry and record.done("status_refused"):
             return IntakeResult(kind="status_retry", outcome="still_refused", case_id=case_id)
         if not record.done("final_status"):
             if record.outcome == "linked":
@@ -815,27 +839,23 @@ class IntakeService:
                 with self._client(holder) as client:
                     case = client.get_case(case_id)
                     record = self._advance(client, case, record, target, text)
-        if message.get("kind") == "status_retry":
+        if retry:
             return IntakeResult(kind="status_retry", outcome=record.outcome, case_id=case_id)
         record = self.dossiers.get(case_id) or record
         if record.done("review_published"):
             return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
-        detail: dict[str, Any] = {
-            "tenant_siret": record.tenant_siret,
-            "case_id": case_id,
-            "reference": record.reference,
-            "outcome": record.outcome,
-        }
-        events: list[tuple[str, dict[str, Any]]] = []
+        events: list[BusEvent]
         if record.outcome == "linked":
-            events.append(("dossier.linked", detail | {"user_id": record.user_id, "link_method": "review"}))
-            family = self.families.get(record.tenant_siret, str(record.user_id))
-            if family is not None and family.qf is not None:
-                events.append(
-                    ("qf.updated", qf_event_detail(record.tenant_siret, str(record.user_id), family.qf))
-                )
+            events = self._linked_events(record, "review")
         else:
-            events.append(("dossier.rejected", detail | {"reason": record.reason or "review_rejected"}))
+            events = [
+                DossierRejected(
+                    tenant_siret=record.tenant_siret,
+                    case_id=case_id,
+                    reference=record.reference,
+                    reason=record.reason or "review_rejected",
+                )
+            ]
         self.events.publish_many(events)
         self.dossiers.mark(case_id, "review_published", self.clock())
         return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)

@@ -22,13 +22,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import httpx
@@ -37,26 +35,25 @@ from qfbridge.clock import Clock, utc_now
 from qfbridge.hubee import AsyncHubeeClient, HubeeAuthError, HubeeConfig, HubeeCredentials, HubeeError
 from qfbridge.hubee.models import FORMULAIRE_QF, Notification
 from qfbridge.hubee.pager import NotificationPager
+from qfbridge.messages import (
+    DossierMessage,
+    RepollMessage,
+    TenantHubeeAuthFailed,
+    notification_message,
+)
 from qfbridge.observability import logger
-from qfbridge.store.events import EventPublisher
+from qfbridge.services.ports import CredentialReader, DossierQueue, EventSink
 from qfbridge.store.markers import Marker, MarkerRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
+from qfbridge.store.queues import SEND_BATCH
+from qfbridge.store.secrets import SECRETS_PER_BATCH, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantPatch, TenantRepository
 
 BLOCKING_WORKERS = 10
-SECRETS_PER_BATCH = 20  # BatchGetSecretValue's maximum
 MAX_RESULT = 100
 """Notifications per listing (HubEE's default is 25; the form itself lists with 100)."""
 MAX_PAGES_PER_POLL = 10
 MAX_REPOLL_HOPS = 60
 MAX_REPOLL_DELAY_S = 60
-
-
-@cache
-def _secretsmanager() -> Any:
-    import boto3
-
-    return boto3.client("secretsmanager")
 
 
 @dataclass(frozen=True)
@@ -104,22 +101,12 @@ def group_by_credential(tenants: list[Tenant]) -> list[CredentialGroup]:
     ]
 
 
-def notification_message(notification: Notification, group: CredentialGroup) -> dict[str, Any]:
-    return {
-        "kind": "dossier" if notification.is_new_dossier else "event",
-        "notification": notification.model_dump(mode="json", by_alias=True),
-        "credential_holder": group.holder,
-        "credential_tenants": list(group.sirets),
-    }
-
-
 @dataclass
 class PollService:
     tenants: TenantRepository
-    secrets: SecretStore
-    events: EventPublisher
-    sqs: Any
-    dossiers_queue_url: str
+    secrets: CredentialReader
+    events: EventSink
+    queue: DossierQueue
     hubee: HubeeConfig
     concurrency: int = 20
     clock: Clock = utc_now
@@ -152,12 +139,10 @@ class PollService:
         )
         return await self.poll_all(tenants)
 
-    def repoll(self, message: dict[str, Any]) -> PollReport:
+    def repoll(self, message: RepollMessage) -> PollReport:
         """A ``repoll`` message: poll one credential again now that its last batch was queued."""
-        tenants = [t for t in (self.tenants.get(s) for s in message.get("credential_tenants", [])) if t]
-        hop = int(message.get("hop", 1))
-        delay = int(message.get("delay_s", self.repoll_delay_s))
-        return asyncio.run(self.poll_all(tenants, hop=hop, delay_s=delay))
+        tenants = [t for t in (self.tenants.get(s) for s in message.credential_tenants) if t]
+        return asyncio.run(self.poll_all(tenants, hop=message.hop, delay_s=message.delay_s))
 
     async def poll_all(
         self, tenants: list[Tenant] | None = None, *, hop: int = 0, delay_s: int | None = None
@@ -224,7 +209,12 @@ class PollService:
                 # sooner when it brought news, later and later while it only shows notifications in flight.
                 delay = self.repoll_delay_s if delay_s is None else delay_s
                 delay = delay if notifications else min(MAX_REPOLL_DELAY_S, max(1, delay) * 2)
-                repoll = {"hop": hop + 1, "delay_s": delay}
+                repoll = RepollMessage(
+                    credential_holder=group.holder,
+                    credential_tenants=group.sirets,
+                    hop=hop + 1,
+                    delay_s=delay,
+                )
                 report.repolls += 1
             if notifications or repoll:  # most ticks bring nothing: no thread hop (it holds a slot)
                 await asyncio.to_thread(self._enqueue, notifications, group, repoll)
@@ -323,59 +313,25 @@ class PollService:
         """
         chunks = [holders[i : i + SECRETS_PER_BATCH] for i in range(0, len(holders), SECRETS_PER_BATCH)]
         found: dict[str, TenantCredentials] = {}
-        for chunk_found in await asyncio.gather(*(asyncio.to_thread(self._read_secrets, c) for c in chunks)):
+        for chunk_found in await asyncio.gather(
+            *(asyncio.to_thread(self.secrets.read_many, c) for c in chunks)
+        ):
             found.update(chunk_found)
         return found
 
-    def _read_secrets(self, holders: list[str]) -> dict[str, TenantCredentials]:
-        names = {self.secrets.tenant_secret_name(siret): siret for siret in holders}
-        try:
-            response = _secretsmanager().batch_get_secret_value(SecretIdList=list(names))
-        except Exception as exc:  # the per-tenant read takes over and reports real errors
-            logger.info("batch secret read unavailable", extra={"error_code": type(exc).__name__})
-            return {}
-        found: dict[str, TenantCredentials] = {}
-        for value in response.get("SecretValues", []):
-            siret = names.get(str(value.get("Name")))
-            if siret is None or "SecretString" not in value:
-                continue
-            try:
-                found[siret] = TenantCredentials.model_validate(json.loads(value["SecretString"]))
-            except ValueError:
-                continue
-        return found
-
     def _enqueue(
-        self, notifications: list[Notification], group: CredentialGroup, repoll: dict[str, Any] | None = None
+        self, notifications: list[Notification], group: CredentialGroup, repoll: RepollMessage | None = None
     ) -> None:
-        entries: list[dict[str, Any]] = [
-            {"MessageBody": json.dumps(notification_message(n, group), separators=(",", ":"))}
-            for n in notifications
+        entries: list[tuple[DossierMessage, int]] = [
+            (notification_message(n, group.holder, group.sirets), 0) for n in notifications
         ]
         if repoll is not None:  # last: it follows the batch it polls after
-            body = {
-                "kind": "repoll",
-                "credential_holder": group.holder,
-                "credential_tenants": list(group.sirets),
-                **repoll,
-            }
-            entries.append(
-                {
-                    "MessageBody": json.dumps(body, separators=(",", ":")),
-                    "DelaySeconds": int(repoll["delay_s"]),
-                }
-            )
-        for start in range(0, len(entries), 10):
-            chunk = entries[start : start + 10]
-            response = self.sqs.send_message_batch(
-                QueueUrl=self.dossiers_queue_url,
-                Entries=[{"Id": str(i), **entry} for i, entry in enumerate(chunk)],
-            )
-            if response.get("Failed"):
+            entries.append((repoll, repoll.delay_s))
+        for start in range(0, len(entries), SEND_BATCH):
+            failed = self.queue.send_batch(entries[start : start + SEND_BATCH])
+            if failed:
                 # Not sent now, not deleted either: HubEE redelivers it at the next poll.
-                raise HubeeError(
-                    f"{len(response['Failed'])} notification(s) could not be queued", code="enqueue_failed"
-                )
+                raise HubeeError(f"{len(failed)} notification(s) could not be queued", code="enqueue_failed")
 
     def _mark_success(self, group: CredentialGroup, by_siret: dict[str, Tenant], stuck: int = 0) -> None:
         now = self.clock().isoformat()
@@ -411,8 +367,7 @@ class PollService:
             )
             if auth and tenant.hubee_status != "auth_failed":
                 self.events.publish(
-                    "tenant.hubee_auth_failed",
-                    {"tenant_siret": siret, "error_code": code, "detected_at": now.isoformat()},
+                    TenantHubeeAuthFailed(tenant_siret=siret, error_code=code, detected_at=now.isoformat())
                 )
 
 

@@ -1,17 +1,19 @@
-"""What the scheduled services need of the store and of API Particulier, as ``Protocol``s.
+"""What the services need of the store and of API Particulier, as ``Protocol``s.
 
-``RefreshService``, ``RefreshDispatcher`` and ``TokenWatchService`` depend on these, not on the
-DynamoDB / Secrets Manager / EventBridge classes of ``qfbridge.store`` that implement them in
-production: unit tests hand them in-memory fakes (``tests/support/fakes.py``) that the type
+The services depend on these, not on the DynamoDB / SQS / Secrets Manager / EventBridge classes of
+``qfbridge.store`` that implement them in production (``store.queues``, ``store.secrets``,
+``store.events``…): unit tests hand them in-memory fakes (``tests/support/fakes.py``) that the type
 checker holds to the same signatures.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 from qfbridge.api_particulier.outcomes import RefreshOutcome
 from qfbridge.domain.identity import PivotIdentity
+from qfbridge.messages import BusEvent, DossierMessage, RefreshMessage
 from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
 from qfbridge.store.secrets import TenantCredentials
 from qfbridge.store.tenants import RefreshStatus, Tenant, TenantPatch
@@ -60,10 +62,53 @@ class TenantSecrets(Protocol):
     ) -> TenantCredentials: ...
 
 
+class CredentialReader(TenantSecrets, Protocol):
+    """What the pipeline reads of Secrets Manager (hubee_poll, reconcile): the tenants' credentials,
+    many at once, and the link-signing keys (``qfbridge.store.secrets.SecretStore``)."""
+
+    def read_many(self, sirets: Sequence[str]) -> dict[str, TenantCredentials]:
+        """The tenants' credentials found, past the cache; those missing are left to ``read_tenant``."""
+        ...
+
+    def read_link_keys(self, secret_id: str) -> tuple[dict[str, bytes], str]: ...
+
+
 class EventSink(Protocol):
     """The editor's event bus (``qfbridge.store.events.EventPublisher``)."""
 
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None: ...
+    def publish(self, event: BusEvent) -> None: ...
+
+    def publish_many(self, events: Sequence[BusEvent]) -> None: ...
+
+
+class DossierQueue(Protocol):
+    """The dossiers queue, as its producers see it (``qfbridge.store.queues.SqsDossierQueue``):
+    hubee_poll, reconcile's repoll, the API and the operator."""
+
+    def send(self, message: DossierMessage, *, delay_seconds: int = 0) -> None: ...
+
+    def send_batch(self, entries: Sequence[tuple[DossierMessage, int]]) -> set[int]:
+        """Send at most ``SEND_BATCH`` (message, delay in seconds); the positions SQS refused."""
+        ...
+
+
+class RefreshQueue(Protocol):
+    """The refresh queue (``qfbridge.store.queues.SqsRefreshQueue``): refresh_dispatch and the API
+    send to it; qf_refresh delays a received message or sends it to the dead-letter queue."""
+
+    def send(self, message: RefreshMessage, *, delay_seconds: int = 0) -> None: ...
+
+    def send_batch(self, entries: Sequence[tuple[RefreshMessage, int]]) -> set[int]:
+        """Send at most ``SEND_BATCH`` (message, delay in seconds); the positions SQS refused."""
+        ...
+
+    def delay(self, receipt: str, seconds: int) -> None:
+        """Make a received message visible again ``seconds`` from now (its receipt handle)."""
+        ...
+
+    def dead_letter(self, message: RefreshMessage) -> None:
+        """Send the message to the refresh dead-letter queue."""
+        ...
 
 
 class QfSource(Protocol):

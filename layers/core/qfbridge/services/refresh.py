@@ -47,25 +47,26 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
+from qfbridge.messages import RefreshFailed, RefreshMessage, TenantTokenExpired
 from qfbridge.observability import logger, metrics
 from qfbridge.services.dispatch import (
     IN_FLIGHT_HOLD,
-    MAX_DELAY_SECONDS,
     PACE_MARGIN_SECONDS,
     release_rate,
     tenant_pace_rule,
 )
 from qfbridge.services.ports import EventSink, FamilyStore, QfSource, TenantSecrets, TenantStore
-from qfbridge.services.snapshots import qf_event_detail
+from qfbridge.services.snapshots import qf_updated
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
 from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.pacing import Permit, TenantPacer
+from qfbridge.store.queues import MAX_DELAY_SECONDS
 from qfbridge.store.tenants import RefreshStatus, Tenant
 
 NOT_FOUND_ALERT_AFTER = 3
@@ -186,9 +187,9 @@ class RefreshService:
     """Each call to API Particulier sends the family's pivot identity: one audit record per call."""
 
     def refresh(
-        self, message: dict[str, Any], *, attempt: int = 1, request_id: str | None = None
+        self, message: RefreshMessage, *, attempt: int = 1, request_id: str | None = None
     ) -> RefreshResult:
-        siret, user_id = str(message["siret"]), str(message["user_id"])
+        siret, user_id = message.siret, message.user_id
         looked = self._look(siret)
         if looked is None:
             return RefreshResult("skipped_no_tenant")
@@ -199,7 +200,7 @@ class RefreshService:
         if family is None or family.pivot_identity is None:
             return RefreshResult("skipped_no_identity")
         now = self.clock()
-        if message.get("reason") == "monthly" and refreshed_since(family.refresh, now - IN_FLIGHT_HOLD):
+        if message.reason == "monthly" and refreshed_since(family.refresh, now - IN_FLIGHT_HOLD):
             # Due again next month, whatever in-flight hold the dispatcher wrote meanwhile.
             self.families.defer(siret, user_id, next_due_at(now))
             return RefreshResult("skipped_recent")
@@ -214,7 +215,7 @@ class RefreshService:
                 now,
                 attempt,
             )
-        admitted = bool(message.get("admitted"))
+        admitted = message.admitted
         if self.leases is None:
             return self._refresh(tenant, permit, family, attempt, admitted, message, request_id)
         holder = uuid.uuid4().hex
@@ -235,7 +236,7 @@ class RefreshService:
         family: FamilyRecord,
         attempt: int,
         admitted: bool,
-        message: dict[str, Any],
+        message: RefreshMessage,
         request_id: str | None,
     ) -> RefreshResult:
         siret, user_id = tenant.siret, family.user_id
@@ -247,7 +248,7 @@ class RefreshService:
             return self._keep_due(siret, user_id)
         if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt, admitted):
             return self._keep_due(siret, user_id)
-        self._audit_read(siret, user_id, str(message.get("reason") or "monthly"), request_id, attempt)
+        self._audit_read(siret, user_id, message.reason, request_id, attempt)
         outcome = self.client.fetch_quotient_familial(
             family.pivot_identity, siret, token.get_secret_value(), no_cache=True
         )
@@ -403,7 +404,7 @@ class RefreshService:
             changed = stored and qf_changed(current, entry)
             if changed:
                 previous = current.quotient_familial.valeur if current else None
-                self.events.publish("qf.updated", qf_event_detail(siret, user_id, entry, previous))
+                self.events.publish(qf_updated(siret, user_id, entry, previous))
             return RefreshResult("qf_found", changed=changed)
         if outcome.kind == "not_found":
             count = state.not_found_count + 1
@@ -505,28 +506,25 @@ class RefreshService:
             tenant = self.tenants.get(siret)
             expires_on = tenant.token_expires_on if tenant else None
             self.events.publish(
-                "tenant.token_expired",
-                {
-                    "tenant_siret": siret,
-                    "expires_on": expires_on.isoformat() if expires_on else None,
-                    "detected_by": "api_particulier_401",
-                },
+                TenantTokenExpired(
+                    tenant_siret=siret,
+                    expires_on=expires_on.isoformat() if expires_on else None,
+                    detected_by="api_particulier_401",
+                )
             )
         else:
-            self.events.publish(
-                "refresh.failed", {"tenant_siret": siret, "user_id": None, "outcome": "forbidden"}
-            )
+            self.events.publish(RefreshFailed(tenant_siret=siret, user_id=None, outcome="forbidden"))
         logger.warning("tenant refreshes stopped", extra={"tenant_siret": siret, "reason": kind})
 
     def _failed(
         self, siret: str, user_id: str, outcome: str, attempt: int, detail: str | None = None
     ) -> None:
-        body: dict[str, Any] = {
-            "tenant_siret": siret,
-            "user_id": user_id,
-            "outcome": outcome,
-            "attempts": attempt,
-        }
-        if detail:
-            body["detail_code"] = detail
-        self.events.publish("refresh.failed", body)
+        self.events.publish(
+            RefreshFailed(
+                tenant_siret=siret,
+                user_id=user_id,
+                outcome=outcome,
+                attempts=attempt,
+                detail_code=detail or None,
+            )
+        )

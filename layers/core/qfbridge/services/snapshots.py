@@ -1,5 +1,5 @@
 """What the pipeline keeps of a dossier between its steps, how a dossier is linked to a family,
-and the QF event's detail.
+and the QF event.
 
 Shared by intake (reconcile), review (api) and the refresh: light on purpose, the api function
 imports it at cold start.
@@ -13,6 +13,7 @@ from qfbridge.domain.dossier import ParsedDossier
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.messages import QfUpdated
 from qfbridge.store.dossiers import FamilyChanged
 from qfbridge.store.families import (
     QF_WRITE_ATTEMPTS,
@@ -65,21 +66,20 @@ def members_of(parsed: ParsedDossier) -> dict[str, Any]:
     }
 
 
-def qf_event_detail(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> dict[str, Any]:
+def qf_updated(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> QfUpdated:
+    """The ``qf.updated`` event of a QF entry stored for a family (``previous``: the value it replaced)."""
     qf = entry.quotient_familial
-    detail: dict[str, Any] = {
-        "tenant_siret": siret,
-        "user_id": user_id,
-        "quotient_familial": qf.valeur,
-        "fournisseur": qf.fournisseur,
-        "annee": qf.annee,
-        "mois": qf.mois,
-        "source": entry.source,
-        "received_at": entry.received_at,
-    }
-    if previous is not None:
-        detail["previous_quotient_familial"] = previous
-    return detail
+    return QfUpdated(
+        tenant_siret=siret,
+        user_id=user_id,
+        quotient_familial=qf.valeur,
+        fournisseur=qf.fournisseur,
+        annee=qf.annee,
+        mois=qf.mois,
+        source=entry.source,
+        received_at=entry.received_at,
+        previous_quotient_familial=previous,
+    )
 
 
 class IdentityConflict(QfbridgeError):

@@ -10,18 +10,16 @@ SI_RECEIVED while in review). A second refusal is recorded again: nothing loops.
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.errors import ConflictError
+from qfbridge.messages import StatusRetryMessage
+from qfbridge.services.ports import DossierQueue
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 
 
 def retry_refused_status(
     dossiers: DossierRepository,
-    sqs: Any,
-    dossiers_queue_url: str,
+    queue: DossierQueue,
     tenant_siret: str,
     reference: str,
     actor: str,
@@ -32,11 +30,5 @@ def retry_refused_status(
     cleared = dossiers.clear_status_refusal(record.case_id, clock(), actor)
     if cleared is None:
         raise ConflictError("HubEE refused no status of this dossier.", code="no_status_refused")
-    sqs.send_message(
-        QueueUrl=dossiers_queue_url,
-        MessageBody=json.dumps(
-            {"kind": "status_retry", "case_id": record.case_id, "credential_holder": record.tenant_siret},
-            separators=(",", ":"),
-        ),
-    )
+    queue.send(StatusRetryMessage(case_id=record.case_id, credential_holder=record.tenant_siret))
     return cleared

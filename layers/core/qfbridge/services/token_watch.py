@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qfbridge.clock import Clock, utc_now
+from qfbridge.messages import TenantTokenExpired, TenantTokenExpiring
 from qfbridge.observability import logger
 from qfbridge.services.ports import EventSink, FamilyStore, TenantStore
 from qfbridge.store.tenants import Tenant, TenantPatch
@@ -77,12 +78,9 @@ class TokenWatchService:
             expires_on = tenant.token_expires_on.isoformat()
             if kind == "expired":
                 self.events.publish(
-                    "tenant.token_expired",
-                    {
-                        "tenant_siret": tenant.siret,
-                        "expires_on": expires_on,
-                        "detected_by": "token_watch",
-                    },
+                    TenantTokenExpired(
+                        tenant_siret=tenant.siret, expires_on=expires_on, detected_by="token_watch"
+                    )
                 )
                 self.tenants.update(
                     tenant.siret, TenantPatch(token_alerts_sent=[*tenant.token_alerts_sent, "expired"])
@@ -91,13 +89,12 @@ class TokenWatchService:
             else:
                 days_left = (tenant.token_expires_on - today).days
                 self.events.publish(
-                    "tenant.token_expiring",
-                    {
-                        "tenant_siret": tenant.siret,
-                        "expires_on": expires_on,
-                        "days_left": days_left,
-                        "threshold": threshold,
-                    },
+                    TenantTokenExpiring(
+                        tenant_siret=tenant.siret,
+                        expires_on=expires_on,
+                        days_left=days_left,
+                        threshold=threshold,
+                    )
                 )
                 # Thresholds already passed are marked too: one event per day at most, never a burst.
                 sent = {str(t) for t in THRESHOLDS_DAYS if t >= threshold} | set(tenant.token_alerts_sent)

@@ -1,29 +1,24 @@
 """The EventBridge bus: the events the editor's software subscribes to.
 
 Every event is ``source = "qfbridge"``, ``detail-type`` = the event name (``dossier.linked`` …),
-and a detail documented by a JSON Schema in ``docs/events/``. Events carry ids and QF values,
-never identities (data minimisation).
+and a detail modelled in ``qfbridge.messages`` (one model per detail-type, from which the JSON
+Schemas of ``docs/events/`` are generated). Events carry ids and QF values, never identities (data
+minimisation).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-SOURCE = "qfbridge"
+from qfbridge.messages import EVENT_TYPES, SOURCE, BusEvent
 
-EVENT_TYPES = (
-    "dossier.linked",
-    "dossier.needs_review",
-    "dossier.rejected",
-    "qf.updated",
-    "refresh.failed",
-    "tenant.token_expiring",
-    "tenant.token_expired",
-    "tenant.hubee_auth_failed",
-)
+__all__ = ["EVENT_TYPES", "SOURCE", "EventPublisher"]
+
+PUT_EVENTS_BATCH = 10  # PutEvents' maximum entries per call
 
 
 @cache
@@ -35,29 +30,26 @@ def _client() -> Any:
 
 @dataclass
 class EventPublisher:
+    """The bus, through PutEvents."""
+
     bus_name: str
-    published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
-    def publish(self, detail_type: str, detail: dict[str, Any]) -> None:
-        self.publish_many([(detail_type, detail)])
+    def publish(self, event: BusEvent) -> None:
+        self.publish_many([event])
 
-    def publish_many(self, events: list[tuple[str, dict[str, Any]]]) -> None:
-        for detail_type, _ in events:
-            if detail_type not in EVENT_TYPES:
-                raise ValueError(f"unknown event type {detail_type}")
-        for start in range(0, len(events), 10):
-            chunk = events[start : start + 10]
+    def publish_many(self, events: Sequence[BusEvent]) -> None:
+        for start in range(0, len(events), PUT_EVENTS_BATCH):
+            chunk = events[start : start + PUT_EVENTS_BATCH]
             response = _client().put_events(
                 Entries=[
                     {
                         "Source": SOURCE,
-                        "DetailType": detail_type,
-                        "Detail": json.dumps(detail, separators=(",", ":"), default=str),
+                        "DetailType": event.detail_type,
+                        "Detail": json.dumps(event.detail(), separators=(",", ":")),
                         "EventBusName": self.bus_name,
                     }
-                    for detail_type, detail in chunk
+                    for event in chunk
                 ]
             )
             if response.get("FailedEntryCount"):
                 raise RuntimeError(f"EventBridge refused {response['FailedEntryCount']} event(s)")
-            self.published.extend(chunk)
