@@ -2,7 +2,9 @@
 
 One pydantic model per message. Producers build a model and send its body; consumers parse the
 body back into the model. A field renamed on one side and not on the other fails the parse (every
-model forbids unknown fields and requires what the consumer reads), never passes as a missing value.
+model forbids unknown fields and requires what the consumer reads), never passes as a missing value:
+the record fails, is retried, then dead-lettered. The HubEE notification a message carries is
+HubEE's own model (``qfbridge.hubee.models.Notification``), lenient on purpose: HubEE adds fields.
 
 * The ``dossiers`` queue (read by reconcile) carries six kinds, told apart by ``kind``
   (:data:`DossierMessage`, a discriminated union): a HubEE notification of a new dossier
