@@ -21,36 +21,18 @@ import time
 from collections import Counter
 from typing import Any
 
-from pydantic import SecretStr
-
 from bench.aws_calls import RequestCounter
 from qfbridge.hubee import PROCESS_TOKEN_CACHE
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
-from qfbridge_local.population import Collectivite, collectivites, households
+from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
+from tests.support.world import World
 
 WAVES = (20, 20, 8)
 STRANGERS_PER_WAVE = 2
 DRAIN_DOSSIERS = 1000
 MAX_TICKS = 20
 EVENT_ROUTES = {("GET", "/cases/{caseId}/events/{eventId}"), ("PATCH", "/cases/{caseId}/events/{eventId}")}
-
-
-def _onboard(rt: LocalRuntime, hubee: HubeeSandbox, town: Collectivite, client_id: str) -> None:
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=town.siret, name=town.name, cog=town.cog, hubee_client_id=client_id, has_credentials=True
-        )
-    )
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).replace_tenant(
-        town.siret,
-        TenantCredentials(hubee_client_id=client_id, hubee_client_secret=SecretStr(f"secret-{client_id}")),
-    )
-    hubee.add_subscription(client_id, f"secret-{client_id}", [(town.siret, town.cog)])
 
 
 def _options(hubee: HubeeSandbox) -> RuntimeOptions:
@@ -63,15 +45,15 @@ def burst(seed: int = 11) -> dict[str, Any]:
     PROCESS_TOKEN_CACHE.clear()
     with HubeeSandbox(seed=seed, auto_close=False) as hubee, LocalRuntime.start(_options(hubee)) as rt:
         (town,) = collectivites(1, seed=seed)
-        _onboard(rt, hubee, town, "bench-burst")
-        families = FamilyRepository(rt.environment["FAMILIES_TABLE"])
+        world = World(rt, hubee=hubee)
+        world.onboard(town, "bench-burst")
         case_ids: list[str] = []
         hubee.reset_counters()
         revoked = 0
         started = time.perf_counter()
         for wave, size in enumerate(WAVES):
             known = households(size - STRANGERS_PER_WAVE, seed=seed * 100 + wave, id_prefix=f"w{wave}")
-            families.upsert_many(town.siret, [h.family for h in known])
+            world.directory(town, [h.family for h in known])
             strangers = households(STRANGERS_PER_WAVE, seed=seed * 1000 + wave, id_prefix=f"s{wave}")
             for household in [*known, *strangers]:
                 case_ids.append(
@@ -121,7 +103,7 @@ def drain(seed: int = 12, dossiers: int = DRAIN_DOSSIERS) -> dict[str, Any]:
     PROCESS_TOKEN_CACHE.clear()
     with HubeeSandbox(seed=seed, auto_close=False) as hubee, LocalRuntime.start(_options(hubee)) as rt:
         (town,) = collectivites(1, seed=seed)
-        _onboard(rt, hubee, town, "bench-drain")
+        World(rt, hubee=hubee).onboard(town, "bench-drain")
         # Strangers to the directory: each ends in review (SI_RECEIVED), the cheapest full intake.
         case_ids = [
             hubee.deposit_formulaire_qf(town.siret, town.cog, h.formulaire()).case_id

@@ -23,17 +23,14 @@ from typing import Any
 
 import boto3
 import httpx
-from pydantic import SecretStr
 
 from bench.aws_calls import HARNESS, RequestCounter
-from qfbridge.store.families import FamilyRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.aws import LOCAL_AWS_ENV
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
 from qfbridge_local.template import LOCAL_REGION
+from tests.support.world import World
 
 TENANTS = 20
 DOSSIERS_PER_TENANT = (
@@ -49,32 +46,12 @@ LIST_ROUTE = ("GET", "/notifications")
 
 
 def _seed(rt: LocalRuntime, hubee: HubeeSandbox, tenants: int, per_tenant: int, strangers: int) -> list[str]:
-    env = rt.environment
-    tenant_repo = TenantRepository(env["TENANTS_TABLE"])
-    secret_store = SecretStore(env["TENANT_SECRETS_PREFIX"])
-    families = FamilyRepository(env["FAMILIES_TABLE"])
+    world = World(rt, hubee=hubee)
     case_ids: list[str] = []
     for index, town in enumerate(collectivites(tenants, seed=21)):
-        client_id = f"bench-intake-{index}"
-        tenant_repo.put(
-            Tenant(
-                siret=town.siret,
-                name=town.name,
-                cog=town.cog,
-                hubee_client_id=client_id,
-                has_credentials=True,
-            )
-        )
-        secret_store.replace_tenant(
-            town.siret,
-            TenantCredentials(
-                hubee_client_id=client_id,
-                hubee_client_secret=SecretStr(f"secret-{client_id}"),
-            ),
-        )
-        hubee.add_subscription(client_id, f"secret-{client_id}", [(town.siret, town.cog)])
+        world.onboard(town, f"bench-intake-{index}")
         known = households(per_tenant - strangers, seed=1_000 + index, id_prefix=f"t{index}")
-        families.upsert_many(town.siret, [h.family for h in known])
+        world.directory(town, [h.family for h in known])
         unknown = households(strangers, seed=9_000 + index, id_prefix=f"x{index}")
         for household in [*known, *unknown]:
             case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, household.formulaire()).case_id)

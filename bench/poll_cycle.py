@@ -36,18 +36,17 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from bench.aws_calls import HARNESS, RequestCounter, current_function
 from qfbridge.hubee import protocol
 from qfbridge.hubee.config import HubeeConfig, HubeeCredentials
 from qfbridge.hubee.models import FORMULAIRE_QF
 from qfbridge.services.poll import PollService
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.store.tenants import TenantRepository
 from qfbridge_local.population import collectivites
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
+from tests.support.world import World
 
 TENANTS = 1_000
 LATENCY_MS = 50.0
@@ -135,28 +134,9 @@ async def _floor_listings(config: HubeeConfig, tokens: list[str], concurrency: i
 
 
 def _seed(rt: LocalRuntime, hubee: HubeeSandbox, tenants: int) -> None:
-    env = rt.environment
-    repo = TenantRepository(env["TENANTS_TABLE"])
-    store = SecretStore(env["TENANT_SECRETS_PREFIX"])
+    world = World(rt, hubee=hubee)
     for index, town in enumerate(collectivites(tenants, seed=31)):
-        client_id = f"bench-poll-{index}"
-        repo.put(
-            Tenant(
-                siret=town.siret,
-                name=town.name,
-                cog=town.cog,
-                hubee_client_id=client_id,
-                has_credentials=True,
-            )
-        )
-        store.replace_tenant(
-            town.siret,
-            TenantCredentials(
-                hubee_client_id=client_id,
-                hubee_client_secret=SecretStr(f"secret-{client_id}"),
-            ),
-        )
-        hubee.add_subscription(client_id, f"secret-{client_id}", [(town.siret, town.cog)])
+        world.onboard(town, f"bench-poll-{index}")
 
 
 def _one_run(rt: LocalRuntime, hubee: HubeeSandbox, counter: RequestCounter) -> dict[str, Any]:

@@ -26,12 +26,11 @@ from typing import Any
 
 from qfbridge.domain.identity import DirectoryParent, PivotIdentity
 from qfbridge.store.families import FamilyRepository, QfEntry
-from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
-from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
+from tests.support.world import World
 
 DEFAULT_BUDGETS = (0.25, 0.75, 1.25, 1.75)
 """Summing to 4 req/s: on a two-core laptop the runtime (handlers, SQS emulator and sandbox in one
@@ -61,26 +60,12 @@ def seed_tenant(
     """A tenant with ``families`` linked families, all due, known to the sandbox; its (siret, token)."""
     town = collectivites(index + 1, seed=seed)[index]
     token = f"campaign-token-{index}"
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=town.siret,
-            name=town.name,
-            cog=town.cog,
-            refresh_status="active",
-            refresh_budget_rps=budget,
-        )
-    )
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-        town.siret,
-        TenantCredentials(
-            api_particulier_token=token,
-        ),
-    )
-    sandbox.add_token(token, {town.siret}, rate_limit_per_second=math.ceil(budget))
-    repository = FamilyRepository(env["FAMILIES_TABLE"])
+    world = World(rt, api_particulier=sandbox)
+    world.collectivite(town, refresh_budget_rps=budget)
+    world.refresh_token(town, token, rate_limit_per_second=math.ceil(budget))
     seeded = households(families, seed=seed * 100 + index, id_prefix=f"t{index}")
-    repository.upsert_many(town.siret, [household.family for household in seeded])
+    world.directory(town, [household.family for household in seeded])
+    repository = FamilyRepository(rt.environment["FAMILIES_TABLE"])
     client = dynamodb().meta.client
     for household in seeded:
         identity = pivot_of(household.family.parents[0])

@@ -8,11 +8,10 @@ import pytest
 
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.families import FamilyRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
+from tests.support.world import World
 
 
 @pytest.fixture
@@ -35,35 +34,15 @@ def runtime(hubee: HubeeSandbox) -> Iterator[LocalRuntime]:
         yield rt
 
 
-def onboard(rt: LocalRuntime, hubee: HubeeSandbox, siret: str, cog: str, client_id: str) -> None:
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=siret,
-            name="Commune",
-            cog=cog,
-            hubee_client_id=client_id,
-            has_credentials=True,
-        )
-    )
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-        siret,
-        TenantCredentials(
-            hubee_client_id=client_id,
-            hubee_client_secret=f"secret-{client_id}",
-        ),
-    )
-    hubee.add_subscription(client_id, f"secret-{client_id}", [(siret, cog)])
-
-
 def test_a_new_dossier_is_linked_by_identity_and_acknowledged(
     runtime: LocalRuntime, hubee: HubeeSandbox
 ) -> None:
     # Given a tenant whose directory holds a family, and that family's parent filling the form
     town = collectivites(1)[0]
-    onboard(runtime, hubee, town.siret, town.cog, "client-a")
+    world = World(runtime, hubee=hubee)
+    world.onboard(town, "client-a")
     household = households(1)[0]
-    FamilyRepository(runtime.environment["FAMILIES_TABLE"]).upsert(town.siret, household.family)
+    world.directory(town, [household.family])
     deposited = hubee.deposit_formulaire_qf(town.siret, town.cog, household.formulaire())
     # When the poll runs and the queues drain
     runtime.poll()
@@ -85,7 +64,7 @@ def test_a_new_dossier_is_linked_by_identity_and_acknowledged(
 
 def test_a_dossier_for_an_unknown_family_waits_for_review(runtime: LocalRuntime, hubee: HubeeSandbox) -> None:
     town = collectivites(1)[0]
-    onboard(runtime, hubee, town.siret, town.cog, "client-a")
+    World(runtime, hubee=hubee).onboard(town, "client-a")
     stranger = households(1, seed=99)[0]
     deposited = hubee.deposit_formulaire_qf(town.siret, town.cog, stranger.formulaire())
     runtime.poll()

@@ -32,6 +32,7 @@ from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import DepositedCase, HubeeSandbox
+from tests.support.world import World
 
 LIST_NOTIFICATIONS = ("GET", "/notifications")
 DELETE_NOTIFICATION = ("DELETE", "/notifications/{notificationId}")
@@ -105,38 +106,9 @@ def published(runtime: LocalRuntime) -> PublishedEvents:
 # ---------------------------------------------------------------------------- arranging
 
 
-def onboard(
-    rt: LocalRuntime,
-    hubee: HubeeSandbox,
-    town: Collectivite,
-    client_id: str,
-    *,
-    stored_secret: str | None = None,
-    also_serves: tuple[Collectivite, ...] = (),
-) -> None:
-    """A tenant with its HubEE credential; the sandbox subscription may serve other recipients too."""
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=town.siret,
-            name="Commune",
-            cog=town.cog,
-            hubee_client_id=client_id,
-            has_credentials=True,
-        )
-    )
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-        town.siret,
-        TenantCredentials(
-            hubee_client_id=client_id,
-            hubee_client_secret=stored_secret or f"secret-{client_id}",
-        ),
-    )
-    hubee.add_subscription(client_id, f"secret-{client_id}", [(t.siret, t.cog) for t in (town, *also_serves)])
-
-
-def family_in_directory(rt: LocalRuntime, town: Collectivite, household: Household) -> None:
-    FamilyRepository(rt.environment["FAMILIES_TABLE"]).upsert(town.siret, household.family)
+@pytest.fixture
+def world(runtime: LocalRuntime, hubee: HubeeSandbox) -> World:
+    return World(runtime, hubee=hubee)
 
 
 def deposit(hubee: HubeeSandbox, town: Collectivite, household: Household) -> DepositedCase:
@@ -170,15 +142,15 @@ class SimulatedCrash(Exception):
 
 
 def test_every_dossier_costs_at_most_five_calls_and_its_closed_event_three(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given two tenants with their own credentials, and a family of each filling the form
-    onboard(runtime, hubee, TOWN_A, "client-a")
-    onboard(runtime, hubee, TOWN_B, "client-b")
+    world.onboard(TOWN_A, "client-a")
+    world.onboard(TOWN_B, "client-b")
     people = households(2, seed=21)
     towns = [TOWN_A, TOWN_B]
     for town, household in zip(towns, people, strict=True):
-        family_in_directory(runtime, town, household)
+        world.directory(town, [household.family])
     cases = [deposit(hubee, town, h) for town, h in zip(towns, people, strict=True)]
     # When the poll runs and reconcile handles the dossiers
     runtime.poll()
@@ -205,12 +177,12 @@ def test_every_dossier_costs_at_most_five_calls_and_its_closed_event_three(
 
 
 def test_a_notification_delivered_twice_gives_one_outcome_and_one_status_of_each(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a dossier whose notification HubEE serves twice in a page, then again at the next poll
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=22)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     hubee.inject("duplicate_notification", route="GET /notifications", times=2)
     # When two polls run before reconcile catches up
@@ -233,13 +205,13 @@ CRASH_STEPS = ("persisted", "si_received", "final_status")
 
 
 def test_a_crash_between_persisting_and_deleting_resumes_without_posting_a_status_twice(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given three dossiers, and reconcile dying once right after each step between persisting and deleting
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     people = households(3, seed=23)
     for household in people:
-        family_in_directory(runtime, TOWN_A, household)
+        world.directory(TOWN_A, [household.family])
     cases = [deposit(hubee, TOWN_A, household) for household in people]
     runtime.functions["ReconcileFunction"].load()
     crashes: list[str] = []
@@ -286,14 +258,14 @@ class FailingFirstWrite:
 
 
 def test_an_automatic_link_leaves_exactly_one_audit_record_when_its_write_fails_or_the_lambda_dies_after_it(
-    runtime: LocalRuntime, hubee: HubeeSandbox
+    runtime: LocalRuntime, hubee: HubeeSandbox, world: World
 ) -> None:
     # Given two dossiers of families of the directory; the first audit write fails, and reconcile dies
     # right after the first one that succeeds (before its journal records it)
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     people = households(2, seed=27)
     for household in people:
-        family_in_directory(runtime, TOWN_A, household)
+        world.directory(TOWN_A, [household.family])
     cases = [deposit(hubee, TOWN_A, household) for household in people]
     runtime.functions["ReconcileFunction"].load()
     service = sys.modules["qfbridge_fn_reconcile_app"].service()
@@ -322,12 +294,12 @@ def test_an_automatic_link_leaves_exactly_one_audit_record_when_its_write_fails_
 
 
 def test_a_notification_of_another_process_code_is_left_untouched(
-    runtime: LocalRuntime, hubee: HubeeSandbox
+    runtime: LocalRuntime, hubee: HubeeSandbox, world: World
 ) -> None:
     # Given a credential that also receives another démarche's notifications
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=24)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     foreign_id = hubee.add_foreign_notification("AutreDemarche", TOWN_A.siret)
     ours = deposit(hubee, TOWN_A, household)
     # When the poll runs and reconcile handles what it queued
@@ -388,12 +360,12 @@ UNUSABLE = {
 
 @pytest.mark.parametrize("kind", sorted(UNUSABLE))
 def test_an_unusable_dossier_is_refused_to_the_usager_through_allowed_statuses(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, kind: str
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, kind: str, world: World
 ) -> None:
     # Given a dossier that cannot be used, HubEE enforcing its documented status table
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=25)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     json_bytes = b'{"pivot_identity": ' if kind == "bad_json_xml_not_received" else None
     case = hubee.deposit_formulaire_qf(
         TOWN_A.siret, TOWN_A.cog, unusable_formulaire(kind, household), json_bytes=json_bytes
@@ -432,12 +404,12 @@ def test_an_unusable_dossier_is_refused_to_the_usager_through_allowed_statuses(
 
 
 def test_a_json_whose_digest_mismatches_is_read_from_its_intact_xml_twin(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a dossier whose JSON bytes arrive corrupted at every download, while the XML is intact
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=25)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     hubee.inject("corrupt_bytes", case_id=case.case_id, times=2)  # both downloads of the JSON
     # When reconcile handles it
@@ -463,12 +435,16 @@ def metrics_emitted(out: str, name: str) -> float:
 
 
 def test_a_status_hubee_refuses_is_recorded_alarmed_and_posted_again_only_on_an_operators_retry(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, capsys: pytest.CaptureFixture[str]
+    runtime: LocalRuntime,
+    hubee: HubeeSandbox,
+    published: PublishedEvents,
+    capsys: pytest.CaptureFixture[str],
+    world: World,
 ) -> None:
     # Given a case whose event cap HubEE already reached: every status post gets a 400
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=31)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     hubee.max_events_per_case = 0
     # When three poll cycles run
@@ -516,12 +492,12 @@ def test_a_status_hubee_refuses_is_recorded_alarmed_and_posted_again_only_on_an_
 
 
 def test_a_dossier_failing_for_no_dossier_reason_ends_after_bounded_attempts(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given reconcile failing on a case with an unexpected error at every attempt
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=32)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     runtime.functions["ReconcileFunction"].load()
     service = sys.modules["qfbridge_fn_reconcile_app"].service()
@@ -548,12 +524,12 @@ def test_a_dossier_failing_for_no_dossier_reason_ends_after_bounded_attempts(
 
 
 def test_bytes_damaged_once_in_transit_are_downloaded_again(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a dossier whose JSON bytes arrive corrupted once
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=26)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     hubee.inject("corrupt_bytes", case_id=case.case_id, times=1)
     # When reconcile handles it
@@ -566,12 +542,12 @@ def test_bytes_damaged_once_in_transit_are_downloaded_again(
 
 
 def test_an_expired_token_is_renewed_transparently(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a tenant whose token the poll fetched, and a dossier queued for reconcile
-    onboard(runtime, hubee, TOWN_A, "client-a")
+    world.onboard(TOWN_A, "client-a")
     household = households(1, seed=26)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_A, household)
     runtime.poll()
     # When HubEE's clock passes the token's hour before reconcile runs, and again before the next poll
@@ -592,14 +568,14 @@ def test_an_expired_token_is_renewed_transparently(
 
 
 def test_a_tenant_with_failing_credentials_does_not_stop_the_others(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given tenant A's stored secret is wrong while tenant B's is right, each with a dossier waiting
-    onboard(runtime, hubee, TOWN_A, "client-a", stored_secret="not-the-secret")
-    onboard(runtime, hubee, TOWN_B, "client-b")
+    world.onboard(TOWN_A, "client-a", stored_secret="not-the-secret")
+    world.onboard(TOWN_B, "client-b")
     people = households(2, seed=27)
-    family_in_directory(runtime, TOWN_A, people[0])
-    family_in_directory(runtime, TOWN_B, people[1])
+    world.directory(TOWN_A, [people[0].family])
+    world.directory(TOWN_B, [people[1].family])
     case_a = deposit(hubee, TOWN_A, people[0])
     case_b = deposit(hubee, TOWN_B, people[1])
     # When two cycles run
@@ -620,14 +596,14 @@ def test_a_tenant_with_failing_credentials_does_not_stop_the_others(
 
 
 def test_a_dossier_for_a_collectivite_not_onboarded_is_kept_then_processed_once_it_is(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a credential whose HubEE subscription also serves town X, which is not a tenant yet,
     # and a household depositing its dossier for X (HubEE notifies a case once: deleting it unread
     # would lose it for good)
-    onboard(runtime, hubee, TOWN_A, "client-a", also_serves=(TOWN_X,))
+    world.onboard(TOWN_A, "client-a", also_serves=(TOWN_X,))
     household = households(1, seed=28)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     case = deposit(hubee, TOWN_X, household)
     # When two polls run and reconcile handles what they queue
     for _ in range(2):
@@ -654,7 +630,7 @@ def test_a_dossier_for_a_collectivite_not_onboarded_is_kept_then_processed_once_
     # family in its directory
     editor = runtime.editor_service()
     editor.put_tenant(TOWN_X.siret, TenantConfig(name="Commune X", cog=TOWN_X.cog))
-    family_in_directory(runtime, TOWN_X, household)
+    world.directory(TOWN_X, [household.family])
     editor.store_credentials(
         TOWN_X.siret,
         TenantCredentials(hubee_client_id="client-a", hubee_client_secret="secret-client-a"),
@@ -671,15 +647,16 @@ def test_a_dossier_for_a_collectivite_not_onboarded_is_kept_then_processed_once_
 
 
 def test_two_tenants_sharing_a_credential_are_polled_once_and_each_gets_its_dossiers(
-    runtime: LocalRuntime, hubee: HubeeSandbox
+    runtime: LocalRuntime, hubee: HubeeSandbox, world: World
 ) -> None:
     # Given an editor's delegated credential shared by tenants A and B, with dossiers for both
-    onboard(runtime, hubee, TOWN_A, "client-shared", also_serves=(TOWN_B,))
-    onboard(runtime, hubee, TOWN_B, "client-shared", also_serves=(TOWN_A,))
+    world.collectivite(TOWN_A)
+    world.collectivite(TOWN_B)
+    world.hubee_credential("client-shared", [TOWN_A, TOWN_B])
     people = households(3, seed=29)
     towns = [TOWN_A, TOWN_B, TOWN_A]
     for town, household in zip(towns, people, strict=True):
-        family_in_directory(runtime, town, household)
+        world.directory(town, [household.family])
     cases = [deposit(hubee, town, h) for town, h in zip(towns, people, strict=True)]
     # When one poll cycle runs
     report = runtime.poll()["poll"]
@@ -711,10 +688,10 @@ def test_a_digest_of_the_gzipped_bytes_is_accepted_but_corrupted_bytes_are_not()
 
 
 def test_corrected_credentials_are_used_at_the_next_poll_despite_the_pollers_cache(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given a tenant whose stored HubEE secret is wrong: the poll fails and the poller caches secrets
-    onboard(runtime, hubee, TOWN_A, "client-a", stored_secret="not-the-secret")
+    world.onboard(TOWN_A, "client-a", stored_secret="not-the-secret")
     case = deposit(hubee, TOWN_A, households(1, seed=61)[0])
     runtime.poll()
     tenants = TenantRepository(runtime.environment["TENANTS_TABLE"])
@@ -733,12 +710,12 @@ def test_corrected_credentials_are_used_at_the_next_poll_despite_the_pollers_cac
 
 
 def test_thirty_stuck_notifications_neither_hide_a_new_dossier_nor_go_unnoticed(
-    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents
+    runtime: LocalRuntime, hubee: HubeeSandbox, published: PublishedEvents, world: World
 ) -> None:
     # Given an editor credential that also sees town B's dossiers, B being polled with its own credential,
     # which fails (a wrong stored secret): 30 dossiers for B stay pending, listed first through A's credential
-    onboard(runtime, hubee, TOWN_A, "client-a", also_serves=(TOWN_B,))
-    onboard(runtime, hubee, TOWN_B, "client-b", stored_secret="not-the-secret")
+    world.onboard(TOWN_A, "client-a", also_serves=(TOWN_B,))
+    world.onboard(TOWN_B, "client-b", stored_secret="not-the-secret")
     stuck = [deposit(hubee, TOWN_B, h) for h in households(30, seed=33)]
     # When several polls run
     reports = []
@@ -749,7 +726,7 @@ def test_thirty_stuck_notifications_neither_hide_a_new_dossier_nor_go_unnoticed(
     assert [r["notifications"] for r in reports] == [30, 0, 0, 0]
     # When a new dossier for A arrives, and the next poll runs
     household = households(1, seed=34)[0]
-    family_in_directory(runtime, TOWN_A, household)
+    world.directory(TOWN_A, [household.family])
     new = deposit(hubee, TOWN_A, household)
     report = runtime.poll()["poll"]
     runtime.drain()

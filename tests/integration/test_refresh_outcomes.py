@@ -33,10 +33,11 @@ from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tables import dynamodb
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.store.tenants import TenantRepository
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
+from tests.support.world import World
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_ATTEMPTS = 4
@@ -136,26 +137,14 @@ class Seeded:
 
 
 def onboard(rt: LocalRuntime, sandbox: ApiParticulierSandbox, index: int, *, budget: float = 20.0) -> Town:
+    """The ``index``-th collectivité, refreshing at ``budget`` with its token ``token-<index>``."""
     town = collectivites(index + 1)[index]
     token = f"token-{index}"
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=town.siret,
-            name=town.name,
-            cog=town.cog,
-            refresh_status="active",
-            refresh_budget_rps=budget,
-            token_expires_on=dt.date.today() + dt.timedelta(days=200),
-        )
+    world = World(rt, api_particulier=sandbox)
+    world.collectivite(
+        town, refresh_budget_rps=budget, token_expires_on=dt.date.today() + dt.timedelta(days=200)
     )
-    SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-        town.siret,
-        TenantCredentials(
-            api_particulier_token=token,
-        ),
-    )
-    sandbox.add_token(token, {town.siret})
+    world.refresh_token(town, token)
     return Town(town.siret, token)
 
 

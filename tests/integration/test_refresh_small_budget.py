@@ -40,13 +40,14 @@ from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.links import LinkRepository
 from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.queues import SqsDossierQueue, SqsRefreshQueue
-from qfbridge.store.secrets import SecretStore, TenantCredentials
+from qfbridge.store.secrets import SecretStore
 from qfbridge.store.tables import dynamodb
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.store.tenants import TenantRepository
 from qfbridge_local.lambdas import LambdaContext
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
+from tests.support.world import World
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = 0.25
@@ -229,20 +230,9 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
         # Given a collectivité at 0.25 req/s, whose token API Particulier grants one call per second
         town = collectivites(1, seed=5)[0]
         tenants = TenantRepository(env["TENANTS_TABLE"])
-        tenants.put(
-            Tenant(
-                siret=town.siret,
-                name=town.name,
-                cog=town.cog,
-                refresh_status="active",
-                refresh_budget_rps=BUDGET,
-            )
-        )
-        SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-            town.siret,
-            TenantCredentials(api_particulier_token=TOKEN),
-        )
-        sandbox.add_token(TOKEN, {town.siret}, rate_limit_per_second=1)
+        world = World(runtime, api_particulier=sandbox)
+        world.collectivite(town, refresh_budget_rps=BUDGET)
+        world.refresh_token(town, TOKEN, rate_limit_per_second=1)
         # And 150 linked families known to CNAF: 100 due for the monthly refresh, 50 not due
         families = FamilyRepository(env["FAMILIES_TABLE"])
         seeded = households(MANUAL + MONTHLY, seed=41, id_prefix="small")

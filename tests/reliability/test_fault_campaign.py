@@ -44,11 +44,10 @@ from qfbridge.messages import DossierMessage, NotificationMessage
 from qfbridge.services.intake import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
+from tests.support.world import World
 
 SEED = 20260
 FOREIGN_PROCESS_CODE = "DemandeActeEtatCivil"
@@ -205,29 +204,6 @@ class Campaign:
 
 
 # ---------------------------------------------------------------------------------- arranging
-
-
-def onboard(rt: LocalRuntime, hubee: HubeeSandbox, towns: list[Collectivite], client_id: str) -> None:
-    """Tenants sharing one HubEE credential (a delegation) or holding their own."""
-    env = rt.environment
-    for town in towns:
-        TenantRepository(env["TENANTS_TABLE"]).put(
-            Tenant(
-                siret=town.siret,
-                name=town.name,
-                cog=town.cog,
-                hubee_client_id=client_id,
-                has_credentials=True,
-            )
-        )
-        SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-            town.siret,
-            TenantCredentials(
-                hubee_client_id=client_id,
-                hubee_client_secret=f"secret-{client_id}",
-            ),
-        )
-    hubee.add_subscription(client_id, f"secret-{client_id}", [(t.siret, t.cog) for t in towns])
 
 
 def issue_link(rt: LocalRuntime, siret: str, user_id: str) -> str:
@@ -405,9 +381,12 @@ def run_campaign() -> Iterator[Campaign]:
         )
         with LocalRuntime.start(options) as rt:
             towns = collectivites(MIX.tenants, seed=SEED)
-            onboard(rt, hubee, towns[:2], "client-delegation")  # two collectivités, one credential
+            world = World(rt, hubee=hubee)
+            for town in towns:
+                world.collectivite(town)
+            world.hubee_credential("client-delegation", towns[:2])  # two collectivités, one credential
             for index, town in enumerate(towns[2:], start=2):
-                onboard(rt, hubee, [town], f"client-{index:02d}")
+                world.hubee_credential(f"client-{index:02d}", [town])
             expected, foreign = deposit_everything(rt, hubee, towns)
             deposit_faults = hubee.faults_injected
 

@@ -44,13 +44,13 @@ from qfbridge.messages import DossierMessage, NotificationMessage, notification_
 from qfbridge.observability import logger as powertools_logger
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository
-from qfbridge.store.secrets import SecretStore, TenantCredentials
-from qfbridge.store.tenants import Tenant, TenantRepository
+from qfbridge.store.secrets import SecretStore
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
 from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
+from tests.support.world import World
 
 SEED = 4242
 RECONCILE_MODULE = "qfbridge_fn_reconcile_app"
@@ -189,27 +189,6 @@ def record_aws_calls(
     return calls
 
 
-def onboard(rt: LocalRuntime, town: Collectivite, client_id: str | None, secret: str | None) -> None:
-    env = rt.environment
-    TenantRepository(env["TENANTS_TABLE"]).put(
-        Tenant(
-            siret=town.siret,
-            name=town.name,
-            cog=town.cog,
-            hubee_client_id=client_id,
-            has_credentials=client_id is not None,
-        )
-    )
-    if client_id is not None:
-        SecretStore(env["TENANT_SECRETS_PREFIX"]).write_tenant(
-            town.siret,
-            TenantCredentials(
-                hubee_client_id=client_id,
-                hubee_client_secret=secret,
-            ),
-        )
-
-
 def issue_link(rt: LocalRuntime, siret: str, user_id: str) -> str:
     """A signed form link for one family of the directory, issued by the editor API's own service."""
     return str(rt.editor_service().issue_form_link(siret, user_id, None).external_id)
@@ -269,11 +248,11 @@ def run() -> Iterator[IntakeRun]:
             )
         )
         a, b, c = collectivites(3, seed=SEED)
-        onboard(rt, a, "client-a", client_secrets["client-a"])
-        onboard(rt, b, "client-b", client_secrets["client-b"])
-        onboard(rt, c, None, None)  # a tenant of qfbridge, not polled: no credential of its own
-        hubee.add_subscription("client-a", client_secrets["client-a"], [(t.siret, t.cog) for t in (a, b, c)])
-        hubee.add_subscription("client-b", client_secrets["client-b"], [(b.siret, b.cog)])
+        world = World(rt, hubee=hubee)
+        for town in (a, b, c):  # c: a tenant of qfbridge, not polled: no credential of its own
+            world.collectivite(town)
+        world.hubee_credential("client-a", [a], also_serves=(b, c), secret=client_secrets["client-a"])
+        world.hubee_credential("client-b", [b], secret=client_secrets["client-b"])
 
         families = FamilyRepository(rt.environment["FAMILIES_TABLE"])
         known_a = households(2 * DOSSIERS_PER_KIND, seed=SEED, id_prefix="a")
