@@ -9,6 +9,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_WORKERS ?= auto
+PIP_VERSION := 26.3
+SAM_CLI_VERSION := 1.170.0
 
 help:
 	@echo "make demo       run the whole pipeline on the laptop runtime and print what happened"
@@ -18,11 +20,15 @@ help:
 	@echo "make openapi    regenerate docs/openapi.json, docs/api.md, docs/events/*.schema.json and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
 	@echo "make layer-lock recompile the layer's hashed lock from layers/core/requirements.in"
+	@echo "make dev-lock   recompile the development environment's hashed lock (requirements-dev.txt)"
 
-$(STAMP): pyproject.toml layers/core/requirements.txt
+# The development environment is the lock (requirements-dev.txt: every package of the dev and local
+# extras, pinned with its hashes), then qfbridge itself, editable, with the locked build backend.
+$(STAMP): pyproject.toml requirements-dev.txt layers/core/requirements.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -49,6 +55,12 @@ openapi: $(STAMP)
 	$(BIN)/qfbridge openapi --write docs/openapi.json --markdown docs/api.md
 	$(BIN)/python -c "from qfbridge_local.operator import event_catalogue; event_catalogue('docs/events', 'docs/events.md')"
 
+# The development environment's lock, resolved for every platform and Python 3.11+ from the dev and
+# local extras of pyproject.toml; `make venv` installs it.
+dev-lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra local --universal --python-version 3.11 \
+	  --generate-hashes -o requirements-dev.txt
+
 # The layer's lock: every package sam build installs, pinned with its hashes, resolved for Lambda
 # (arm64, python3.13) from the direct dependencies in layers/core/requirements.in.
 layer-lock: $(STAMP)
@@ -59,8 +71,8 @@ layer-lock: $(STAMP)
 SAM_VENV := .venv-sam
 $(SAM_VENV)/.installed:
 	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
-	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli
+	$(SAM_VENV)/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 	@touch $@
 
 sam-check: $(SAM_VENV)/.installed
@@ -70,4 +82,4 @@ sam-check: $(SAM_VENV)/.installed
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv demo lint test reliability bench openapi sam-check layer-lock clean
+.PHONY: help venv demo lint test reliability bench openapi sam-check layer-lock dev-lock clean
