@@ -166,18 +166,28 @@ def _release_if_leaving(record: Any) -> None:
         )
 
 
+def _receive_count(record: SQSRecord) -> int | None:
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 @tracer.capture_method(capture_response=False)
 def record_handler(record: SQSRecord, context: LambdaContext | None = None) -> None:
     intake = service()
     if context is not None and context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000:
         raise NotStarted("too little time left in this invocation")
-    from qfbridge.messages import RepollMessage, parse_dossier_message
+    from qfbridge.messages import NewDossierMessage, RepollMessage, parse_dossier_message
 
     message = parse_dossier_message(record.body)
     if isinstance(message, RepollMessage):
         report = poller().repoll(message)
         logger.info("credential polled again", extra={"hop": message.hop, **report.as_dict()})
         return
+    if isinstance(message, NewDossierMessage):
+        # A first delivery writes nothing before its first durable step (IntakeService).
+        message = message.model_copy(update={"receive_count": _receive_count(record)})
     result = intake.handle(message)
     logger.info(
         "notification handled",

@@ -22,7 +22,7 @@ from qfbridge.domain.dossier import parse_formulaire_qf_json
 from qfbridge.domain.siret import complete_siret
 from qfbridge.services.snapshots import dossier_snapshot
 from qfbridge.store.audit import read_records
-from qfbridge.store.dossiers import DossierRepository
+from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,16 +94,17 @@ class ApiHarness:
         now = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
         repository.start(case_id, siret, f"notif-{reference}", now, lease_seconds=0)
         snapshot = dossier_snapshot(parse_formulaire_qf_json(DOSSIER_JSON.read_bytes()))
-        fields: dict[str, Any] = {
-            "reference": reference,
-            "parsed": snapshot,
-            "outcome": outcome,
-            "candidates": candidates or [],
-            "external_id_status": "absent",
-        }
+        patch = DossierPatch(
+            tenant_siret=siret,
+            reference=reference,
+            parsed=snapshot,
+            outcome=outcome,
+            candidates=candidates or [],
+            external_id_status="absent",
+        )
         if user_id is not None:
-            fields |= {"user_id": user_id, "link_method": "identity"}
-        repository.mark(case_id, "persisted", now, tenant_siret=siret, **fields)
+            patch = patch.merged(DossierPatch(user_id=user_id, link_method="identity"))
+        repository.mark(case_id, Step.PERSISTED, now, patch)
         return case_id, reference, snapshot
 
     def audit(self, **filters: Any) -> list[dict[str, Any]]:

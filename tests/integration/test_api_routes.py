@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest_api import AUTHORIZATION, ApiHarness, api, api_runtime, directory_family, next_siret  # noqa: F401
 
-from qfbridge.store.dossiers import DossierRepository
+from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge.store.families import FamilyRepository
 from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.tenants import TenantPatch, TenantRepository
@@ -665,7 +665,7 @@ def test_erasure_reaches_dossiers_in_review_and_a_later_review_cannot_recreate_t
     )
     stranger = dict(snapshot, pivot_identity=dict(pivot, family_name="AUTREMENT", birthdate="1970-01-01"))
     DossierRepository(api.runtime.environment["DOSSIERS_TABLE"]).mark(
-        stranger_case, "persisted", dt.datetime.now(dt.UTC), parsed=stranger
+        stranger_case, Step.PERSISTED, dt.datetime.now(dt.UTC), DossierPatch(parsed=stranger)
     )
 
     erased = api.http.delete(f"/v1/tenants/{siret}/families/usager")

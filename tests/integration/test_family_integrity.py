@@ -25,7 +25,7 @@ from qfbridge.domain.siret import complete_siret
 from qfbridge.services.editor import EditorService, TenantConfig
 from qfbridge.services.snapshots import dossier_snapshot, persist_link
 from qfbridge.services.token_watch import PIVOT_RETENTION_DAYS, TokenWatchService
-from qfbridge.store.dossiers import DossierRepository
+from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import HISTORY_LIMIT, FamilyRepository, QfEntry, RefreshState, family_pk
 from qfbridge.store.links import LinkRepository
@@ -142,11 +142,20 @@ def test_concurrent_writers_never_erase_each_other_and_erasure_reaches_everythin
                     parsed: ParsedDossier = dataclasses.replace(
                         DOSSIER, quotient_familial=qf(1 + (round_ + offset) % 10, 500 + round_)
                     )
-                    dossiers.mark(case_id, "parsed", now, parsed=dossier_snapshot(parsed))
+                    dossiers.mark(case_id, Step.PARSED, now, DossierPatch(parsed=dossier_snapshot(parsed)))
                     with ledger._lock:
                         ledger.all_cases[case_id] = uid
                     try:
-                        if persist_link(families, dossiers, record, parsed, uid, source="dossier", now=now):
+                        if persist_link(
+                            families,
+                            dossiers,
+                            record,
+                            parsed,
+                            uid,
+                            source="dossier",
+                            now=now,
+                            patch=DossierPatch(),
+                        ).applied:
                             ledger.add(ledger.cases, uid, case_id)
                     except NotFoundError:  # erased meanwhile: a link never recreates a family
                         assert uid in ERASED
@@ -323,7 +332,9 @@ def test_pivot_identities_of_families_no_longer_refreshed_expire(runtime: LocalR
     for user_id, due_at in due.items():
         families.upsert(siret, directory(user_id, 0))
         record = dossiers.start(f"case-{user_id}", siret, f"n-{user_id}", today, lease_seconds=0)
-        persist_link(families, dossiers, record, DOSSIER, user_id, source="dossier", now=today)
+        persist_link(
+            families, dossiers, record, DOSSIER, user_id, source="dossier", now=today, patch=DossierPatch()
+        )
         families.defer(siret, user_id, due_at.isoformat())
 
     report = TokenWatchService(

@@ -56,6 +56,9 @@ class NewDossierMessage(_NotificationMessage):
     """A notification of a new case (no ``eventId``): a dossier to take in."""
 
     kind: Literal["dossier"] = "dossier"
+    receive_count: SkipJsonSchema[int | None] = Field(default=None, exclude=True)
+    """Set by reconcile's handler from the SQS record (``ApproximateReceiveCount``), never sent: a
+    first delivery writes nothing before its first durable step (``IntakeService``)."""
 
 
 class CaseEventMessage(_NotificationMessage):

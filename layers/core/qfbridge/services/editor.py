@@ -38,7 +38,14 @@ from qfbridge.messages import OnboardedDossierMessage, RefreshMessage, ReviewRes
 from qfbridge.services.dispatch import release_rate
 from qfbridge.services.ports import DossierQueue, RefreshQueue
 from qfbridge.services.snapshots import persist_link, snapshot_parsed
-from qfbridge.store.dossiers import FINAL_OUTCOMES, OUTCOMES, DossierRecord, DossierRepository
+from qfbridge.store.dossiers import (
+    FINAL_OUTCOMES,
+    OUTCOMES,
+    DossierPatch,
+    DossierRecord,
+    DossierRepository,
+    Step,
+)
 from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.pacing import TenantPacer
@@ -47,7 +54,7 @@ from qfbridge.store.secrets import SecretStore, TenantCredentials
 from qfbridge.store.tenants import MAX_REFRESH_BUDGET_RPS, Tenant, TenantPatch, TenantRepository
 
 MAX_BATCH_FAMILIES = 1000
-REVIEW_STEP = "reviewed"
+REVIEW_STEP = Step.REVIEWED
 DEFAULT_REJECT_REASON = "review_rejected"
 
 
@@ -462,10 +469,12 @@ class EditorService:
                 record.case_id,
                 REVIEW_STEP,
                 self.clock(),
-                tenant_siret=record.tenant_siret,
-                outcome="rejected",
-                reason=decision.reason or DEFAULT_REJECT_REASON,
-                resolved_by=resolved_by,
+                DossierPatch(
+                    tenant_siret=record.tenant_siret,
+                    outcome="rejected",
+                    reason=decision.reason or DEFAULT_REJECT_REASON,
+                    resolved_by=resolved_by,
+                ),
             )
             if updated is None:
                 raise ConflictError("The dossier was already resolved.", code="dossier_not_in_review")
@@ -492,10 +501,9 @@ class EditorService:
                 user_id,
                 source="review",
                 now=self.clock(),
-                step=REVIEW_STEP,
-                link_method="review",
-                resolved_by=resolved_by,
-            )
+                steps=(REVIEW_STEP,),
+                patch=DossierPatch(link_method="review", resolved_by=resolved_by),
+            ).applied
         except FamilyGone as exc:  # erased since it was ranked: a review never recreates a family
             raise RuleViolation("The family no longer exists.", code="unknown_family") from exc
         if not applied:

@@ -33,9 +33,10 @@ recorded by the attempt) it ends instead: the dossier is recorded
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import httpx
 
@@ -72,6 +73,7 @@ from qfbridge.messages import (
     DossierRejected,
     FollowUpMessage,
     LinkMethod,
+    NewDossierMessage,
     NotificationMessage,
     OnboardedDossierMessage,
     ReviewResolvedMessage,
@@ -88,8 +90,17 @@ from qfbridge.services.snapshots import (
     snapshot_parsed,
 )
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
-from qfbridge.store.dossiers import DossierBusy, DossierRecord, DossierRepository
-from qfbridge.store.families import FamilyGone, FamilyRepository, identity_key
+from qfbridge.store.dossiers import (
+    DossierBusy,
+    DossierExists,
+    DossierPatch,
+    DossierRecord,
+    DossierRepository,
+    RejectionReason,
+    Step,
+    rejection_reason,
+)
+from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository, QfEntry, identity_key
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.markers import MarkerRepository
 from qfbridge.store.tenants import TenantRepository
@@ -141,12 +152,14 @@ UNUSABLE_MESSAGE = (
 
 AWAITING_ONBOARDING = "awaiting_onboarding"
 """Outcome of a dossier for a collectivité the credential sees but qfbridge does not serve yet."""
+TENANT_CACHE_SECONDS = 300.0
+"""How long an execution environment trusts that a tenant it read exists (tenants are never deleted)."""
 SIRET_SHAPE = re.compile(r"\d{14}")
 AUTO_LINKS = ("external_id", "identity")
 """Link methods decided by the pipeline itself (audited with the service as actor)."""
 
 # Rejections where the case is not one of our tenants' FormulaireQF: no status is posted on it.
-NOT_OURS = frozenset({"foreign_recipient", "foreign_process_code"})
+NOT_OURS: frozenset[str] = frozenset({"foreign_recipient", "foreign_process_code"})
 # The notification of another démarche belongs to its own consumer: it is never deleted.
 LEFT_PENDING = frozenset({"foreign_process_code"})
 
@@ -178,6 +191,44 @@ class IntakeResult:
 
 
 @dataclass
+class Journal:
+    """One attempt's record of a dossier: the record as stored, and what the attempt did since.
+
+    Steps that need not be durable before the next one (a status posted — every attempt re-reads
+    the case —, the notification deleted, the events published, the case verified and parsed) are
+    noted here and written with the attempt's next write, at the latest with the last one, which
+    also gives the lease up: a new dossier costs two or three journal writes, not nine.
+    """
+
+    record: DossierRecord
+    leased: bool
+    """This attempt holds the processing lease (taken by ``start``, or by a draft's first write)."""
+    pending: list[Step] = field(default_factory=list)
+    patch: DossierPatch = field(default_factory=DossierPatch)
+    deleted: str | None = None
+    """The notification this attempt acknowledged, journaled with the next write."""
+    qf: QfEntry | None = None
+    """The family's QF as this attempt's link left it (the ``qf.updated`` event's)."""
+    persisted_here: bool = False
+
+    def done(self, step: Step) -> bool:
+        return self.record.done(step) or step in self.pending
+
+    def note(self, step: Step, patch: DossierPatch | None = None) -> None:
+        if step not in self.pending:
+            self.pending.append(step)
+        if patch is not None:
+            self.patch = self.patch.merged(patch)
+
+    def view(self, now: Any) -> DossierRecord:
+        """The record as it will be once the pending steps are written."""
+        return self.record.applied(self.pending, now, self.patch)
+
+    def has_pending(self) -> bool:
+        return bool(self.pending) or self.deleted is not None or bool(self.patch.fields())
+
+
+@dataclass
 class IntakeService:
     tenants: TenantRepository
     families: FamilyRepository
@@ -198,7 +249,10 @@ class IntakeService:
     markers: MarkerRepository | None = None
     """Remembers an event acknowledged and a notification deleted, so a second copy costs no call."""
     crash_after: Callable[[str], None] = field(default=lambda step: None)
-    """Fault-injection hook for the reliability campaign: called after each recorded step."""
+    """Fault-injection hook for the reliability campaign: called after each step of the protocol
+    (``verified``, ``parsed``, ``persisted``, ``audit_written``, ``si_received``, ``final_status``,
+    ``notification_deleted``), whether the step was written at once or noted for the next write."""
+    _tenants_seen: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ entry point
     def handle(self, message: DossierMessage) -> IntakeResult:
@@ -220,7 +274,10 @@ class IntakeService:
             if isinstance(message, CaseEventMessage):
                 return self._acknowledge_event(client, notification)
             onboarded = isinstance(message, OnboardedDossierMessage)
-            return self._intake_dossier(client, notification, holder, allowed, onboarded=onboarded)
+            first_delivery = isinstance(message, NewDossierMessage) and message.receive_count == 1
+            return self._intake_dossier(
+                client, notification, holder, allowed, onboarded=onboarded, first_delivery=first_delivery
+            )
 
     def _client(self, holder: str) -> HubeeClient:
         secret = self.secrets.read_tenant(holder)
@@ -271,7 +328,17 @@ class IntakeService:
         allowed: set[str],
         *,
         onboarded: bool = False,
+        first_delivery: bool = False,
     ) -> IntakeResult:
+        """A new dossier's notification.
+
+        On a message's first delivery (SQS ``ApproximateReceiveCount`` 1) nothing is written before
+        the first durable step: the attempt reads the case and the attachment, decides, and its
+        first write creates the record with the processing lease, on condition that no other
+        delivery (a HubEE duplicate, a concurrent batch) created it meanwhile. If one did, this
+        attempt — which has only read so far — takes the lease the usual way and starts again.
+        Every other delivery takes the lease first (``DossierRepository.start``).
+        """
         case_id = str(notification.case_id)
         now = self.clock()
         recipient = notification.recipient.company_register if notification.recipient else None
@@ -287,55 +354,124 @@ class IntakeService:
             logger.info("notification left to its tenant's own credential", extra={"case_id": case_id})
             return IntakeResult(kind="dossier", outcome="ignored", case_id=case_id)
         tenant_siret = recipient if recipient in allowed else holder
+        if first_delivery and not onboarded:
+            draft = DossierRecord.draft(case_id, tenant_siret, notification.id, now, self.lease_seconds)
+            try:
+                return self._attempt(client, notification, draft, recipient, allowed, holder)
+            except DossierExists:
+                logger.info("dossier recorded by another delivery meanwhile", extra={"case_id": case_id})
         record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
         if record.outcome == AWAITING_ONBOARDING and not onboarded:
             # A second copy of a parked dossier's notification: it waits for its tenant, no HubEE call.
             self.dossiers.release(case_id)
             return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=case_id, resumed=True)
+        return self._attempt(client, notification, record, recipient, allowed, holder)
+
+    def _attempt(
+        self,
+        client: HubeeClient,
+        notification: Notification,
+        record: DossierRecord,
+        recipient: str | None,
+        allowed: set[str],
+        holder: str,
+    ) -> IntakeResult:
+        journal = Journal(record, leased=record.stored)
         try:
-            return self._resume(client, notification, record, recipient, allowed, holder)
+            result = self._resume(client, notification, journal, recipient, allowed, holder)
+        except DossierExists:
+            raise  # a draft lost the race to create its record: nothing of this attempt is durable
         except TRANSIENT_ERRORS:
+            self._settle(journal, quietly=True)
             raise
         except Exception as exc:
-            # An attempt that recorded a step made progress (a crash between two steps): not poison.
-            current = self.dossiers.get(case_id)
-            progressed = current is not None and len(current.steps) > len(record.steps)
-            failures = 0 if progressed else self.dossiers.count_failure(case_id)
-            if failures < POISON_ATTEMPTS:
+            if not journal.record.stored:
+                # A first delivery failing before its first write: what it did (verified, parsed) is
+                # recorded now, so its retry — which takes the lease first — resumes from there.
+                self._settle(journal, quietly=True)
                 logger.warning(
                     "dossier attempt failed, to be retried",
-                    extra={"case_id": case_id, "error_code": _error_code(exc), "failures": failures},
+                    extra={"case_id": record.case_id, "error_code": _error_code(exc), "failures": 0},
                 )
                 raise
-            return self._give_up(client, notification, case_id, exc)
-        finally:
-            self.dossiers.release(case_id)
+            self._settle(journal, quietly=True, release=False)
+            try:
+                # An attempt that recorded a step made progress (a crash between two steps): not poison.
+                progressed = len(journal.record.steps) > len(record.steps)
+                failures = 0 if progressed else self.dossiers.count_failure(record.case_id)
+                if failures < POISON_ATTEMPTS:
+                    logger.warning(
+                        "dossier attempt failed, to be retried",
+                        extra={
+                            "case_id": record.case_id,
+                            "error_code": _error_code(exc),
+                            "failures": failures,
+                        },
+                    )
+                    raise
+                return self._give_up(client, notification, journal, exc)
+            finally:
+                self._settle(journal, quietly=True)
+        self._settle(journal)
+        return result
+
+    def _write(
+        self, journal: Journal, *steps: Step, patch: DossierPatch | None = None, release: bool = False
+    ) -> DossierRecord:
+        """Write ``steps`` with everything the attempt noted since its last write."""
+        was_stored = journal.record.stored
+        journal.record = self.dossiers.write(
+            journal.record,
+            [*journal.pending, *(s for s in steps if s not in journal.pending)],
+            self.clock(),
+            journal.patch.merged(patch) if patch is not None else journal.patch,
+            # a draft's first write takes the lease unless it gives it up at once
+            release=release and (journal.leased or not was_stored),
+            deleted_notification=journal.deleted,
+        )
+        journal.pending, journal.patch, journal.deleted = [], DossierPatch(), None
+        journal.leased = (journal.leased or not was_stored) and not release
+        return journal.record
+
+    def _settle(self, journal: Journal, *, quietly: bool = False, release: bool = True) -> None:
+        """The attempt's last write: what it noted since its last write, and the lease given up.
+
+        A first delivery's draft that failed before its first write is created here, without a lease,
+        when it has steps to keep (quietly: another delivery may have created it meanwhile).
+        """
+        try:
+            if not journal.record.stored:
+                if journal.has_pending():
+                    self._write(journal, release=True)
+            elif journal.has_pending():
+                self._write(journal, release=release)
+            elif release and journal.leased:
+                self.dossiers.release(journal.record.case_id)
+                journal.leased = False
+        except Exception as exc:
+            if not quietly:
+                raise
+            # The attempt already failed: its retry finds the steps not written and redoes them.
+            logger.warning(
+                "could not journal a failed attempt",
+                extra={"case_id": journal.record.case_id, "error_code": _error_code(exc)},
+            )
 
     def _give_up(
-        self, client: HubeeClient, notification: Notification, case_id: str, exc: Exception
+        self, client: HubeeClient, notification: Notification, journal: Journal, exc: Exception
     ) -> IntakeResult:
         """A case failing again and again for no dossier reason: rejected, the usager told, acknowledged."""
+        case_id = journal.record.case_id
         logger.error(
             "dossier rejected after repeated failures",
             extra={"case_id": case_id, "error_code": _error_code(exc), "attempts": POISON_ATTEMPTS},
         )
         metrics.add_metric(name="DossiersPoisoned", unit="Count", value=1)
-        record = self.dossiers.get(case_id)
-        if record is None:
-            raise exc
         try:
             case: Case | None = client.get_case(case_id)
         except HubeeError:
             case = None
-        record = self.dossiers.mark(
-            case_id,
-            "rejected",
-            self.clock(),
-            tenant_siret=record.tenant_siret,
-            outcome="rejected",
-            reason="unprocessable",
-        )
-        return self._reject(client, notification, record, case, "unprocessable")
+        return self._reject(client, notification, journal, case, "unprocessable")
 
     def _served_elsewhere(self, recipient: str, holder: str) -> bool:
         """Whether ``recipient`` is a tenant polled with a HubEE credential other than ``holder``'s."""
@@ -349,44 +485,44 @@ class IntakeService:
         self,
         client: HubeeClient,
         notification: Notification,
-        record: DossierRecord,
+        journal: Journal,
         recipient: str | None,
         allowed: set[str],
         holder: str,
     ) -> IntakeResult:
+        record = journal.record
         case_id = record.case_id
-        now = self.clock()
         resumed = bool(record.steps)
 
-        if record.done("notification_deleted") and record.done("published"):
+        if record.done(Step.NOTIFICATION_DELETED) and record.done(Step.PUBLISHED):
             # A duplicated notification of a dossier fully handled: acknowledge it only, and only if it
             # is not the one already deleted (a second copy of one queue message costs no call).
             if notification.id not in record.deleted_notification_ids:
-                self._delete_notification(client, notification, record)
+                self._delete_notification(client, notification, journal)
             return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
-        if record.done("published") and record.reason in LEFT_PENDING:
+        if record.done(Step.PUBLISHED) and record.reason in LEFT_PENDING:
             # Another démarche's case, already recorded: leave its notification to its consumer.
             return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
 
         case = client.get_case(case_id)
-        if not record.done("verified"):
+        if not record.done(Step.VERIFIED):
             problem = self._verify_case(case, recipient, allowed, holder)
-            reference = case.reference
-            fields: dict[str, Any] = {"reference": reference} if reference else {}
             if problem == AWAITING_ONBOARDING:
-                return self._park(client, notification, record, case, holder)
-            if problem is not None:
-                fields |= {"outcome": "rejected", "reason": problem}
-            elif record.outcome == AWAITING_ONBOARDING:
-                fields |= {"outcome": "received", "reason": None}
-            record = self.dossiers.mark(case_id, "verified", now, tenant_siret=record.tenant_siret, **fields)
+                return self._park(client, notification, journal, case, holder)
+            patch = DossierPatch(reference=case.reference) if case.reference else DossierPatch()
+            if problem is None and record.outcome == AWAITING_ONBOARDING:
+                patch = patch.merged(
+                    DossierPatch(tenant_siret=record.tenant_siret, outcome="received", reason=None)
+                )
+            journal.note(Step.VERIFIED, patch)
             self.crash_after("verified")
+            if problem is not None:
+                return self._reject(client, notification, journal, case, problem)
 
         if record.outcome == "rejected":
-            return self._reject(client, notification, record, case, record.reason or "rejected")
+            return self._reject(client, notification, journal, case, record.reason or "unprocessable")
 
-        parsed: ParsedDossier | None = None
-        if not record.done("persisted"):
+        if not record.done(Step.PERSISTED):
             try:
                 parsed = (
                     snapshot_parsed(record.parsed)
@@ -394,31 +530,23 @@ class IntakeService:
                     else self._download_and_parse(client, case)
                 )
                 if not record.parsed:
-                    self.dossiers.mark(case_id, "parsed", self.clock(), parsed=dossier_snapshot(parsed))
+                    journal.note(Step.PARSED, DossierPatch(parsed=dossier_snapshot(parsed)))
                     self.crash_after("parsed")
-                self._reconcile_and_persist(record, parsed)
+                self._reconcile_and_persist(journal, parsed)
             except DossierError as exc:
-                record = self.dossiers.mark(
-                    case_id,
-                    "parsed",
-                    self.clock(),
-                    tenant_siret=record.tenant_siret,
-                    outcome="rejected",
-                    reason=exc.code,
-                )
-                return self._reject(client, notification, record, case, exc.code)
+                return self._reject(client, notification, journal, case, rejection_reason(exc.code))
             self.crash_after("persisted")
-            record = self.dossiers.get(case_id) or record
 
-        if record.outcome == "linked" and record.link_method in AUTO_LINKS and not record.done("audited"):
-            record = self._audit_auto_link(record)
+        record = journal.view(self.clock())
+        if record.outcome == "linked" and record.link_method in AUTO_LINKS and not journal.done(Step.AUDITED):
+            self._audit_auto_link(journal)
 
         # Statuses: SI_RECEIVED always, then DONE once linked (needs_review waits for an agent).
         target = CaseStatus.DONE if record.outcome == "linked" else CaseStatus.SI_RECEIVED
-        record = self._advance(client, case, record, target, MESSAGES[target])
+        self._advance(client, case, journal, target, MESSAGES[target])
 
-        record = self._delete_notification(client, notification, record)
-        self._publish(record)
+        self._delete_notification(client, notification, journal)
+        self._publish(journal)
         return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=resumed)
 
     def _verify_case(self, case: Case, recipient: str | None, allowed: set[str], holder: str) -> str | None:
@@ -427,7 +555,7 @@ class IntakeService:
         case_recipient = case.recipient.company_register if case.recipient else None
         if recipient is not None and case_recipient != recipient:
             return "foreign_recipient"  # the notification and its case disagree on the recipient
-        if case_recipient not in allowed or self.tenants.get(str(case_recipient)) is None:
+        if case_recipient not in allowed or not self._tenant_exists(str(case_recipient)):
             if (
                 case_recipient is not None
                 and SIRET_SHAPE.fullmatch(case_recipient)
@@ -440,6 +568,17 @@ class IntakeService:
         except DossierError:
             return "bad_reference"
         return None
+
+    def _tenant_exists(self, siret: str) -> bool:
+        """Whether qfbridge serves ``siret``; a tenant seen is trusted for ``TENANT_CACHE_SECONDS``
+        (tenants are never deleted), one not seen is read every time (it may be onboarded now)."""
+        seen = self._tenants_seen.get(siret)
+        if seen is not None and time.monotonic() - seen < TENANT_CACHE_SECONDS:
+            return True
+        if self.tenants.get(siret) is None:
+            return False
+        self._tenants_seen[siret] = time.monotonic()
+        return True
 
     def _download_verified(self, client: HubeeClient, case_id: str, attachment: Attachment) -> bytes:
         """The attachment's bytes, checked against its declared size and its digest.
@@ -517,13 +656,14 @@ class IntakeService:
             return "expired", None
         return "valid", stored
 
-    def _reconcile_and_persist(self, record: DossierRecord, parsed: ParsedDossier) -> None:
+    def _reconcile_and_persist(self, journal: Journal, parsed: ParsedDossier) -> None:
+        record = journal.record
         siret = record.tenant_siret
         identity = DossierIdentity.from_parts(parsed.pivot_identity, parsed.allocataires, parsed.enfants)
         link_status, link = self._external_id_target(siret, parsed.external_id)
         user_id = link.user_id if link is not None else None
-        fields: dict[str, Any] = {"external_id_status": link_status}
-        method: str | None = None
+        method: Literal["external_id", "identity"] | None = None
+        existing: FamilyRecord | None = None
         candidates: list[dict[str, Any]] = []
         evidence: list[str] = []
         person = identity_key(parsed.pivot_identity)
@@ -568,8 +708,21 @@ class IntakeService:
 
         now = self.clock()
         if user_id is not None and method is not None:
+            # One transaction: the outcome, the family's QF and the journal's pending steps; an
+            # automatic link's audit is journaled as started with it (the audit record follows).
+            steps = (Step.PERSISTED, *journal.pending)
+            if self.audit is not None:
+                steps += (Step.AUDIT_STARTED,)
+            patch = journal.patch.merged(
+                DossierPatch(
+                    link_method=method,
+                    candidates=candidates,
+                    evidence=evidence,
+                    external_id_status=link_status,
+                )
+            )
             try:
-                persist_link(
+                linked = persist_link(
                     self.families,
                     self.dossiers,
                     record,
@@ -577,12 +730,22 @@ class IntakeService:
                     user_id,
                     source="dossier",
                     now=now,
+                    patch=patch,
+                    steps=steps,
                     guard_identity=method == "external_id",
-                    link_method=method,
-                    candidates=candidates,
-                    evidence=evidence,
-                    **fields,
+                    current=existing if method == "external_id" else None,
                 )
+                if linked.applied:
+                    journal.record = record.applied(
+                        steps,
+                        now,
+                        patch.merged(DossierPatch(tenant_siret=siret, outcome="linked", user_id=user_id)),
+                    )
+                    journal.persisted_here = True
+                else:  # an earlier attempt had stored it
+                    journal.record = self.dossiers.get(record.case_id) or record
+                journal.pending, journal.patch, journal.qf = [], DossierPatch(), linked.qf
+                journal.leased = True
                 metrics.add_metric(name=f"DossiersLinked_{method}", unit="Count", value=1)
                 return
             except IdentityConflict:
@@ -596,33 +759,38 @@ class IntakeService:
                 ]
             except FamilyGone:  # erased between the decision and the write: never recreated
                 candidates = [c for c in candidates if c.get("user_id") != user_id]
-        self.dossiers.mark(
-            record.case_id,
-            "persisted",
-            now,
-            tenant_siret=siret,
-            outcome="needs_review",
-            candidates=candidates,
-            evidence=evidence,
-            **fields,
+        self._write(
+            journal,
+            Step.PERSISTED,
+            patch=DossierPatch(
+                tenant_siret=siret,
+                outcome="needs_review",
+                candidates=candidates,
+                evidence=evidence,
+                external_id_status=link_status,
+            ),
         )
         metrics.add_metric(name="DossiersNeedReview", unit="Count", value=1)
 
-    def _audit_auto_link(self, record: DossierRecord) -> DossierRecord:
+    def _audit_auto_link(self, journal: Journal) -> None:
         """One audit record per automatic link, written again by a retry when it failed.
 
-        ``audit_started`` is journaled before the write and ``audited`` after it: a retry that finds
-        the first without the second looks the record up in the trail before writing it, so a crash
-        between the write and the journal never leaves two records.
+        ``audit_started`` is journaled before the write (with the link's transaction) and ``audited``
+        after it: a retry that finds the first without the second looks the record up in the trail
+        before writing it, so a crash between the write and the journal never leaves two records.
         """
         if self.audit is None:
-            return record
+            return
+        record = journal.record
         action = f"dossier.auto_link.{record.link_method}"
-        written = record.done("audit_started") and self.audit.contains(
-            request_id=record.case_id, action=action
-        )
-        if not record.done("audit_started"):
-            record = self.dossiers.mark(record.case_id, "audit_started", self.clock())
+        if not record.done(Step.AUDIT_STARTED):
+            record = self._write(journal, Step.AUDIT_STARTED)
+            written = False
+        else:
+            # Started by this attempt's own transaction: nothing can be in the trail yet.
+            written = not journal.persisted_here and self.audit.contains(
+                request_id=record.case_id, action=action
+            )
         if not written:
             self.audit.write(
                 AuditRecord(
@@ -638,14 +806,14 @@ class IntakeService:
                 )
             )
             self.crash_after("audit_written")
-        return self.dossiers.mark(record.case_id, "audited", self.clock())
+        journal.note(Step.AUDITED)
 
     # ------------------------------------------------------------------ endings
     def _park(
         self,
         client: HubeeClient,
         notification: Notification,
-        record: DossierRecord,
+        journal: Journal,
         case: Case,
         holder: str,
     ) -> IntakeResult:
@@ -660,69 +828,71 @@ class IntakeService:
         (``kind: onboarded``) and it is processed like any other.
         """
         recipient = str(case.recipient.company_register if case.recipient else "")
-        record = self.dossiers.mark(
-            record.case_id,
-            AWAITING_ONBOARDING,
-            self.clock(),
-            tenant_siret=recipient,
-            outcome=AWAITING_ONBOARDING,
-            reason=None,
-            reference=case.reference,
-            awaiting_holder=holder,
+        record = self._write(
+            journal,
+            Step.AWAITING_ONBOARDING,
+            patch=DossierPatch(
+                tenant_siret=recipient,
+                outcome=AWAITING_ONBOARDING,
+                reason=None,
+                reference=case.reference,
+                awaiting_holder=holder,
+            ),
         )
         metrics.add_metric(name="DossiersAwaitingOnboarding", unit="Count", value=1)
         logger.warning(
             "dossier kept for a collectivité not onboarded yet",
             extra={"case_id": record.case_id, "recipient_siret": recipient},
         )
-        record = self._delete_notification(client, notification, record)
+        self._delete_notification(client, notification, journal)
         return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=record.case_id)
 
     def _reject(
         self,
         client: HubeeClient,
         notification: Notification,
-        record: DossierRecord,
+        journal: Journal,
         case: Case | None,
-        reason: str,
+        reason: RejectionReason | str,
     ) -> IntakeResult:
         """Record the dossier as rejected, tell the usager (unless the case is not ours), acknowledge it.
 
         The usager learns it through ``REFUSED`` (reached through ``SI_RECEIVED``, as HubEE's table
         requires) with a message asking them to submit again: the form shows nothing else.
         """
-        case_id = record.case_id
+        case_id = journal.record.case_id
         post_status = reason not in NOT_OURS
-        if record.outcome != "rejected":
-            record = self.dossiers.mark(
-                case_id,
-                "rejected",
-                self.clock(),
-                tenant_siret=record.tenant_siret,
-                outcome="rejected",
-                reason=reason,
+        if journal.record.outcome != "rejected":
+            self._write(
+                journal,
+                Step.REJECTED,
+                patch=DossierPatch(
+                    tenant_siret=journal.record.tenant_siret, outcome="rejected", reason=reason
+                ),
             )
         if post_status and case is not None:
-            record = self._advance(client, case, record, CaseStatus.REFUSED, UNUSABLE_MESSAGE)
+            self._advance(client, case, journal, CaseStatus.REFUSED, UNUSABLE_MESSAGE)
         metrics.add_metric(name="DossiersRejected", unit="Count", value=1)
         logger.warning("dossier rejected", extra={"case_id": case_id, "reason": reason})
         if reason not in LEFT_PENDING:
-            record = self._delete_notification(client, notification, record)
-        self._publish(record)
+            self._delete_notification(client, notification, journal)
+        self._publish(journal)
         return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
 
     def _advance(
-        self, client: HubeeClient, case: Case, record: DossierRecord, target: CaseStatus, message: str
-    ) -> DossierRecord:
+        self, client: HubeeClient, case: Case, journal: Journal, target: CaseStatus, message: str
+    ) -> None:
         """Post the statuses that bring the case to ``target``, each allowed by HubEE's table, once.
 
-        ``case`` was read in this attempt: statuses it already has (posted by an earlier attempt)
-        are skipped. A refusal (4xx, or a transition the table forbids) is recorded on the dossier
-        and stops every later post for the case until an operator retries it.
+        ``case`` was read in this attempt, under the lease: statuses it already has (posted by an
+        earlier attempt) are skipped, so the journal needs no write between two posts — the steps
+        are noted and written with the attempt's next write. A refusal (4xx, or a transition the
+        table forbids) is written at once and stops every later post for the case until an operator
+        retries it.
         """
-        if record.done("status_refused"):
-            return record
-        case_id = record.case_id
+        if journal.done(Step.STATUS_REFUSED):
+            return
+        case_id = journal.record.case_id
         current = case.status or CaseStatus.HUBEE_NOTIFIED.value
         if not reached(current, target):
             path = path_to(current, target)
@@ -737,22 +907,20 @@ class IntakeService:
                     client.post_status_event(case_id, current, status, text, author=AUTHOR)
                     current = status
                     if status == CaseStatus.SI_RECEIVED:
-                        record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=status)
+                        journal.note(Step.SI_RECEIVED, DossierPatch(hubee_status=status))
                         self.crash_after("si_received")
             except STATUS_REFUSALS as exc:
-                return self._status_refused(record, current, status, exc)
-        if reached(current, CaseStatus.SI_RECEIVED) and not record.done("si_received"):
-            record = self.dossiers.mark(case_id, "si_received", self.clock(), hubee_status=current)
+                self._status_refused(journal, current, status, exc)
+                return
+        if reached(current, CaseStatus.SI_RECEIVED) and not journal.done(Step.SI_RECEIVED):
+            journal.note(Step.SI_RECEIVED, DossierPatch(hubee_status=current))
             self.crash_after("si_received")
-        if target != CaseStatus.SI_RECEIVED and not record.done("final_status"):
+        if target != CaseStatus.SI_RECEIVED and not journal.done(Step.FINAL_STATUS):
             final = target.value if current == target else current
-            record = self.dossiers.mark(case_id, "final_status", self.clock(), hubee_status=final)
+            journal.note(Step.FINAL_STATUS, DossierPatch(hubee_status=final))
             self.crash_after("final_status")
-        return record
 
-    def _status_refused(
-        self, record: DossierRecord, current: str, status: str, exc: Exception
-    ) -> DossierRecord:
+    def _status_refused(self, journal: Journal, current: str, status: str, exc: Exception) -> None:
         """HubEE refused a status (or its table forbids it): record it, alarm, post nothing more."""
         refusal = {
             "status": status,
@@ -765,28 +933,29 @@ class IntakeService:
         metrics.add_metric(name="HubeeStatusRefused", unit="Count", value=1)
         logger.error(
             "HubEE refused a status: the dossier waits for an operator",
-            extra={"case_id": record.case_id, **{k: v for k, v in refusal.items() if k != "at"}},
+            extra={"case_id": journal.record.case_id, **{k: v for k, v in refusal.items() if k != "at"}},
         )
-        return self.dossiers.mark(
-            record.case_id, "status_refused", self.clock(), status_refused=refusal, hubee_status=current
+        self._write(
+            journal, Step.STATUS_REFUSED, patch=DossierPatch(status_refused=refusal, hubee_status=current)
         )
 
-    def _delete_notification(
-        self, client: HubeeClient, notification: Notification, record: DossierRecord
-    ) -> DossierRecord:
-        if notification.id in record.deleted_notification_ids:
-            return record  # a second queue copy of a notification already acknowledged
+    def _delete_notification(self, client: HubeeClient, notification: Notification, journal: Journal) -> None:
+        if notification.id in journal.record.deleted_notification_ids or journal.deleted == notification.id:
+            return  # a second queue copy of a notification already acknowledged
         client.delete_notification(notification.id)
-        record = self.dossiers.mark_notification_deleted(record.case_id, notification.id, self.clock())
+        if journal.deleted is not None:  # a second notification in one attempt: journal the first now
+            self._write(journal)
+        journal.note(Step.NOTIFICATION_DELETED)
+        journal.deleted = notification.id
         self.crash_after("notification_deleted")
-        return record
 
-    def _publish(self, record: DossierRecord) -> None:
-        if record.done("published"):
+    def _publish(self, journal: Journal) -> None:
+        record = journal.view(self.clock())
+        if record.done(Step.PUBLISHED):
             return
         case = {"tenant_siret": record.tenant_siret, "case_id": record.case_id, "reference": record.reference}
         if record.outcome == "linked":
-            events = self._linked_events(record, cast(LinkMethod, record.link_method))
+            events = self._linked_events(record, cast(LinkMethod, record.link_method), journal.qf)
         elif record.outcome == "needs_review":
             events = [
                 DossierNeedsReview(
@@ -796,11 +965,14 @@ class IntakeService:
         else:
             events = [DossierRejected(**case, reason=record.reason)]
         self.events.publish_many(events)
-        self.dossiers.mark(record.case_id, "published", self.clock())
+        journal.note(Step.PUBLISHED)
 
     # ------------------------------------------------------------------ review follow-up
-    def _linked_events(self, record: DossierRecord, link_method: LinkMethod) -> list[BusEvent]:
-        """``dossier.linked``, and ``qf.updated`` with the family's current QF."""
+    def _linked_events(
+        self, record: DossierRecord, link_method: LinkMethod, qf: QfEntry | None = None
+    ) -> list[BusEvent]:
+        """``dossier.linked``, and ``qf.updated`` with the family's current QF (``qf``: as the link
+        this attempt made left it; else read from the family)."""
         user_id = str(record.user_id)
         events: list[BusEvent] = [
             DossierLinked(
@@ -811,9 +983,11 @@ class IntakeService:
                 link_method=link_method,
             )
         ]
-        family = self.families.get(record.tenant_siret, user_id)
-        if family is not None and family.qf is not None:
-            events.append(qf_updated(record.tenant_siret, user_id, family.qf))
+        if qf is None:
+            family = self.families.get(record.tenant_siret, user_id)
+            qf = family.qf if family is not None else None
+        if qf is not None:
+            events.append(qf_updated(record.tenant_siret, user_id, qf))
         return events
 
     def _finish_review(self, message: FollowUpMessage) -> IntakeResult:
@@ -824,9 +998,10 @@ class IntakeService:
             return IntakeResult(kind="review_resolved", outcome="gone", case_id=case_id)
         holder = message.credential_holder or record.tenant_siret
         retry = isinstance(message, StatusRetryMessage)
-        if retry and record.done("status_refused"):
+        if retry and record.done(Step.STATUS_REFUSED):
             return IntakeResult(kind="status_retry", outcome="still_refused", case_id=case_id)
-        if not record.done("final_status"):
+        journal = Journal(record, leased=False)
+        if not record.done(Step.FINAL_STATUS):
             if record.outcome == "linked":
                 target, text = CaseStatus.DONE, MESSAGES[CaseStatus.DONE]
             elif record.outcome == "needs_review":
@@ -838,11 +1013,14 @@ class IntakeService:
             if record.reason not in NOT_OURS or record.resolved_by is not None:
                 with self._client(holder) as client:
                     case = client.get_case(case_id)
-                    record = self._advance(client, case, record, target, text)
+                    try:
+                        self._advance(client, case, journal, target, text)
+                    finally:
+                        self._settle(journal, quietly=True)
         if retry:
             return IntakeResult(kind="status_retry", outcome=record.outcome, case_id=case_id)
-        record = self.dossiers.get(case_id) or record
-        if record.done("review_published"):
+        record = journal.record
+        if record.done(Step.REVIEW_PUBLISHED):
             return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
         events: list[BusEvent]
         if record.outcome == "linked":
@@ -857,7 +1035,8 @@ class IntakeService:
                 )
             ]
         self.events.publish_many(events)
-        self.dossiers.mark(case_id, "review_published", self.clock())
+        journal.note(Step.REVIEW_PUBLISHED)
+        self._settle(journal)
         return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
 
 

@@ -7,6 +7,7 @@ imports it at cold start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from qfbridge.domain.dossier import ParsedDossier
@@ -14,14 +15,16 @@ from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.messages import QfUpdated
-from qfbridge.store.dossiers import FamilyChanged
+from qfbridge.store.dossiers import DossierExists, DossierPatch, FamilyChanged, Step
 from qfbridge.store.families import (
     QF_WRITE_ATTEMPTS,
     FamilyBusy,
     FamilyGone,
+    FamilyRecord,
     FamilyRepository,
     QfEntry,
     identity_key,
+    merge_entry,
 )
 
 if TYPE_CHECKING:
@@ -89,6 +92,14 @@ class IdentityConflict(QfbridgeError):
     code = "identity_conflict"
 
 
+@dataclass(frozen=True)
+class LinkResult:
+    applied: bool
+    """False when an earlier attempt had already applied it."""
+    qf: QfEntry | None = None
+    """The family's current QF right after this link (None when not applied here)."""
+
+
 def persist_link(
     families: FamilyRepository,
     dossiers: DossierRepository,
@@ -98,17 +109,20 @@ def persist_link(
     *,
     source: str,
     now: dt.datetime,
-    step: str = "persisted",
+    patch: DossierPatch,
+    steps: tuple[Step, ...] = (Step.PERSISTED,),
     guard_identity: bool = False,
-    **fields: Any,
-) -> bool:
+    current: FamilyRecord | None = None,
+) -> LinkResult:
     """Store the dossier's QF, pivot identity and members on the family and the link on the dossier,
-    in one transaction (``DossierRepository.persist_link_transaction``); False if already applied.
+    in one transaction (``DossierRepository.persist_link_transaction``), journaling ``steps`` (the
+    first one conditions it) with ``patch``.
 
     The family must exist (``FamilyGone`` otherwise: a link never creates or recreates a family).
-    The transaction is conditioned on the family as read; a concurrent write makes it fail and it is
-    read and tried again. ``guard_identity`` (automatic links): a family without a directory
-    identity that already holds a different pivot identity raises ``IdentityConflict``.
+    The transaction is conditioned on the family as read (``current`` when the caller just read it,
+    else read here); a concurrent write makes it fail and it is read and tried again.
+    ``guard_identity`` (automatic links): a family without a directory identity that already holds a
+    different pivot identity raises ``IdentityConflict``.
     """
     from qfbridge.domain.schedule import next_refresh_date
 
@@ -121,23 +135,18 @@ def persist_link(
         received_at=now.isoformat(),
     )
     key = identity_key(parsed.pivot_identity)
-    for _ in range(QF_WRITE_ATTEMPTS):
-        current = families.get(record.tenant_siret, user_id)
+    patch = patch.merged(DossierPatch(tenant_siret=record.tenant_siret, outcome="linked", user_id=user_id))
+    for attempt in range(QF_WRITE_ATTEMPTS):
+        if attempt or current is None:
+            current = families.get(record.tenant_siret, user_id)
         if current is None:
             raise FamilyGone("No such family for this tenant.")
         if record.case_id in current.case_ids:
             # An earlier attempt linked it (the family holds this dossier): record the dossier alone.
-            return (
-                dossiers.mark_once(
-                    record.case_id,
-                    step,
-                    now,
-                    tenant_siret=record.tenant_siret,
-                    outcome="linked",
-                    user_id=user_id,
-                    **fields,
-                )
-                is not None
+            if not record.stored:
+                raise DossierExists(f"Case {record.case_id} was linked by another delivery.")
+            return LinkResult(
+                dossiers.mark_once(record.case_id, steps[0], now, patch, also=steps[1:]) is not None
             )
         if (
             guard_identity
@@ -157,9 +166,8 @@ def persist_link(
             current=current,
         )
         try:
-            return dossiers.persist_link_transaction(
-                record, update, now, step=step, outcome="linked", user_id=user_id, **fields
-            )
+            applied = dossiers.persist_link_transaction(record, update, now, steps, patch)
         except FamilyChanged:
             continue
+        return LinkResult(applied, merge_entry(current, entry).current if applied else None)
     raise FamilyBusy("The family kept changing while the dossier was linked.")

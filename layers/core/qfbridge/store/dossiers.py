@@ -1,17 +1,21 @@
 """The dossiers table: one record per HubEE case, with its outcome and the journal of steps done.
 
-The journal (``steps``: step name → time) is what makes reconcile resumable: a retried message
+The journal (``steps``: ``Step`` → time) is what makes reconcile resumable: a retried message
 skips every step already recorded, so a status is never posted twice and nothing is persisted twice.
+Every write takes a ``DossierPatch`` (a typed model refusing unknown attributes: a misspelt
+attribute fails instead of being stored) and records one or more steps at once, so reconcile
+journals several steps in the writes it makes anyway (docs/performance.md, DynamoDB per dossier).
 Records expire 90 days after reception (TTL ``expires_at``): the support window the form promises the usager.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from qfbridge.domain.errors import NotFoundError, QfbridgeError
 from qfbridge.store.families import serialize
@@ -30,12 +34,110 @@ RETENTION_DAYS = 90
 Outcome = Literal["received", "linked", "needs_review", "rejected", "awaiting_onboarding"]
 FINAL_OUTCOMES = ("linked", "rejected")
 OUTCOMES: tuple[str, ...] = ("received", "linked", "needs_review", "rejected", "awaiting_onboarding")
+LinkMethod = Literal["external_id", "identity", "review"]
+ExternalIdStatus = Literal["absent", "valid", "forged", "foreign", "expired", "unknown"]
+RejectionReason = Literal[
+    # the case is not one of our tenants' FormulaireQF
+    "foreign_recipient",
+    "foreign_process_code",
+    "bad_reference",
+    # the dossier cannot be used (the codes of ``DossierError`` and its subclasses)
+    "dossier_unusable",
+    "attachment_unavailable",
+    "digest_mismatch",
+    "digest_unreadable",
+    "size_mismatch",
+    "malformed_json",
+    "malformed_xml",
+    "not_an_object",
+    "invalid_field",
+    "missing_identity",
+    "missing_quotient_familial",
+    "too_deep",
+    "too_large",
+    "hubee_attachment_too_large",
+    # failing again and again for no dossier reason
+    "unprocessable",
+]
+"""Why the pipeline rejected a dossier. An agent's rejection carries the agent's own words instead."""
+REJECTION_REASONS: frozenset[str] = frozenset(RejectionReason.__args__)  # type: ignore[attr-defined]
+
+
+def rejection_reason(code: str) -> RejectionReason:
+    """The reason recorded for a ``DossierError`` code: its own when listed, else ``dossier_unusable``."""
+    return code if code in REJECTION_REASONS else "dossier_unusable"  # type: ignore[return-value]
+
+
+class Step(StrEnum):
+    """The journal's steps (``DossierRecord.steps``)."""
+
+    VERIFIED = "verified"
+    """The case was read and is one of ours (or why not)."""
+    PARSED = "parsed"
+    """The attachment was downloaded and parsed (its snapshot is ``parsed``)."""
+    PERSISTED = "persisted"
+    """The outcome is stored (with the family's QF, in one transaction, when linked)."""
+    REJECTED = "rejected"
+    """The dossier is recorded rejected with its reason."""
+    AWAITING_ONBOARDING = "awaiting_onboarding"
+    """Kept, unread, for a collectivité not served yet."""
+    AUDIT_STARTED = "audit_started"
+    """An automatic link's audit record is about to be written (a retry looks it up first)."""
+    AUDITED = "audited"
+    SI_RECEIVED = "si_received"
+    FINAL_STATUS = "final_status"
+    STATUS_REFUSED = "status_refused"
+    NOTIFICATION_DELETED = "notification_deleted"
+    PUBLISHED = "published"
+    REVIEWED = "reviewed"
+    """An agent's decision (API)."""
+    REVIEW_PUBLISHED = "review_published"
 
 
 class DossierBusy(QfbridgeError):
     """Another delivery holds the case's processing lease: retry later."""
 
     code = "dossier_busy"
+
+
+class DossierExists(QfbridgeError):
+    """A first delivery's record was created meanwhile by another delivery: take the lease instead."""
+
+    code = "dossier_exists"
+
+
+class DossierPatch(BaseModel):
+    """The attributes a journal write sets; only those given are written (``None`` clears one).
+
+    Unknown attributes are refused (``extra="forbid"``): a misspelt name fails loudly.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant_siret: str | None = None
+    """With ``outcome``: both key the listing indexes and move together."""
+    outcome: Outcome | None = None
+    reason: RejectionReason | str | None = None
+    """``RejectionReason`` from the pipeline; an agent's rejection carries the agent's words."""
+    reference: str | None = None
+    user_id: str | None = None
+    link_method: LinkMethod | None = None
+    external_id_status: ExternalIdStatus | None = None
+    candidates: list[dict[str, Any]] | None = None
+    evidence: list[str] | None = None
+    parsed: dict[str, Any] | None = None
+    hubee_status: str | None = None
+    status_refused: dict[str, Any] | None = None
+    awaiting_holder: str | None = None
+    resolved_by: str | None = None
+
+    def merged(self, later: DossierPatch) -> DossierPatch:
+        """This patch, then ``later`` over it."""
+        return DossierPatch.model_validate(self.fields() | later.fields())
+
+    def fields(self) -> dict[str, Any]:
+        """The attributes given, as stored."""
+        return self.model_dump(exclude_unset=True)
 
 
 class DossierRecord(BaseModel):
@@ -50,8 +152,8 @@ class DossierRecord(BaseModel):
     steps: dict[str, str] = Field(default_factory=dict)
     hubee_status: str | None = None
     user_id: str | None = None
-    link_method: str | None = None  # external_id | identity | review
-    external_id_status: str | None = None  # absent | valid | forged | foreign | expired | unknown
+    link_method: LinkMethod | None = None
+    external_id_status: ExternalIdStatus | None = None
     candidates: list[dict[str, Any]] = Field(default_factory=list)
     evidence: list[str] = Field(default_factory=list)
     parsed: dict[str, Any] | None = None  # the dossier's data, kept for review; erased with the family
@@ -69,9 +171,42 @@ class DossierRecord(BaseModel):
     """For a dossier awaiting its collectivité's onboarding: the tenant whose credential saw it."""
     decisions: list[dict[str, Any]] = Field(default_factory=list)  # earlier decisions, re-opened
     expires_at: int | None = None
+    lease_until: float | None = None
+    _stored: bool = PrivateAttr(default=True)
 
-    def done(self, step: str) -> bool:
-        return step in self.steps
+    @property
+    def stored(self) -> bool:
+        """False for a first delivery's draft: its first write creates the record (and takes the lease)."""
+        return self._stored
+
+    @classmethod
+    def draft(
+        cls, case_id: str, tenant_siret: str, notification_id: str, now: dt.datetime, lease_seconds: int
+    ) -> DossierRecord:
+        """The record a first delivery will create with its first write (``DossierRepository.start``'s)."""
+        record = cls(
+            case_id=case_id,
+            tenant_siret=tenant_siret,
+            received_at=now.isoformat(),
+            notification_ids=[notification_id],
+            attempts=1,
+            expires_at=int((now + dt.timedelta(days=RETENTION_DAYS)).timestamp()),
+            lease_until=now.timestamp() + lease_seconds,
+        )
+        record._stored = False
+        return record
+
+    def done(self, step: Step | str) -> bool:
+        return str(step) in self.steps
+
+    def applied(self, steps: Iterable[Step], now: dt.datetime, patch: DossierPatch) -> DossierRecord:
+        """This record after a write of ``steps`` and ``patch`` (what the write stored)."""
+        record = self.model_copy(
+            update=patch.fields()
+            | {"steps": self.steps | {str(s): self.steps.get(str(s), now.isoformat()) for s in steps}}
+        )
+        record._stored = True
+        return record
 
 
 class FamilyChanged(QfbridgeError):
@@ -141,12 +276,62 @@ class DossierRepository:
         self._table.update_item(Key={"case_id": case_id}, UpdateExpression="REMOVE lease_until")
 
     def mark(
-        self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None, **fields: Any
+        self, case_id: str, step: Step, now: dt.datetime, patch: DossierPatch | None = None
     ) -> DossierRecord:
         """Record a step as done, with the attributes it produced; returns the updated record."""
-        names, values, expression = _step_update(step, now, tenant_siret, fields)
+        names, values, expression = _step_update((step,), now, patch or DossierPatch())
         response = self._table.update_item(
             Key={"case_id": case_id},
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_dynamo(values),
+            ReturnValues="ALL_NEW",
+        )
+        return DossierRecord.model_validate(plain(response["Attributes"]))
+
+    def write(
+        self,
+        record: DossierRecord,
+        steps: Iterable[Step],
+        now: dt.datetime,
+        patch: DossierPatch | None = None,
+        *,
+        release: bool = False,
+        deleted_notification: str | None = None,
+    ) -> DossierRecord:
+        """Journal ``steps`` at once with ``patch``, in one UpdateItem; returns the record as stored.
+
+        A first delivery's draft (``record.stored`` false) is created by this write, with the
+        processing lease, on condition that no other delivery created it meanwhile
+        (``DossierExists`` otherwise). ``release`` gives the lease up in the same write;
+        ``deleted_notification`` journals that notification's acknowledgement.
+        """
+        steps = tuple(steps)
+        patch = patch or DossierPatch()
+        if "outcome" in patch.fields() and "tenant_siret" not in patch.fields():
+            patch = DossierPatch(tenant_siret=record.tenant_siret).merged(patch)
+        if not record.stored:
+            names, values, expression = _create(record, steps, now, patch, release, deleted_notification)
+            try:
+                response = self._table.update_item(
+                    Key={"case_id": record.case_id},
+                    UpdateExpression=expression,
+                    ConditionExpression="attribute_not_exists(case_id)",
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=to_dynamo(values),
+                    ReturnValues="ALL_NEW",
+                )
+            except self._table.meta.client.exceptions.ConditionalCheckFailedException as exc:
+                raise DossierExists(f"Case {record.case_id} was recorded by another delivery.") from exc
+            return DossierRecord.model_validate(plain(response["Attributes"]))
+        names, values, expression = _step_update(steps, now, patch)
+        if deleted_notification is not None:
+            expression += ", deleted_notification_ids = list_append(if_not_exists(deleted_notification_ids, :dempty), :dn)"
+            values |= {":dempty": [], ":dn": [deleted_notification]}
+        if release:
+            expression += " REMOVE lease_until"
+        response = self._table.update_item(
+            Key={"case_id": record.case_id},
             UpdateExpression=expression,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=to_dynamo(values),
@@ -163,24 +348,6 @@ class DossierRepository:
             ReturnValues="UPDATED_NEW",
         )
         return int(response["Attributes"]["failures"])
-
-    def mark_notification_deleted(
-        self, case_id: str, notification_id: str, now: dt.datetime
-    ) -> DossierRecord:
-        """Journal the acknowledgement of ``notification_id`` (a second copy then costs no DELETE)."""
-        response = self._table.update_item(
-            Key={"case_id": case_id},
-            UpdateExpression=(
-                "SET #steps.#step = if_not_exists(#steps.#step, :now), "
-                "deleted_notification_ids = list_append(if_not_exists(deleted_notification_ids, :empty), :n)"
-            ),
-            ExpressionAttributeNames={"#steps": "steps", "#step": "notification_deleted"},
-            ExpressionAttributeValues=to_dynamo(
-                {":now": now.isoformat(), ":empty": [], ":n": [notification_id]}
-            ),
-            ReturnValues="ALL_NEW",
-        )
-        return DossierRecord.model_validate(plain(response["Attributes"]))
 
     def clear_status_refusal(self, case_id: str, now: dt.datetime, actor: str) -> DossierRecord | None:
         """An operator asks to post the refused status again: the refusal moves to ``last_status_refusal``.
@@ -204,19 +371,25 @@ class DossierRepository:
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
     def mark_once(
-        self, case_id: str, step: str, now: dt.datetime, *, tenant_siret: str | None = None, **fields: Any
+        self,
+        case_id: str,
+        step: Step,
+        now: dt.datetime,
+        patch: DossierPatch | None = None,
+        *,
+        also: Iterable[Step] = (),
     ) -> DossierRecord | None:
         """``mark`` only if the step is not recorded yet; None when it already was.
 
         An agent's review decision is taken once: two concurrent decisions on the same dossier
         must not both apply (the second one is told the dossier is no longer in review).
         """
-        names, values, expression = _step_update(step, now, tenant_siret, fields)
+        names, values, expression = _step_update((step, *also), now, patch or DossierPatch())
         try:
             response = self._table.update_item(
                 Key={"case_id": case_id},
                 UpdateExpression=expression,
-                ConditionExpression="attribute_exists(case_id) AND attribute_not_exists(#steps.#step)",
+                ConditionExpression="attribute_exists(case_id) AND attribute_not_exists(#steps.#s0)",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=to_dynamo(values),
                 ReturnValues="ALL_NEW",
@@ -230,34 +403,33 @@ class DossierRepository:
         record: DossierRecord,
         family_update: dict[str, Any],
         now: dt.datetime,
-        *,
-        step: str = "persisted",
-        **fields: Any,
+        steps: tuple[Step, ...],
+        patch: DossierPatch,
     ) -> bool:
         """Atomically store the link on the dossier and the QF on the family.
 
-        ``step`` names the journal entry the transaction records (``persisted`` for intake,
-        ``reviewed`` for an agent's review decision, which happens after ``persisted``).
-        Returns False when the transaction was already applied by an earlier attempt.
+        ``steps[0]`` names the journal entry the transaction is conditioned on (``persisted`` for
+        intake, ``reviewed`` for an agent's review decision, which happens after ``persisted``); the
+        others are journaled with it. A first delivery's draft is created by the transaction
+        (``DossierExists`` when another delivery created it meanwhile). Returns False when the
+        transaction was already applied by an earlier attempt.
         """
-        names = {"#steps": "steps", "#step": step, "#to": "tenant_outcome"}
-        values: dict[str, Any] = {
-            ":now": now.isoformat(),
-            ":to": f"{record.tenant_siret}#{fields.get('outcome')}",
-        }
-        sets = ["#steps.#step = :now", "#to = :to"]
-        for i, (key, value) in enumerate(fields.items()):
-            names[f"#a{i}"] = key
-            values[f":a{i}"] = value
-            sets.append(f"#a{i} = :a{i}")
+        if "tenant_siret" not in patch.fields():
+            patch = DossierPatch(tenant_siret=record.tenant_siret).merged(patch)
+        if record.stored:
+            names, values, expression = _step_update(steps, now, patch)
+            condition = "attribute_not_exists(#steps.#s0)"
+        else:
+            names, values, expression = _create(record, steps, now, patch, False, None)
+            condition = "attribute_not_exists(case_id)"
         dossier_update = {
             "Update": {
                 "TableName": self.table_name,
                 "Key": serialize({"case_id": record.case_id}),
-                "UpdateExpression": "SET " + ", ".join(sets),
-                "ConditionExpression": "attribute_not_exists(#steps.#step)",
+                "UpdateExpression": expression,
+                "ConditionExpression": condition,
                 "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": serialize(values),
+                "ExpressionAttributeValues": serialize(to_dynamo(values)),
             }
         }
         client = dynamodb().meta.client
@@ -266,6 +438,8 @@ class DossierRepository:
         except client.exceptions.TransactionCanceledException as exc:
             reasons = [r.get("Code") for r in exc.response.get("CancellationReasons", [])]
             if reasons and reasons[0] == "ConditionalCheckFailed":
+                if not record.stored:
+                    raise DossierExists(f"Case {record.case_id} was recorded by another delivery.") from exc
                 return False
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 # The family changed since it was read (or is gone): the caller reads it again.
@@ -393,12 +567,21 @@ class DossierRepository:
 
 
 def _step_update(
-    step: str, now: dt.datetime, tenant_siret: str | None, fields: dict[str, Any]
+    steps: Iterable[Step], now: dt.datetime, patch: DossierPatch
 ) -> tuple[dict[str, str], dict[str, Any], str]:
-    """Names, values and SET expression recording ``step`` with the attributes it produced."""
-    names = {"#steps": "steps", "#step": step}
-    sets = ["#steps.#step = :now"]
-    values: dict[str, Any] = {":now": now.isoformat()}
+    """Names, values and SET expression recording ``steps`` with the attributes ``patch`` gives."""
+    names: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    sets = []
+    steps = tuple(steps)
+    if steps:
+        names["#steps"] = "steps"
+        values[":now"] = now.isoformat()
+    for i, step in enumerate(steps):
+        names[f"#s{i}"] = str(step)
+        sets.append(f"#steps.#s{i} = :now")
+    fields = patch.fields()
+    tenant_siret = fields.pop("tenant_siret", None)
     for i, (key, value) in enumerate(fields.items()):
         names[f"#a{i}"] = key
         values[f":a{i}"] = value
@@ -413,3 +596,36 @@ def _step_update(
         values[":t"] = tenant_siret
         sets.append("#t = :t")
     return names, values, "SET " + ", ".join(sets)
+
+
+def _create(
+    draft: DossierRecord,
+    steps: Iterable[Step],
+    now: dt.datetime,
+    patch: DossierPatch,
+    release: bool,
+    deleted_notification: str | None,
+) -> tuple[dict[str, str], dict[str, Any], str]:
+    """The first write of a first delivery: every attribute ``start`` would have set, the lease
+    (unless given up at once), the journal's ``steps`` and ``patch``."""
+    fields = patch.fields()
+    tenant = fields.pop("tenant_siret", None) or draft.tenant_siret
+    outcome = fields.pop("outcome", None) or draft.outcome
+    item: dict[str, Any] = {
+        "tenant_siret": tenant,
+        "received_at": draft.received_at,
+        "outcome": outcome,
+        "tenant_outcome": f"{tenant}#{outcome}",
+        "expires_at": draft.expires_at,
+        "steps": {str(s): now.isoformat() for s in steps},
+        "attempts": draft.attempts,
+        "notification_ids": draft.notification_ids,
+    } | fields
+    if not release:
+        item["lease_until"] = draft.lease_until
+    if deleted_notification is not None:
+        item["deleted_notification_ids"] = [deleted_notification]
+    names = {f"#c{i}": key for i, key in enumerate(item)}
+    values = {f":c{i}": value for i, value in enumerate(item.values())}
+    expression = "SET " + ", ".join(f"#c{i} = :c{i}" for i in range(len(item)))
+    return names, values, expression
