@@ -26,8 +26,20 @@ from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results.json"
-ORDER = ["cold_start", "package_size", "intake", "poll", "hubee_burst", "matching", "refresh", "small_budget"]
+ORDER = [
+    "cold_start",
+    "package_size",
+    "intake",
+    "time_to_qf",
+    "poll",
+    "hubee_burst",
+    "matching",
+    "refresh",
+    "small_budget",
+]
 SECTION_TIMEOUT = 900
+INTAKE_WRITE_UNITS_LIMIT = 2.0
+"""Write units per new dossier ≤ this × the linking transactions' own (docs/performance.md)."""
 
 
 @dataclass
@@ -139,6 +151,61 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "case-scoped calls of the worst dossier (+1 DELETE of its notification = 5)"
             if hubee
             else intake.get("error", "not run"),
+        )
+    )
+
+    aws = intake.get("aws", {})
+    dynamo_floor = aws.get("dynamodb_floor", {})
+    budgets.append(
+        Budget.at_most(
+            "intake.dynamodb_requests_per_new_dossier",
+            aws.get("dynamodb_requests_per_dossier") if dynamo_floor else None,
+            7.0,
+            f"hubee_poll's and reconcile's requests per new dossier; floor {dynamo_floor['requests_per_dossier']}"
+            f" (the matcher's {dynamo_floor['queries_per_dossier']} Queries + a family GetItem and one"
+            " transaction per linked dossier)"
+            if dynamo_floor
+            else intake.get("error", "not run"),
+        )
+    )
+    units, units_floor = aws.get("write_units_per_dossier"), dynamo_floor.get("write_units_per_dossier")
+    budgets.append(
+        Budget.at_most(
+            "intake.write_units_per_new_dossier_over_floor",
+            round(units / units_floor, 3) if units and units_floor else None,
+            INTAKE_WRITE_UNITS_LIMIT,
+            f"{units} WRU per new dossier (item sizes and index writes) × the linking transactions' own"
+            f" {units_floor} WRU per dossier, measured in the same run"
+            if units_floor
+            else intake.get("error", "not run"),
+        )
+    )
+    floor = intake.get("floor", {})
+    budgets.append(
+        Budget.at_most(
+            "intake.throughput_ratio_to_floor",
+            intake.get("ratio_to_floor"),
+            2.5,
+            f"intake {intake.get('seconds')} s × the emulators serving the same requests back to back ="
+            f" {floor.get('seconds')} s ({intake.get('dossiers_per_second')} vs"
+            f" {floor.get('dossiers_per_second')} dossiers/s)"
+            if floor
+            else intake.get("error", "not run"),
+        )
+    )
+
+    ttq = results.get("time_to_qf", {})
+    budgets.append(
+        Budget.at_most(
+            "time_to_qf.p95_over_poll_interval_plus_2s",
+            ttq.get("p95_over_bound"),
+            1.0,
+            f"p95 {ttq['time_to_qf_seconds']['p95']} s × (poll interval {ttq['poll_interval_seconds']} s, the"
+            f" template's {ttq['template_interval_seconds']} s scaled by {ttq['scale']}, + 2 s); floor measured"
+            f" in the same run: the wait for the next tick, p95 {ttq['wait_for_tick_seconds']['p95']} s"
+            f" (processing p95 {ttq['processing_seconds']['p95']} s)"
+            if "p95_over_bound" in ttq
+            else ttq.get("error", "not run"),
         )
     )
 

@@ -21,13 +21,14 @@ price, not an AWS bill.
 from __future__ import annotations
 
 import contextvars
+import copy
 import json
 import math
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -43,6 +44,7 @@ class Tally:
     requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # (function, service, op)
     read_units: dict[str, float] = field(default_factory=dict)  # by function
     write_units: dict[str, float] = field(default_factory=dict)
+    write_units_by_operation: dict[str, float] = field(default_factory=dict)  # functions' only
     seconds: dict[str, float] = field(default_factory=dict)  # wall time by "service:operation"
     event_entries: Counter[str] = field(default_factory=Counter)  # EventBridge entries, by function
     invocations: dict[str, list[float]] = field(default_factory=dict)  # durations (ms) by function
@@ -73,11 +75,15 @@ class Tally:
 class RequestCounter:
     """Installs the counting wrapper for the duration of a ``with`` block."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, record_dynamodb: bool = False) -> None:
         self.tally = Tally()
         self.images = ItemImages()
         self._lock = threading.Lock()
         self._original: Any = None
+        self.record_dynamodb = record_dynamodb
+        self.recorded: list[tuple[Any, str, dict[str, Any]]] = []
+        """With ``record_dynamodb``: the functions' DynamoDB requests (client, operation, params), to
+        replay them (``replay``)."""
 
     def __enter__(self) -> RequestCounter:
         original = getattr(BaseClient, "_make_api_call")  # noqa: B009
@@ -86,6 +92,10 @@ class RequestCounter:
 
         def counting(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
             service = client.meta.service_model.service_name
+            if counter.record_dynamodb and service == "dynamodb" and _current.get() != HARNESS:
+                # copied before the call: boto3's resource layer serialises the parameters in place
+                with counter._lock:
+                    counter.recorded.append((client, operation_name, copy.deepcopy(api_params)))
             if service == "dynamodb" and operation_name in WRITE_OPERATIONS:
                 return counter._write(client, operation_name, api_params, original)
             started = time.perf_counter()
@@ -105,6 +115,22 @@ class RequestCounter:
     def reset(self) -> None:
         with self._lock:
             self.tally = Tally()
+            self.recorded = []
+
+    def replay(self, requests: list[tuple[Any, str, dict[str, Any]]]) -> float:
+        """Seconds to send ``requests`` again, back to back, through the same clients, uncounted.
+
+        What the emulator needs to serve the very requests the functions made (a conditional write
+        now failing its condition costs it about as much); refusals are part of the replay.
+        """
+        from botocore.exceptions import ClientError
+
+        copies = [(client, operation, copy.deepcopy(params)) for client, operation, params in requests]
+        started = time.perf_counter()
+        for client, operation, params in copies:
+            with suppress(ClientError):
+                self._original(client, operation, params)
+        return time.perf_counter() - started
 
     def _see(self, client: Any, operation: str, params: dict[str, Any], response: Any, original: Any) -> None:
         """Keep the images a read returned (base-table reads only: an index may project less)."""
@@ -205,6 +231,9 @@ class RequestCounter:
             self.tally.write_units[function] = self.tally.write_units.get(function, 0.0) + writes
             key = f"{service}:{operation}"
             self.tally.seconds[key] = self.tally.seconds.get(key, 0.0) + elapsed
+            if writes and function != HARNESS:
+                by_op = self.tally.write_units_by_operation
+                by_op[key] = by_op.get(key, 0.0) + writes
             if service == "events" and operation == "PutEvents":
                 self.tally.event_entries[function] += len(params.get("Entries", []))
 

@@ -9,11 +9,14 @@ HubEE calls (sandbox counters), and the DynamoDB, SQS, Secrets Manager, EventBri
 Logs requests of the functions (``bench.aws_calls``). A last poll then acknowledges the form's
 ``CLOSED`` events, counted apart.
 
-Floor: the time the two emulators need to serve the same numbers of their cheapest requests —
-HubEE ``GET /cases/{caseId}`` for every HubEE call, DynamoDB ``GetItem`` on a one-item table for
-every AWS request — made back to back by a raw client (httpx, boto3) with no qfbridge code. The
-ratio says how much the pipeline's own work (parsing, matching, journal) adds to the unavoidable
-request round trips on this machine.
+Floor: the time the emulators need to serve the same requests back to back, with no qfbridge code
+— the functions' DynamoDB requests replayed as they were made (recorded by ``bench.aws_calls``,
+sent again through the same boto3 clients after the run: moto's Query walks the whole table, so a
+``GetItem`` on a one-item table priced the matcher's Queries at a fraction of what moto needs for
+them), HubEE ``GET /cases/{caseId}`` for every HubEE call, a DynamoDB ``GetItem`` on a one-item table
+for every other AWS request. The ratio says how much the pipeline's own work (parsing, matching,
+journal, the resource layer, the handlers' threads) adds to the unavoidable request round trips on
+this machine. The earlier floor (a ``GetItem`` per AWS request) stays as a figure.
 """
 
 from __future__ import annotations
@@ -46,16 +49,30 @@ LIST_ROUTE = ("GET", "/notifications")
 
 
 def _seed(rt: LocalRuntime, hubee: HubeeSandbox, tenants: int, per_tenant: int, strangers: int) -> list[str]:
+    """Tenants, directories and every dossier deposited; the deposited case ids."""
+    return [
+        hubee.deposit_formulaire_qf(siret, cog, formulaire).case_id
+        for siret, cog, formulaire, _known in seed_tenants(rt, hubee, tenants, per_tenant, strangers)
+    ]
+
+
+def seed_tenants(
+    rt: LocalRuntime, hubee: HubeeSandbox, tenants: int, per_tenant: int, strangers: int
+) -> list[tuple[str, str, dict[str, Any], bool]]:
+    """Tenants with their credentials and directories; the dossiers to deposit, in order, each
+    ``(siret, cog, formulaire, known)`` — ``known``: a family of the directory fills it."""
     world = World(rt, hubee=hubee)
-    case_ids: list[str] = []
+    dossiers: list[tuple[str, str, dict[str, Any], bool]] = []
     for index, town in enumerate(collectivites(tenants, seed=21)):
         world.onboard(town, f"bench-intake-{index}")
         known = households(per_tenant - strangers, seed=1_000 + index, id_prefix=f"t{index}")
         world.directory(town, [h.family for h in known])
         unknown = households(strangers, seed=9_000 + index, id_prefix=f"x{index}")
-        for household in [*known, *unknown]:
-            case_ids.append(hubee.deposit_formulaire_qf(town.siret, town.cog, household.formulaire()).case_id)
-    return case_ids
+        for household in known:
+            dossiers.append((town.siret, town.cog, household.formulaire(), True))
+        for household in unknown:
+            dossiers.append((town.siret, town.cog, household.formulaire(), False))
+    return dossiers
 
 
 def _pending_new_dossiers(hubee: HubeeSandbox, case_ids: set[str]) -> int:
@@ -138,6 +155,7 @@ def run(
             hubee_calls = hubee.calls
             token_calls = sum(hubee.token_calls.values())
             tally = counter.tally
+            recorded = list(counter.recorded)
             reconcile_runs = list(tally.invocations.get(RECONCILE, []))
             poll_runs = list(tally.invocations.get(POLL, []))
             per_case = [sum(hubee.calls_by_case(case_id).values()) for case_id in case_ids]
@@ -164,9 +182,13 @@ def run(
             list_calls = hubee_calls.get(LIST_ROUTE, 0)
             aws_requests = sum(n for (fn, _svc, _op), n in tally.requests.items() if fn != HARNESS)
             hubee_floor_s = _hubee_floor(hubee, case_ids[0], "bench-intake-0", FLOOR_SAMPLE)
+            dynamodb_replay_s = counter.replay(recorded)
             aws_floor_s = _aws_floor(rt.endpoint, FLOOR_SAMPLE)
 
-    floor_s = all_calls * hubee_floor_s + aws_requests * aws_floor_s
+    dynamodb_requests = tally.handler_count("dynamodb")
+    other_aws = aws_requests - dynamodb_requests
+    floor_s = all_calls * hubee_floor_s + dynamodb_replay_s + other_aws * aws_floor_s
+    getitem_floor_s = all_calls * hubee_floor_s + aws_requests * aws_floor_s
     return {
         "tenants": tenants,
         "dossiers": dossiers,
@@ -177,14 +199,19 @@ def run(
         "seconds": round(intake_s, 2),
         "dossiers_per_second": round(dossiers / intake_s, 2),
         "floor": {
-            "what": "emulators serving the same request counts back to back: HubEE GET case per HubEE call, "
-            "DynamoDB GetItem per AWS request",
+            "what": "emulators serving the same requests back to back: the functions' DynamoDB requests "
+            "replayed through the same clients, HubEE GET case per HubEE call, DynamoDB GetItem on a "
+            "one-item table per other AWS request",
             "hubee_ms_per_call": round(hubee_floor_s * 1000, 3),
+            "dynamodb_replay_seconds": round(dynamodb_replay_s, 2),
+            "dynamodb_replayed_requests": len(recorded),
             "aws_ms_per_request": round(aws_floor_s * 1000, 3),
             "seconds": round(floor_s, 2),
             "dossiers_per_second": round(dossiers / floor_s, 2),
+            "getitem_floor_seconds": round(getitem_floor_s, 2),
         },
         "ratio_to_floor": round(intake_s / floor_s, 3),
+        "ratio_to_getitem_floor": round(intake_s / getitem_floor_s, 3),
         "hubee": {
             "calls_by_route": {f"{m} {r}": n for (m, r), n in sorted(hubee_calls.items())},
             "token_calls": token_calls,
@@ -202,6 +229,12 @@ def run(
             },
             "harness_requests": tally.by_operation(function=HARNESS),
             "dynamodb_requests_per_dossier": round(tally.handler_count("dynamodb") / dossiers, 3),
+            "dynamodb_requests_per_dossier_by_operation": {
+                op: round(n / dossiers, 3)
+                for op, n in tally.by_operation(service="dynamodb").items()
+                if n and op in _handler_ops(tally)
+            },
+            "dynamodb_floor": _dynamodb_floor(tally, dossiers),
             "sqs_requests_per_dossier": round(tally.handler_count("sqs") / dossiers, 3),
             "secretsmanager_requests_per_dossier": round(tally.handler_count("secretsmanager") / dossiers, 3),
             "events_requests_per_dossier": round(tally.handler_count("events") / dossiers, 3),
@@ -212,6 +245,9 @@ def run(
             "write_units_per_dossier": round(
                 sum(v for k, v in tally.write_units.items() if k != HARNESS) / dossiers, 3
             ),
+            "write_units_per_dossier_by_operation": {
+                k: round(v / dossiers, 3) for k, v in sorted(tally.write_units_by_operation.items())
+            },
             "event_entries_per_dossier": round(
                 sum(v for k, v in tally.event_entries.items() if k != HARNESS) / dossiers, 3
             ),
@@ -228,6 +264,30 @@ def run(
             "event_ack_invocations": len(event_runs),
             "event_ack_total_ms": round(sum(event_runs), 1),
         },
+    }
+
+
+def _handler_ops(tally: Any) -> set[str]:
+    return {f"{svc}:{op}" for (fn, svc, op), n in tally.requests.items() if fn != HARNESS and n}
+
+
+def _dynamodb_floor(tally: Any, dossiers: int) -> dict[str, Any]:
+    """What no new dossier can do without, counted in this run: the directory's reads the matcher
+    makes (one Query per birth date read) and, per linked dossier, the family read and the one
+    transaction storing its outcome and QF; the write units of those transactions."""
+    reconcile = [
+        (op, n) for (fn, svc, op), n in tally.requests.items() if fn == RECONCILE and svc == "dynamodb"
+    ]
+    queries = sum(n for op, n in reconcile if op == "Query")
+    transactions = sum(n for op, n in reconcile if op == "TransactWriteItems")
+    requests = queries + 2 * transactions
+    units = tally.write_units_by_operation.get("dynamodb:TransactWriteItems", 0.0)
+    return {
+        "what": "the matcher's Queries + a family GetItem and a TransactWriteItems per linked dossier",
+        "queries_per_dossier": round(queries / dossiers, 3),
+        "transactions_per_dossier": round(transactions / dossiers, 3),
+        "requests_per_dossier": round(requests / dossiers, 3),
+        "write_units_per_dossier": round(units / dossiers, 3),
     }
 
 

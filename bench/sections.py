@@ -22,12 +22,14 @@ from bench.aws_calls import HARNESS, RequestCounter, attribute_invocations
 REFRESH = "QfRefreshFunction"
 
 
-def _with_moto_process(body: Callable[[RequestCounter], dict[str, Any]]) -> dict[str, Any]:
+def _with_moto_process(
+    body: Callable[[RequestCounter], dict[str, Any]], *, record_dynamodb: bool = False
+) -> dict[str, Any]:
     from bench.moto_process import use_external_moto
 
     moto = use_external_moto()
     try:
-        with RequestCounter() as counter:
+        with RequestCounter(record_dynamodb=record_dynamodb) as counter:
             attribute_invocations(counter)
             return body(counter)
     finally:
@@ -51,7 +53,9 @@ def intake() -> dict[str, Any]:
 
     per_tenant = int(os.environ.get("BENCH_INTAKE_PER_TENANT") or module.DOSSIERS_PER_TENANT)
     strangers = max(1, per_tenant // 20)
-    return _with_moto_process(lambda counter: module.run(counter, per_tenant=per_tenant, strangers=strangers))
+    return _with_moto_process(
+        lambda counter: module.run(counter, per_tenant=per_tenant, strangers=strangers), record_dynamodb=True
+    )
 
 
 def poll() -> dict[str, Any]:
@@ -122,6 +126,12 @@ def _refresh_floor(result: dict[str, Any], aws_per_call: int) -> dict[str, Any]:
     }
 
 
+def time_to_qf() -> dict[str, Any]:
+    from bench import time_to_qf as module
+
+    return _with_moto_process(module.run)
+
+
 def small_budget() -> dict[str, Any]:
     from bench import small_budget as module
 
@@ -137,6 +147,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
     "matching": matching,
     "refresh": refresh,
     "small_budget": small_budget,
+    "time_to_qf": time_to_qf,
 }
 
 
