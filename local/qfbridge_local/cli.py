@@ -8,6 +8,7 @@
     qfbridge tenants onboard FILE                register collectivités from a CSV or TOML file
     qfbridge tenants list                        collectivités with token expiry and health
     qfbridge directory import SIRET FILE.csv     import a directory, with a per-row error report
+    qfbridge directory reindex SIRET             rewrite a directory's blocking index (after an upgrade)
     qfbridge dossiers review SIRET               the dossiers waiting for an agent
     qfbridge dossiers retry-status SIRET REF     post again a status HubEE refused
     qfbridge dlq inspect|redrive QUEUE           dead-letter queues (dossiers | refresh)
@@ -109,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("siret")
     importing.add_argument("file", help="families.csv")
     importing.add_argument("--report", help="write the per-row error report (CSV) to this path")
+    reindex = directory_sub.add_parser(
+        "reindex",
+        parents=[common],
+        help="rewrite the blocking index of families stored in an older layout (after an upgrade)",
+    )
+    reindex.add_argument("siret")
+    reindex.add_argument("--table", help="the families table (default: from the stack outputs)")
 
     dossiers = sub.add_parser("dossiers", help="dossiers of a collectivité")
     dossiers_sub = dossiers.add_subparsers(dest="dossiers_command", required=True, metavar="ACTION")
@@ -219,6 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         ("tenants", "onboard"): ops.tenants_onboard,
         ("tenants", "list"): ops.tenants_list,
         ("directory", "import"): ops.directory_import,
+        ("directory", "reindex"): ops.directory_reindex,
         ("dossiers", "review"): ops.dossiers_review,
         ("dossiers", "retry-status"): ops.dossiers_retry_status,
         ("dlq", "inspect"): ops.dlq_inspect,

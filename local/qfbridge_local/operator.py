@@ -585,6 +585,25 @@ def directory_import(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- dossiers
+def directory_reindex(args: argparse.Namespace) -> int:
+    """Rewrite the tenant's blocking index in the current layout, from the family items themselves
+    (after an upgrade that changed it: docs/operations.md, "Reindexing a directory")."""
+    import boto3
+
+    from qfbridge.store.families import FamilyRepository
+
+    require_siret(args.siret)
+    table_name = args.table or stack_outputs(args)["FamiliesTableName"]
+    session = aws_session(args)
+    boto3.setup_default_session(profile_name=getattr(args, "profile", None), region_name=session.region_name)
+    rewritten = FamilyRepository(table_name).reindex(args.siret)
+    if args.json:
+        print_json({"siret": args.siret, "rewritten": rewritten})
+        return 0
+    console.print(f"{args.siret}: {rewritten} families rewritten in the current blocking layout")
+    return 0
+
+
 def dossiers_review(args: argparse.Namespace) -> int:
     require_siret(args.siret)
     items: list[dict[str, Any]] = []

@@ -11,9 +11,24 @@ from pathlib import Path
 import pytest
 
 from qfbridge.domain.identity import Family, PivotIdentity
-from qfbridge.reconcile import NAME_KEY_LIMIT, DossierIdentity, blocking_keys_for_family, is_name_key, match
+from qfbridge.reconcile import (
+    NAME_KEY_LIMIT,
+    DossierIdentity,
+    blocking_keys_for_family,
+    candidate_of,
+    is_name_key,
+    match,
+)
 from qfbridge.reconcile.matching import name_key
-from qfbridge.store.families import FamilyRepository, blocking_sk, family_pk
+from qfbridge.store.families import (
+    CROWDED_SHARDS,
+    FamilyRepository,
+    blocking_dates,
+    bucket_sks,
+    family_pk,
+    family_sk,
+    legacy_blocking_sk,
+)
 from qfbridge.store.tables import plain, to_dynamo
 from qfbridge_local.population import households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
@@ -122,6 +137,18 @@ def test_erasing_a_family_removes_every_blocking_entry(families: FamilyRepositor
     assert any(is_name_key(k) for k in keys)
     families.erase(SIRET, household.family.user_id)
     assert families.candidates_on(SIRET, keys) == []
+    # An item left without a family is deleted: its key may name someone (a name key)
+    for key in keys:
+        for sk in bucket_sks(key):
+            item = families._table.get_item(Key={"pk": family_pk(SIRET), "sk": sk}).get("Item")
+            assert item is None or household.family.user_id not in item.get("ids", set())
+    name_items = [
+        families._table.get_item(Key={"pk": family_pk(SIRET), "sk": sk}).get("Item")
+        for key in keys
+        if is_name_key(key)
+        for sk in bucket_sks(key)
+    ]
+    assert name_items and all(item is None for item in name_items)
 
 
 def test_the_matching_benchmark_writes_blocking_entries_as_the_repository_does(
@@ -134,8 +161,110 @@ def test_the_matching_benchmark_writes_blocking_entries_as_the_repository_does(
     bench_matching = importlib.import_module("bench.matching")
     household = households(1, seed=78, id_prefix="shape")[0]
     families.upsert(SIRET, household.family)
+    attribute = f"f:{household.family.user_id}"
     for key in blocking_keys_for_family(household.family):
-        stored = families._table.get_item(
-            Key={"pk": family_pk(SIRET), "sk": blocking_sk(key, household.family.user_id)}
-        )["Item"]
-        assert plain(stored) == plain(to_dynamo(bench_matching.blocking_entry(SIRET, key, household.family)))
+        stored = [
+            families._table.get_item(Key={"pk": family_pk(SIRET), "sk": sk}).get("Item", {})
+            for sk in bucket_sks(key)
+        ]
+        held = [item for item in stored if attribute in item]
+        assert len(held) == 1
+        sk, value = bench_matching.blocking_entry(key, household.family)
+        assert (held[0]["sk"], held[0][attribute]) == (sk, value)
+
+
+def test_a_blocking_entry_carries_what_scoring_reads(families: FamilyRepository) -> None:
+    household = households(1, seed=79, id_prefix="compact")[0]
+    families.upsert(SIRET, household.family)
+    key = household.family.parents[0].date_naissance.isoformat()
+    found = [c for c in families.candidates_on(SIRET, [key]) if c.user_id == household.family.user_id]
+    assert found == [candidate_of(household.family)]
+
+
+def test_a_crowded_1_january_is_spread_over_several_items_and_read_whole(families: FamilyRepository) -> None:
+    base = households(1, seed=80, id_prefix="jan")[0].family.parents[0]
+    born = dt.date(1971, 1, 1)
+    crowd = [
+        Family(user_id=f"jan-{i:03d}", parents=[base.model_copy(update={"date_naissance": born})])
+        for i in range(3 * CROWDED_SHARDS)
+    ]
+    families.upsert_many(SIRET, crowd)
+    holders = [
+        families._table.get_item(Key={"pk": family_pk(SIRET), "sk": sk}).get("Item", {})
+        for sk in bucket_sks(born.isoformat())
+    ]
+    assert len(bucket_sks(born.isoformat())) == CROWDED_SHARDS
+    assert sum(1 for item in holders if any(name.startswith("f:") for name in item)) > 1
+    found = families.candidates_on(SIRET, [born.isoformat()])
+    assert {c.user_id for c in found} >= {f.user_id for f in crowd}
+
+
+def test_a_family_in_the_former_layout_is_rewritten_by_reindex(families: FamilyRepository) -> None:
+    # Given a family stored as the former layout wrote it: its item without a layout, one item per key
+    household = households(1, seed=81, id_prefix="legacy")[0]
+    family = household.family
+    keys = sorted(blocking_dates(family))
+    families._table.put_item(
+        Item=to_dynamo(
+            {
+                "pk": family_pk(SIRET),
+                "sk": family_sk(family.user_id),
+                "family": family.model_dump(mode="json"),
+                "blocking_dates": keys,
+            }
+        )
+    )
+    for key in keys:
+        families._table.put_item(
+            Item=to_dynamo(
+                {
+                    "pk": family_pk(SIRET),
+                    "sk": legacy_blocking_sk(key, family.user_id),
+                    "user_id": family.user_id,
+                    "family": family.model_dump(mode="json"),
+                }
+            )
+        )
+    assert family.user_id not in [c.user_id for c in families.candidates_on(SIRET, keys)]
+    # When the operator reindexes the tenant
+    assert families.reindex(SIRET) >= 1
+    # Then matching finds it, its former entries are gone, and a second run has nothing to do
+    assert family.user_id in [c.user_id for c in families.candidates_on(SIRET, keys)]
+    for key in keys:
+        assert "Item" not in families._table.get_item(
+            Key={"pk": family_pk(SIRET), "sk": legacy_blocking_sk(key, family.user_id)}
+        )
+    stored = families._table.get_item(Key={"pk": family_pk(SIRET), "sk": family_sk(family.user_id)})["Item"]
+    assert plain(stored["blocking_format"]) == 2
+    assert families.reindex(SIRET) == 0
+
+
+def test_a_re_push_rewrites_a_family_of_the_former_layout(families: FamilyRepository) -> None:
+    household = households(1, seed=82, id_prefix="repush")[0]
+    family = household.family
+    keys = sorted(blocking_dates(family))
+    families._table.put_item(
+        Item=to_dynamo(
+            {
+                "pk": family_pk(OTHER_SIRET),
+                "sk": family_sk(family.user_id),
+                "family": family.model_dump(mode="json"),
+                "blocking_dates": keys,
+            }
+        )
+    )
+    families._table.put_item(
+        Item=to_dynamo(
+            {
+                "pk": family_pk(OTHER_SIRET),
+                "sk": legacy_blocking_sk(keys[0], family.user_id),
+                "family": family.model_dump(mode="json"),
+            }
+        )
+    )
+    # The directory pushes the same identity again: the family is rewritten all the same
+    families.upsert_many(OTHER_SIRET, [family])
+    assert family.user_id in [c.user_id for c in families.candidates_on(OTHER_SIRET, keys)]
+    assert "Item" not in families._table.get_item(
+        Key={"pk": family_pk(OTHER_SIRET), "sk": legacy_blocking_sk(keys[0], family.user_id)}
+    )

@@ -27,7 +27,14 @@ from qfbridge.services.snapshots import dossier_snapshot, persist_link
 from qfbridge.services.token_watch import PIVOT_RETENTION_DAYS, TokenWatchService
 from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import HISTORY_LIMIT, FamilyRepository, QfEntry, RefreshState, family_pk
+from qfbridge.store.families import (
+    HISTORY_LIMIT,
+    FamilyRepository,
+    QfEntry,
+    RefreshState,
+    bucket_of,
+    family_pk,
+)
 from qfbridge.store.links import LinkRepository
 from qfbridge.store.tables import key_condition, plain, table
 from qfbridge.store.tenants import TenantRepository
@@ -238,12 +245,19 @@ def test_concurrent_writers_never_erase_each_other_and_erasure_reaches_everythin
 
     # Blocking entries: exactly those of the families' current directory identity, none orphaned.
     items = _partition(env["FAMILIES_TABLE"], siret)
-    stored = {str(i["sk"]) for i in items if str(i["sk"]).startswith("B#")}
+    stored = {
+        (str(i["sk"]), name)
+        for i in items
+        if str(i["sk"]).startswith("K#")
+        for name in i
+        if name.startswith("f:")
+    }
+    assert not [i for i in items if str(i["sk"]).startswith("B#")], "an entry of the former layout is left"
     expected = set()
     for item in items:
         if str(item["sk"]).startswith("F#") and "family" in item:
             uid = str(item["sk"])[2:]
-            expected |= {f"B#{date}#{uid}" for date in plain(item.get("blocking_dates", []))}
+            expected |= {(bucket_of(key, uid), f"f:{uid}") for key in plain(item.get("blocking_dates", []))}
     assert stored == expected
 
 

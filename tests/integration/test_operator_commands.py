@@ -170,3 +170,33 @@ def _tenant_file(tmp_path: Path, siret: str, cog: str) -> Path:
     path = tmp_path / f"{siret}.toml"
     path.write_text(f'[[tenants]]\nsiret = "{siret}"\nname = "Commune"\ncog = "{cog}"\n')
     return path
+
+
+def test_directory_reindex_rewrites_a_directory_stored_in_the_former_blocking_layout(
+    runtime: LocalRuntime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qfbridge.store.families import FamilyRepository, blocking_dates, family_pk, family_sk
+    from qfbridge.store.tables import to_dynamo
+
+    siret = collectivites(1, seed=47)[0].siret
+    table_name = runtime.environment["FAMILIES_TABLE"]
+    families = FamilyRepository(table_name)
+    family = households(1, seed=47, id_prefix="reindex")[0].family
+    # A family item as the former layout left it: no layout attribute, one item per blocking key.
+    families._table.put_item(
+        Item=to_dynamo(
+            {
+                "pk": family_pk(siret),
+                "sk": family_sk(family.user_id),
+                "family": family.model_dump(mode="json"),
+                "blocking_dates": sorted(blocking_dates(family)),
+            }
+        )
+    )
+    keys = sorted(blocking_dates(family))
+    assert families.candidates_on(siret, keys) == []
+    assert main(["directory", "reindex", siret, "--table", table_name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"siret": siret, "rewritten": 1}
+    assert [c.user_id for c in families.candidates_on(siret, keys)] == [family.user_id]
+    assert main(["directory", "reindex", siret, "--table", table_name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["rewritten"] == 0

@@ -569,7 +569,8 @@ EXPECTED_GRANTS: dict[str, set[tuple[str, str]]] = {
         ("sqs:SendMessage", "DossiersQueue"),  # a repoll queues what it found
         *{
             (a, "FamiliesTable")
-            for a in ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query")
+            # matching reads the blocking index with BatchGetItem
+            for a in ("dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem")
         },
         ("dynamodb:GetItem", "FormLinksTable"),
         ("dynamodb:UpdateItem", "FormLinksTable"),  # a link binds to the first identity that used it

@@ -2,6 +2,7 @@
 
 from qfbridge.reconcile.matching import (
     NAME_KEY_LIMIT,
+    Candidate,
     CandidateScore,
     CrossCheck,
     DirectoryRead,
@@ -12,8 +13,11 @@ from qfbridge.reconcile.matching import (
     blocking_key_for_dossier,
     blocking_keys_for_dossier,
     blocking_keys_for_family,
+    candidate_of,
     cross_check,
     decide,
+    decode_candidate,
+    encode_candidate,
     is_name_key,
     match,
     name_keys_for_dossier,
@@ -22,6 +26,7 @@ from qfbridge.reconcile.matching import (
 
 __all__ = [
     "NAME_KEY_LIMIT",
+    "Candidate",
     "CandidateScore",
     "CrossCheck",
     "DirectoryRead",
@@ -32,8 +37,11 @@ __all__ = [
     "blocking_key_for_dossier",
     "blocking_keys_for_dossier",
     "blocking_keys_for_family",
+    "candidate_of",
     "cross_check",
     "decide",
+    "decode_candidate",
+    "encode_candidate",
     "is_name_key",
     "match",
     "name_keys_for_dossier",

@@ -5,13 +5,15 @@ built for precision first:
 
 * **Blocking** — the store keeps one index entry per distinct birth date of a family's members
   (parents **and** children) and one per name key of each parent (folded surname — nom de
-  naissance and nom d'usage — and first prénom): ``blocking_keys_for_family``. Matching reads one
-  Query per distinct birth date of the dossier's household (``blocking_keys_for_dossier``: the
-  usager's, the other allocataires', the children's), never the directory: a household the
-  directory knows through the other parent or the children is found even when the usager's own
-  record is missing or carries a typo. Only when that gives no link, a second, bounded read on the
-  usager's name keys (``name_keys_for_dossier``, at most ``NAME_KEY_LIMIT`` families per key) adds
-  namesakes born another day to the review list (reason ``found_by_name``); they are never linked.
+  naissance and nom d'usage — and first prénom): ``blocking_keys_for_family``. Matching reads the
+  families under every distinct birth date of the dossier's household at once
+  (``blocking_keys_for_dossier``: the usager's, the other allocataires', the children's), never the
+  directory: a household the directory knows through the other parent or the children is found even
+  when the usager's own record is missing or carries a typo. Only when that gives no link, a second,
+  bounded read on the usager's name keys (``name_keys_for_dossier``, at most ``NAME_KEY_LIMIT``
+  families per key) adds namesakes born another day to the review list (reason ``found_by_name``);
+  they are never linked. The store answers with ``Candidate``s: what scoring reads, names folded
+  once when the directory was written (``encode_candidate``).
 * **Scoring** — each family is scored with named reasons. The usager against the best parent
   that is not the dossier's conjoint: points for birth date, sex, nom de naissance / nom d'usage
   (exact, typo, part of a compound name), first names (exact, same set in another order, first
@@ -41,7 +43,8 @@ built for precision first:
      usager alone, with nothing contradicting).
 
   Otherwise the dossier goes to review: two families plausible, only children matching
-  (grandparents, guardians), only the conjoint, anything contradicting. Candidates under
+  (grandparents, guardians), only the conjoint, anything contradicting. A family sharing only a
+  date with the dossier (``_Screen``) is not scored: it can change no decision. Candidates under
   ``review_floor`` are not shown, unless they hold the conjoint or a child, or were found by name;
   none left → ``no_candidate``.
 
@@ -52,9 +55,10 @@ may end up in logs.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -362,9 +366,9 @@ def name_keys_for_dossier(identity: DossierIdentity) -> set[str]:
     return {k for k in keys if k is not None}
 
 
-DirectoryRead = Callable[[Sequence[str], int | None], list[Family]]
-"""Reads the directory: the families under each key (one Query per key), at most ``limit`` per key
-when a limit is given."""
+DirectoryRead = Callable[[Sequence[str], int | None], Sequence["Family | Candidate"]]
+"""Reads the directory: the families under the keys (the store answers with ``Candidate``s, what
+scoring reads), at most ``limit`` per key when a limit is given."""
 
 
 def match(
@@ -446,8 +450,87 @@ def _profile_of_parent(parent: DirectoryParent) -> _Profile:
     )
 
 
+_REASONS: dict[tuple[str, float | None], Reason] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A directory family as scoring reads it: its parents normalised, its children's birth dates and
+    first-name tokens. The store keeps it, normalised once when the directory is written
+    (``encode_candidate``), in the blocking entries; ``candidate_of`` builds it from a ``Family``."""
+
+    user_id: str
+    parents: tuple[_Profile, ...]
+    children: tuple[_ChildKey, ...]
+
+
+def candidate_of(family: Family) -> Candidate:
+    return Candidate(
+        user_id=family.user_id,
+        parents=tuple(_profile_of_parent(p) for p in family.parents),
+        children=tuple((c.date_naissance, given_name_tokens(c.prenoms)) for c in family.enfants),
+    )
+
+
+def _as_candidate(family: Family | Candidate) -> Candidate:
+    return family if isinstance(family, Candidate) else candidate_of(family)
+
+
+def encode_candidate(family: Family) -> str:
+    """What a blocking entry carries: the family's ``Candidate`` as compact JSON — per parent its
+    surname tokens (birth name, nom d'usage), first-name tokens, sex, birth date, COG, country; per
+    child its birth date and first-name tokens (a subset of the family item's identity)."""
+    candidate = candidate_of(family)
+    parents = [
+        [
+            list(p.nom_naissance_tokens),
+            list(p.nom_usage_tokens),
+            list(p.prenoms),
+            p.sexe,
+            p.date_naissance.isoformat() if p.date_naissance else None,
+            p.cog,
+            p.pays,
+        ]
+        for p in candidate.parents
+    ]
+    children = [[date.isoformat(), list(prenoms)] for date, prenoms in candidate.children]
+    return json.dumps([parents, children], separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_candidate(user_id: str, text: str) -> Candidate:
+    """The inverse of ``encode_candidate``."""
+    parents, children = json.loads(text)
+    return Candidate(
+        user_id=user_id,
+        parents=tuple(_decode_parent(p) for p in parents),
+        children=tuple((dt.date.fromisoformat(d), tuple(prenoms)) for d, prenoms in children),
+    )
+
+
+def _decode_parent(fields: list[Any]) -> _Profile:
+    nn, nu, prenoms, sexe, born, cog, pays = fields
+    return _Profile(
+        nom_naissance="".join(nn),
+        nom_usage="".join(nu),
+        nom_naissance_tokens=tuple(nn),
+        nom_usage_tokens=tuple(nu),
+        prenoms=tuple(prenoms),
+        sexe=sexe,
+        date_naissance=dt.date.fromisoformat(born) if born else None,
+        cog=cog,
+        pays=pays,
+    )
+
+
 def _reason(code: ReasonCode, sim: float | None = None) -> Reason:
-    return Reason(code=code, points=POINTS.get(code, 0.0), similarity=None if sim is None else round(sim, 4))
+    """The reason for ``code`` (frozen, so one instance per code and similarity serves every family)."""
+    key = (code, None if sim is None else round(sim, 4))
+    reason = _REASONS.get(key)
+    if reason is None:
+        reason = Reason(code=code, points=POINTS.get(code, 0.0), similarity=key[1])
+        if len(_REASONS) < 4096:
+            _REASONS[key] = reason
+    return reason
 
 
 def _compare_birthdate(left: dt.date | None, right: dt.date | None) -> Reason:
@@ -536,6 +619,8 @@ def _passes_gates(reasons: Iterable[Reason]) -> bool:
 
 
 def _same_person_as_conjoint(conjoint: _Profile, parent: _Profile) -> bool:
+    if conjoint.date_naissance is None or conjoint.date_naissance != parent.date_naissance:
+        return False  # the gates need the exact birth date: nothing else to compare
     return _passes_gates(_compare_person(conjoint, parent))
 
 
@@ -567,13 +652,13 @@ def _contradicts_usager(reasons: Sequence[Reason]) -> bool:
 _ChildKey = tuple[dt.date, tuple[str, ...]]
 
 
-def _pair_children(
-    dossier: Sequence[_ChildKey], directory_enfants: Sequence[DirectoryChild]
-) -> tuple[int, int]:
+def _pair_children(dossier: Sequence[_ChildKey], directory: Sequence[_ChildKey]) -> tuple[int, int]:
     """Children present on both sides: same birth date AND first names agreeing (twins share a
     birth date, so the date alone never pairs a child). One-to-one, exact names paired first.
     Returns (exact pairs, pairs on overlapping first names only)."""
-    remaining = [(c.date_naissance, given_name_tokens(c.prenoms)) for c in directory_enfants]
+    if not dossier or not directory or not {d for d, _ in dossier} & {d for d, _ in directory}:
+        return 0, 0  # no birth date in common: nothing can pair
+    remaining = list(directory)
     counts = [0, 0]
     pending = list(dossier)
     for level, strict in enumerate((True, False)):
@@ -601,7 +686,8 @@ def _child_keys(enfants: Sequence[Person]) -> list[_ChildKey]:
 
 
 def _matched_children(dossier_enfants: Sequence[Person], directory_enfants: Sequence[DirectoryChild]) -> int:
-    exact, partial = _pair_children(_child_keys(dossier_enfants), directory_enfants)
+    directory = [(c.date_naissance, given_name_tokens(c.prenoms)) for c in directory_enfants]
+    exact, partial = _pair_children(_child_keys(dossier_enfants), directory)
     return exact + partial
 
 
@@ -629,7 +715,10 @@ class _Dossier:
 class _Assessment:
     """One family against the dossier: its score and the household facts the decision uses."""
 
-    candidate: CandidateScore
+    user_id: str
+    score: float  # rounded to 4 decimals, as shown
+    reasons: tuple[Reason, ...]
+    matched_parent: int | None
     usager_level: UsagerLevel
     usager_points: float  # after the gate
     conjoint_found: bool
@@ -639,24 +728,28 @@ class _Assessment:
     by_name: bool
 
     @property
-    def score(self) -> float:
-        return self.candidate.score
+    def candidate(self) -> CandidateScore:
+        """Built for the families shown only (scoring hundreds of them needs none)."""
+        return CandidateScore(
+            user_id=self.user_id,
+            score=self.score,
+            reasons=list(self.reasons),
+            matched_parent=self.matched_parent,
+        )
 
-    @property
-    def user_id(self) -> str:
-        return self.candidate.user_id
+
+_RANK = {"strong": 2, "weak": 1, "none": 0}
 
 
-def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Assessment:
-    parents = [_profile_of_parent(p) for p in family.parents]
+def _assess(dossier: _Dossier, family: Candidate, *, by_name: bool = False) -> _Assessment:
+    parents = family.parents
     conjoint_of = [any(_same_person_as_conjoint(c, p) for c in dossier.conjoints) for p in parents]
     compared = [_compare_person(dossier.usager, parent) for parent in parents]
     levels = [_usager_level(r) for r in compared]
-    rank = {"strong": 2, "weak": 1, "none": 0}
     # The usager is looked for among the parents who are not the dossier's conjoint.
     eligible = [i for i in range(len(parents)) if not conjoint_of[i] or levels[i] == "strong"]
     usager_index = (
-        max(eligible, key=lambda i: (rank[levels[i]], sum(r.points for r in compared[i])))
+        max(eligible, key=lambda i: (_RANK[levels[i]], sum(r.points for r in compared[i])))
         if eligible
         else None
     )
@@ -665,7 +758,7 @@ def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Ass
     usager_points = 0.0
     conflicts: set[str] = set()
     if usager_index is None:
-        reasons.append(Reason(code="usager_absent"))
+        reasons.append(_reason("usager_absent"))
     else:
         reasons.extend(compared[usager_index])
         level = levels[usager_index]
@@ -675,11 +768,11 @@ def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Ass
             reasons.append(Reason(code="not_auto_linkable", points=round(usager_points - raw, 4)))
         if _contradicts_usager(compared[usager_index]):
             conflicts.add("usager_contradicts")
-            reasons.append(Reason(code="usager_contradicts"))
+            reasons.append(_reason("usager_contradicts"))
 
     usager_parent = usager_index if level != "none" else None
     conjoint_found = any(conjoint_of[j] for j in range(len(parents)) if j != usager_parent)
-    exact, partial = _pair_children(dossier.children, family.enfants)
+    exact, partial = _pair_children(dossier.children, family.children)
     ours = level != "none" or conjoint_found
 
     household: list[Reason] = []
@@ -693,26 +786,27 @@ def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Ass
     if dossier.conjoints and others and usager_parent is not None:
         conflicts.add("other_parent_mismatch")
         household.append(_reason("other_parent_mismatch"))
-    if ours and dossier.children and family.enfants and not exact + partial:
+    if ours and dossier.children and family.children and not exact + partial:
         conflicts.add("children_contradict")
         household.append(_reason("children_contradict"))
     if conjoint_found and level == "none":
-        household.append(Reason(code="conjoint_only_match"))
+        household.append(_reason("conjoint_only_match"))
     if exact and level == "none" and not conjoint_found:
-        household.append(Reason(code="children_only_match"))
+        household.append(_reason("children_only_match"))
 
     pieces = (level != "none") + conjoint_found + (exact >= 1)
     designated = not by_name and not conflicts and (conjoint_found or exact >= 2) and pieces >= 2
     if designated:
-        household.append(Reason(code="household_designates"))
+        household.append(_reason("household_designates"))
     if by_name:
-        household.append(Reason(code="found_by_name"))
+        household.append(_reason("found_by_name"))
     reasons.extend(household)
     score = max(0.0, usager_points + sum(r.points for r in household))
     return _Assessment(
-        candidate=CandidateScore(
-            user_id=family.user_id, score=round(score, 4), reasons=reasons, matched_parent=usager_parent
-        ),
+        user_id=family.user_id,
+        score=round(score, 4),
+        reasons=tuple(reasons),
+        matched_parent=usager_parent,
         usager_level=level,
         usager_points=usager_points,
         conjoint_found=conjoint_found,
@@ -723,9 +817,9 @@ def _assess(dossier: _Dossier, family: Family, *, by_name: bool = False) -> _Ass
     )
 
 
-def score_candidate(identity: DossierIdentity, family: Family) -> CandidateScore:
+def score_candidate(identity: DossierIdentity, family: Family | Candidate) -> CandidateScore:
     """Score one family: the usager against its best parent, then the household's evidence."""
-    return _assess(_Dossier.of(identity), family).candidate
+    return _assess(_Dossier.of(identity), _as_candidate(family)).candidate
 
 
 def _holds_the_conjoint(other: _Assessment) -> bool:
@@ -762,12 +856,98 @@ def _identity_link(top: _Assessment, others: Sequence[_Assessment], policy: Matc
     return True
 
 
+# A family with no parent bearing any of the usager's names or first names (not even a typo away),
+# none born on the conjoint's birth date and no child born on a dossier child's, scores at most this:
+# the gated points of a birth date, a sex and a birthplace.
+_NAMELESS_MAX = GATED_FACTOR * (
+    POINTS["birthdate_exact"]
+    + POINTS["sexe_match"]
+    + max(POINTS["birthplace_match"], POINTS["birthcountry_match"])
+)
+# A usager passing the gates has at least these points: birth date, the weakest surname and first-name evidence.
+_STRONG_MIN = (
+    POINTS["birthdate_exact"]
+    + min(POINTS[c] for c in _NOM_EVIDENCE if c in POINTS)
+    + min(POINTS[c] for c in _PRENOM_EVIDENCE if c in POINTS)
+)
+
+
+def _names_relate(d: _Profile, p: _Profile) -> bool:
+    """Whether ``_compare_surnames`` or ``_compare_given_names`` would find any evidence between them."""
+    if d.nom_naissance == p.nom_naissance:
+        return True
+    ours = [
+        (n, t) for n, t in ((d.nom_naissance, d.nom_naissance_tokens), (d.nom_usage, d.nom_usage_tokens)) if n
+    ]
+    for name, tokens in ((p.nom_naissance, p.nom_naissance_tokens), (p.nom_usage, p.nom_usage_tokens)):
+        if not name:
+            continue
+        for our_name, our_tokens in ours:
+            if our_name == name or is_typo_of(our_name, name):
+                return True
+            shorter, longer = sorted((set(our_tokens), set(tokens)), key=len)
+            if shorter and len(longer) > len(shorter) and shorter <= longer:
+                return True
+    return _compare_given_names(d.prenoms, p.prenoms).code in _PRENOM_EVIDENCE
+
+
+@dataclass(frozen=True, slots=True)
+class _Screen:
+    """Tells apart, cheaply, the families that cannot change the decision. Under a crowded birth date
+    (1 January for parents born abroad) most families share only a date with the dossier: no parent
+    bears the usager's names or first names (not even a typo away), none is the conjoint, no child
+    pairs with a dossier's child. Such a family scores at most ``_NAMELESS_MAX``: it is not shown
+    (under the review floor), never leads, never designates, never stays plausible beside a
+    designated family and never comes within the margin of a family the identity rule links — so
+    scoring it is skipped. Used only with a policy for which all of that holds (``applies``)."""
+
+    usager: _Profile
+    conjoints: dict[dt.date, tuple[_Profile, ...]]
+    children: dict[dt.date, tuple[tuple[str, ...], ...]]
+
+    @staticmethod
+    def applies(policy: MatchPolicy) -> bool:
+        return (
+            policy.review_floor > _NAMELESS_MAX
+            and policy.margin <= policy.threshold - _NAMELESS_MAX
+            and policy.margin <= _STRONG_MIN - _NAMELESS_MAX
+        )
+
+    @classmethod
+    def of(cls, dossier: _Dossier) -> _Screen:
+        conjoints: dict[dt.date, list[_Profile]] = {}
+        for conjoint in dossier.conjoints:
+            if conjoint.date_naissance is not None:
+                conjoints.setdefault(conjoint.date_naissance, []).append(conjoint)
+        children: dict[dt.date, list[tuple[str, ...]]] = {}
+        for date, prenoms in dossier.children:
+            children.setdefault(date, []).append(prenoms)
+        return cls(
+            usager=dossier.usager,
+            conjoints={d: tuple(c) for d, c in conjoints.items()},
+            children={d: tuple(c) for d, c in children.items()},
+        )
+
+    def irrelevant(self, family: Candidate) -> bool:
+        for parent in family.parents:
+            if _names_relate(self.usager, parent):
+                return False  # the usager, or someone the agent may have to see
+            conjoints = self.conjoints.get(parent.date_naissance) if parent.date_naissance else None
+            if conjoints and any(_names_relate(c, parent) for c in conjoints):
+                return False  # maybe the conjoint (the gates need the date and both names)
+        for date, prenoms in family.children:
+            for ours in self.children.get(date, ()):
+                if _compare_given_names(ours, prenoms).code in _PRENOM_EVIDENCE:
+                    return False  # a child pairs (exactly or on first names)
+        return True
+
+
 def decide(
     identity: DossierIdentity,
-    candidates: Iterable[Family],
+    candidates: Iterable[Family | Candidate],
     *,
     policy: MatchPolicy | None = None,
-    by_name: Iterable[Family] = (),
+    by_name: Iterable[Family | Candidate] = (),
 ) -> MatchDecision:
     """Link by the identity rule or the household rule (see the module docstring), else review.
 
@@ -776,13 +956,17 @@ def decide(
     """
     policy = policy or MatchPolicy()
     dossier = _Dossier.of(identity)
+    screen = _Screen.of(dossier) if _Screen.applies(policy) else None
     assessed: dict[str, _Assessment] = {}
     for family in candidates:
         if family.user_id not in assessed:
-            assessed[family.user_id] = _assess(dossier, family)
+            candidate = _as_candidate(family)
+            if screen is not None and screen.irrelevant(candidate):
+                continue
+            assessed[family.user_id] = _assess(dossier, candidate)
     for family in by_name:
         if family.user_id not in assessed:
-            assessed[family.user_id] = _assess(dossier, family, by_name=True)
+            assessed[family.user_id] = _assess(dossier, _as_candidate(family), by_name=True)
     ranked = sorted(assessed.values(), key=lambda a: (-a.score, a.user_id))
     shown = [
         a

@@ -158,9 +158,12 @@ def is_typo_of(left: str, right: str) -> bool:
     if left == right or min(len(left), len(right)) < 4:
         return False
     allowed = 1 if min(len(left), len(right)) <= 7 else 2
-    if edit_distance(left, right) <= allowed:
+    if abs(len(left) - len(right)) > allowed:
+        return False  # at least that many insertions: too far, and no transposition either
+    distance = Levenshtein.distance(left, right, score_cutoff=2)  # 3 stands for "3 or more"
+    if distance <= allowed:
         return True
-    return _one_transposition(left, right)
+    return distance == 2 and _one_transposition(left, right)  # a transposition is 2 edits
 
 
 def _one_transposition(left: str, right: str) -> bool:

@@ -7,7 +7,7 @@ Item layout (one partition per tenant, ``pk = T#<siret>``):
   item), so no write erases what another path stored meanwhile:
 
   - the **directory** (``upsert_many``): ``family`` (directory identity), ``blocking_dates`` (the
-    family's blocking keys), ``directory_updated_at``;
+    family's blocking keys), ``blocking_format`` (their layout), ``directory_updated_at``;
   - **links and dossiers** (``link_update``, the form-link issuance, ``unlink_case``):
     ``pivot_identity``, ``identity_key``, ``pivot_case_id``, ``members``, ``case_ids``, ``link_ids``;
   - **the QF** (``link_update``, ``record_refresh``, ``unlink_case``, versioned by ``qf_version``: a
@@ -16,12 +16,23 @@ Item layout (one partition per tenant, ``pk = T#<siret>``):
     the cycle): ``refresh``, ``refresh_tenant``/``next_refresh_at`` (the sparse ``by_refresh_due``
     index).
 
-* ``sk = B#<key>#<user_id>`` — a blocking entry per blocking key of the family
-  (``qfbridge.reconcile.blocking_keys_for_family``: each distinct birth date of its parents and
-  children, and each parent's name key ``name:<surname>:<first prénom>``), carrying a copy of the
-  directory identity: identity matching reads one Query per birth date of the dossier's household
-  (and, for the review list only, a bounded Query per name key of the usager), never the whole
-  directory. The family item lists its keys in ``blocking_dates``.
+* ``sk = K#<key>#<shard>`` — the blocking index: one item per blocking key of the directory
+  (``qfbridge.reconcile.blocking_keys_for_family``: each distinct birth date of a family's parents
+  and children, and each parent's name key ``name:<surname>:<first prénom>``), holding one attribute
+  per family under that key, ``f:<user_id>``, whose value is what scoring reads — the family's
+  ``Candidate``, names folded once at write time (``qfbridge.reconcile.encode_candidate``) —, and
+  the set of their user ids, ``ids``: the item is deleted with its last family, so an erasure
+  leaves no key naming anyone. A
+  crowded key (1 January: parents born abroad whose day of birth is unknown) is spread over
+  ``CROWDED_SHARDS`` items by a hash of the user id, so no item nears DynamoDB's 400 KB. Identity
+  matching reads every key of the dossier's household in **one BatchGetItem** (and, for the review
+  list only, the usager's name keys in a second one), never the directory. The family item lists its
+  keys in ``blocking_dates`` and the layout in ``blocking_format``.
+
+  Layout 1 (``blocking_format`` absent) kept one item per family and key, ``B#<key>#<user_id>``,
+  with a copy of the directory identity. A directory push rewrites such a family in layout 2 (its
+  identity unchanged or not) and deletes its old items; ``reindex`` does it for a whole tenant from
+  the stored identities (``qfbridge directory reindex``).
 
 The current QF is the entry of the most recent period (``annee``, ``mois``, then the calculation
 date, then the reception time); an older entry only joins the history, which keeps the
@@ -32,9 +43,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,13 +55,21 @@ from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
+if TYPE_CHECKING:
+    from qfbridge.reconcile.matching import Candidate
+
 HISTORY_LIMIT = 60  # five years of monthly refreshes
 QF_WRITE_ATTEMPTS = 8
 """Versioned QF writes re-read and retried on a conflict, before giving up (the caller retries later)."""
 UPSERT_WORKERS = 8
+BLOCKING_FORMAT = 2
+"""The blocking index's layout (see the module docstring); a family stored in another is rewritten."""
+CROWDED_SHARDS = 16
+"""Items a crowded blocking key (a 1 January) is spread over: ~1,500 families fit in one 400 KB item."""
+BATCH_GET_KEYS = 100
 
 OWNERSHIP: dict[str, tuple[str, ...]] = {
-    "directory": ("family", "blocking_dates", "directory_updated_at"),
+    "directory": ("family", "blocking_dates", "blocking_format", "directory_updated_at"),
     "links": ("pivot_identity", "identity_key", "pivot_case_id", "members", "case_ids", "link_ids"),
     "qf": ("qf", "qf_history", "qf_history_keys", "qf_version"),
     "refresh": ("refresh", "refresh_tenant", "next_refresh_at"),
@@ -77,8 +97,32 @@ def family_sk(user_id: str) -> str:
     return f"F#{user_id}"
 
 
-def blocking_sk(birthdate: str, user_id: str) -> str:
-    return f"B#{birthdate}#{user_id}"
+def legacy_blocking_sk(key: str, user_id: str) -> str:
+    """A blocking entry of layout 1 (one item per family and key), deleted when the family is rewritten."""
+    return f"B#{key}#{user_id}"
+
+
+def bucket_shards(key: str) -> int:
+    """How many items hold the families under ``key``: ``CROWDED_SHARDS`` for a 1 January, else 1."""
+    return CROWDED_SHARDS if key.endswith("-01-01") else 1
+
+
+def bucket_sk(key: str, shard: int) -> str:
+    return f"K#{key}#{shard}"
+
+
+def bucket_sks(key: str) -> list[str]:
+    """Every item of the blocking index under ``key``."""
+    return [bucket_sk(key, shard) for shard in range(bucket_shards(key))]
+
+
+def bucket_of(key: str, user_id: str) -> str:
+    """The item of the blocking index holding ``user_id``'s entry under ``key``."""
+    return bucket_sk(key, zlib.crc32(user_id.encode()) % bucket_shards(key))
+
+
+def entry_attribute(user_id: str) -> str:
+    return f"f:{user_id}"
 
 
 def blocking_dates(family: Family) -> set[str]:
@@ -90,25 +134,21 @@ def blocking_dates(family: Family) -> set[str]:
     return blocking_keys_for_family(family)
 
 
-def blocking_items(siret: str, family: Family) -> dict[str, dict[str, Any]]:
-    """The blocking entries of a directory family, by sort key (what identity matching Queries)."""
-    directory = family.model_dump(mode="json")
-    return {
-        blocking_sk(date, family.user_id): {
-            "pk": family_pk(siret),
-            "sk": blocking_sk(date, family.user_id),
-            "user_id": family.user_id,
-            "family": directory,
-        }
-        for date in sorted(blocking_dates(family))
-    }
+def blocking_entries(family: Family) -> dict[str, tuple[str, str, str]]:
+    """The family's blocking entries by key: (the bucket's sort key, the attribute, its value)."""
+    from qfbridge.reconcile.matching import encode_candidate
+
+    value = encode_candidate(family)
+    attribute = entry_attribute(family.user_id)
+    return {key: (bucket_of(key, family.user_id), attribute, value) for key in sorted(blocking_dates(family))}
 
 
-def stored_blocking_sks(user_id: str, item: dict[str, Any] | None) -> set[str]:
-    """The sort keys of the blocking entries a stored family item says it has."""
+def stored_blocking(item: dict[str, Any] | None) -> tuple[set[str], int]:
+    """The blocking keys a stored family item says it has, and their layout."""
     if not item:
-        return set()
-    return {blocking_sk(str(date), user_id) for date in plain(item.get("blocking_dates", []))}
+        return set(), BLOCKING_FORMAT
+    keys = {str(key) for key in plain(item.get("blocking_dates", []))}
+    return keys, int(item.get("blocking_format", 1))
 
 
 def person_key(surname: str, given_names: str, sexe: str, birthdate: dt.date) -> str:
@@ -239,16 +279,18 @@ class FamilyRepository:
         intake, refresh and links own — then its blocking entries; True for each family created.
 
         One BatchGet per 100 families first: a family whose stored directory identity is already the
-        one pushed is not written again (a nightly sync re-pushes mostly unchanged families).
+        one pushed, in the current blocking layout, is not written again (a nightly sync re-pushes
+        mostly unchanged families).
         """
         latest = {family.user_id: family for family in families}  # a repeated user_id: the last wins
-        seen = self._batch_get(siret, list(latest), "sk, #family, blocking_dates")
+        seen = self._batch_get(siret, list(latest), "sk, #family, blocking_dates, blocking_format")
         changed = [
             family
             for family in latest.values()
             if family.user_id not in seen
             or plain(seen[family.user_id].get("family")) != family.model_dump(mode="json")
             or sorted(plain(seen[family.user_id].get("blocking_dates", []))) != sorted(blocking_dates(family))
+            or int(seen[family.user_id].get("blocking_format", 1)) != BLOCKING_FORMAT
         ]
         client = dynamodb().meta.client
         now = dt.datetime.now(dt.UTC).isoformat()
@@ -257,55 +299,133 @@ class FamilyRepository:
             response = client.update_item(
                 TableName=self.table_name,
                 Key={"pk": family_pk(siret), "sk": family_sk(family.user_id)},
-                UpdateExpression="SET #family = :family, blocking_dates = :dates, directory_updated_at = :now",
+                UpdateExpression="SET #family = :family, blocking_dates = :dates, "
+                "blocking_format = :format, directory_updated_at = :now",
                 ExpressionAttributeNames={"#family": "family"},
                 ExpressionAttributeValues=to_dynamo(
                     {
                         ":family": family.model_dump(mode="json"),
                         ":dates": sorted(blocking_dates(family)),
+                        ":format": BLOCKING_FORMAT,
                         ":now": now,
                     }
                 ),
-                ReturnValues="UPDATED_OLD",  # what this write replaced, atomically: the old blocking keys
+                # What this write replaced, atomically: the old blocking keys and their layout.
+                ReturnValues="UPDATED_OLD",
             )
-            return response.get("Attributes")
+            # An attribute the write left as it was may be missing from the answer: then it is what
+            # the read above found (a push racing in between is settled by ``_write_blocking``).
+            before = seen.get(family.user_id, {})
+            kept = {name: before[name] for name in ("blocking_dates", "blocking_format") if name in before}
+            return kept | (response.get("Attributes") or {})
 
-        if len(changed) > 1:
-            with ThreadPoolExecutor(max_workers=UPSERT_WORKERS) as pool:
-                olds = list(pool.map(write, changed))
-        else:
-            olds = [write(family) for family in changed]
+        olds = self._run(write, changed)
         if changed:
             self._write_blocking(siret, changed, olds)
         return [family.user_id not in seen for family in families]
 
+    def reindex(self, siret: str) -> int:
+        """Rewrite, in the current layout, the blocking index of the tenant's families stored in an
+        older one, from their stored directory identities (what a re-push of the directory does).
+        Returns how many families were rewritten. One Query page of family items at a time."""
+        rewritten = 0
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
+            & key_condition("sk").begins_with("F#"),
+            "ProjectionExpression": "sk, #family, blocking_format",
+            "ExpressionAttributeNames": {"#family": "family"},
+        }
+        while True:
+            response = self._table.query(**kwargs)
+            stale = [
+                Family.model_validate(plain(item["family"]))
+                for item in response.get("Items", [])
+                if "family" in item and int(item.get("blocking_format", 1)) != BLOCKING_FORMAT
+            ]
+            if stale:
+                self.upsert_many(siret, stale)
+                rewritten += len(stale)
+            if "LastEvaluatedKey" not in response:
+                return rewritten
+            kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def _run(self, write: Any, items: list[Any]) -> list[Any]:
+        if len(items) > 1:
+            with ThreadPoolExecutor(max_workers=UPSERT_WORKERS) as pool:
+                return list(pool.map(write, items))
+        return [write(item) for item in items]
+
+    def _set_entry(self, siret: str, sk: str, attribute: str, value: str) -> None:
+        self._table.update_item(
+            Key={"pk": family_pk(siret), "sk": sk},
+            UpdateExpression="SET #entry = :value ADD ids :user",
+            ExpressionAttributeNames={"#entry": attribute},
+            ExpressionAttributeValues={":value": value, ":user": {attribute[2:]}},
+        )
+
+    def _remove_entry(self, siret: str, sk: str, attribute: str) -> None:
+        """Remove one family's entry; the item goes with its last entry (its key may name someone)."""
+        key = {"pk": family_pk(siret), "sk": sk}
+        response = self._table.update_item(
+            Key=key,
+            UpdateExpression="REMOVE #entry DELETE ids :user",
+            ExpressionAttributeNames={"#entry": attribute},
+            ExpressionAttributeValues={":user": {attribute[2:]}},
+            ReturnValues="UPDATED_NEW",  # ``ids`` as left; DynamoDB drops an emptied set
+        )
+        if "ids" in (response.get("Attributes") or {}):
+            return
+        try:  # unless a family was added meanwhile
+            self._table.delete_item(Key=key, ConditionExpression="attribute_not_exists(ids)")
+        except self._conditional_failed():
+            return
+
+    def _drop_blocking(self, siret: str, user_id: str, keys: set[str], layout: int) -> list[tuple[Any, ...]]:
+        """The writes removing ``user_id``'s entries under ``keys`` (layout 1 items are deleted in batch)."""
+        if layout == BLOCKING_FORMAT:
+            return [("remove", bucket_of(key, user_id), entry_attribute(user_id)) for key in sorted(keys)]
+        if keys:
+            with self._table.batch_writer() as batch:
+                for key in keys:
+                    batch.delete_item(Key={"pk": family_pk(siret), "sk": legacy_blocking_sk(key, user_id)})
+        return []
+
+    def _apply(self, siret: str, writes: list[tuple[Any, ...]]) -> None:
+        def one(write: tuple[Any, ...]) -> None:
+            if write[0] == "set":
+                self._set_entry(siret, write[1], write[2], write[3])
+            else:
+                self._remove_entry(siret, write[1], write[2])
+
+        self._run(one, writes)
+
     def _write_blocking(self, siret: str, families: list[Family], olds: list[dict[str, Any] | None]) -> None:
-        """Put each family's blocking entries, delete those it no longer has; then settle the races:
+        """Set each family's blocking entries, remove those it no longer has; then settle the races:
         an erasure or another push of the same family that ran meanwhile leaves the blocking entries
         of what the family item holds now, and no others."""
         written: dict[str, set[str]] = {}
-        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
-            for family, old in zip(families, olds, strict=True):
-                items = blocking_items(siret, family)
-                for item in items.values():
-                    batch.put_item(Item=to_dynamo(item))
-                for sk in stored_blocking_sks(family.user_id, old) - set(items):
-                    batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
-                written[family.user_id] = set(items)
+        writes: list[tuple[Any, ...]] = []
+        for family, old in zip(families, olds, strict=True):
+            entries = blocking_entries(family)
+            writes += [("set", sk, attribute, value) for sk, attribute, value in entries.values()]
+            old_keys, layout = stored_blocking(old)
+            gone = old_keys if layout != BLOCKING_FORMAT else old_keys - set(entries)
+            writes += self._drop_blocking(siret, family.user_id, gone, layout)
+            written[family.user_id] = set(entries)
+        self._apply(siret, writes)
         current = self._batch_get(siret, list(written), "sk, #family")
-        with self._table.batch_writer(overwrite_by_pkeys=["pk", "sk"]) as batch:
-            for family in families:
-                found = current.get(family.user_id)
-                now_family = plain(found["family"]) if found and "family" in found else None
-                if now_family == family.model_dump(mode="json"):
-                    continue
-                wanted = (
-                    blocking_items(siret, Family.model_validate(now_family)) if now_family is not None else {}
-                )
-                for sk in written[family.user_id] - set(wanted):
-                    batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
-                for entry in wanted.values():
-                    batch.put_item(Item=to_dynamo(entry))
+        settle: list[tuple[Any, ...]] = []
+        for family in families:
+            found = current.get(family.user_id)
+            now_family = plain(found["family"]) if found and "family" in found else None
+            if now_family == family.model_dump(mode="json"):
+                continue
+            wanted = blocking_entries(Family.model_validate(now_family)) if now_family is not None else {}
+            settle += self._drop_blocking(
+                siret, family.user_id, written[family.user_id] - set(wanted), BLOCKING_FORMAT
+            )
+            settle += [("set", sk, attribute, value) for sk, attribute, value in wanted.values()]
+        self._apply(siret, settle)
 
     def _batch_get(self, siret: str, user_ids: list[str], projection: str) -> dict[str, dict[str, Any]]:
         client = dynamodb().meta.client
@@ -327,30 +447,41 @@ class FamilyRepository:
                 request = response.get("UnprocessedKeys") or {}
         return found
 
-    def candidates(self, siret: str, birthdate: dt.date) -> list[Family]:
-        """The directory families with a parent born on ``birthdate``: one Query on the blocking entries."""
+    def candidates(self, siret: str, birthdate: dt.date) -> list[Candidate]:
+        """The directory families with a member born on ``birthdate``."""
         return self.candidates_on(siret, [birthdate.isoformat()])
 
-    def candidates_on(self, siret: str, keys: Iterable[str], *, limit: int | None = None) -> list[Family]:
-        """The directory families under any of ``keys`` (birth dates or name keys), each family once:
-        one Query per key. With ``limit``, at most that many entries per key, in one request (the
-        bounded name-key read); without, every entry (one request unless a 1 MB page is full)."""
-        found: dict[str, Family] = {}
-        for key in sorted(set(keys)):  # each key read once, in a stable order
-            kwargs: dict[str, Any] = {
-                "KeyConditionExpression": key_condition("pk").eq(family_pk(siret))
-                & key_condition("sk").begins_with(f"B#{key}#"),
+    def candidates_on(self, siret: str, keys: Iterable[str], *, limit: int | None = None) -> list[Candidate]:
+        """The directory families under any of ``keys`` (birth dates or name keys), each family once,
+        as scoring reads them: every key's items in one BatchGetItem (up to 100 items a request; keys
+        DynamoDB leaves unprocessed are asked again). With ``limit``, at most that many families per
+        key, the first by user id (the bounded name-key read)."""
+        from qfbridge.reconcile.matching import decode_candidate
+
+        wanted = sorted(set(keys))  # each key read once, in a stable order
+        sks = [sk for key in wanted for sk in bucket_sks(key)]
+        entries: dict[str, dict[str, str]] = {}  # bucket sort key → {user id: entry}
+        client = dynamodb().meta.client
+        for start in range(0, len(sks), BATCH_GET_KEYS):
+            chunk = sks[start : start + BATCH_GET_KEYS]
+            request: dict[str, Any] = {
+                self.table_name: {"Keys": [{"pk": family_pk(siret), "sk": sk} for sk in chunk]}
             }
-            if limit is not None:
-                kwargs["Limit"] = limit
-            while True:
-                response = self._table.query(**kwargs)
-                for item in response.get("Items", []):
-                    family = Family.model_validate(plain(item["family"]))
-                    found.setdefault(family.user_id, family)
-                if limit is not None or "LastEvaluatedKey" not in response:
-                    break
-                kwargs["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            while request:
+                response = client.batch_get_item(RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    entries[str(item["sk"])] = {
+                        name[2:]: str(value) for name, value in item.items() if name.startswith("f:")
+                    }
+                request = response.get("UnprocessedKeys") or {}
+        found: dict[str, Candidate] = {}
+        for key in wanted:
+            under = sorted(
+                (user_id, value) for sk in bucket_sks(key) for user_id, value in entries.get(sk, {}).items()
+            )
+            for user_id, value in under[:limit]:
+                if user_id not in found:
+                    found[user_id] = decode_candidate(user_id, value)
         return list(found.values())
 
     # ------------------------------------------------------------------ links
@@ -595,9 +726,8 @@ class FamilyRepository:
         if not item:
             return None
         record = _record(siret, item)
-        with self._table.batch_writer() as batch:
-            for sk in stored_blocking_sks(user_id, item):
-                batch.delete_item(Key={"pk": family_pk(siret), "sk": sk})
+        keys, layout = stored_blocking(item)
+        self._apply(siret, self._drop_blocking(siret, user_id, keys, layout))
         return record
 
 
