@@ -5,10 +5,13 @@ template's Globals. Log lines carry technical identifiers only (SIRET, case id, 
 user id) — never identities, QF values, secrets or tokens.
 
 The Tracer is built on first use, not at import: ``Tracer()`` imports ``aws_xray_sdk`` (and
-botocore with it) and, with tracing active, patches every library X-Ray supports — the largest
-single cost of a handler's import (see docs/performance.md). ``tracer`` offers the decorators
-the handlers use; they build the real Tracer when the decorated function first runs, which is
-before the handler creates its AWS and HTTP clients, so the patched libraries are traced the same.
+botocore with it) and, with tracing active, patches libraries — the largest single cost of a
+handler's import (see docs/performance.md). ``tracer`` offers the decorators the handlers use;
+they build the real Tracer when the decorated function first runs, which is before the handler
+creates its AWS and HTTP clients, so the patched libraries are traced the same. It patches the two
+libraries qfbridge calls out with, ``TRACED_LIBRARIES`` (botocore for AWS, httpx for HubEE and API
+Particulier), not every library X-Ray supports: trying each of those (databases, requests,
+aiobotocore…) cost a cold request ~20 ms of CPU and traced nothing more.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 THIRD_PARTY_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "s3transfer")
+TRACED_LIBRARIES = ("botocore", "httpx")
+"""What X-Ray patches: every AWS request (botocore) and every HubEE and API Particulier call (httpx)."""
 """Libraries that log request URLs at INFO/DEBUG: API Particulier's carry the usager's identity
 in the query string (names, birth date, birthplace), HubEE's the case ids."""
 
@@ -83,7 +88,7 @@ class LazyTracer:
                     else:
                         from aws_lambda_powertools import Tracer
 
-                        self._tracer = Tracer()
+                        self._tracer = Tracer(patch_modules=TRACED_LIBRARIES)
         return self._tracer
 
     @property
