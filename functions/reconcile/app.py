@@ -161,9 +161,10 @@ def _release_if_leaving(record: Any) -> None:
         )
 
 
-def _receive_count(record: SQSRecord) -> int | None:
+def _receive_count(record: SqsRecord) -> int | None:
+    count = record.attributes.approximate_receive_count
     try:
-        return int(record.attributes.approximate_receive_count)
+        return None if count is None else int(count)
     except (KeyError, TypeError, ValueError):
         return None
 
