@@ -161,10 +161,9 @@ def _release_if_leaving(record: Any) -> None:
         )
 
 
-def _receive_count(record: SqsRecord) -> int | None:
-    count = record.attributes.approximate_receive_count
+def _receive_count(record: SQSRecord) -> int | None:
     try:
-        return None if count is None else int(count)
+        return int(record.attributes.approximate_receive_count)
     except (KeyError, TypeError, ValueError):
         return None
 
