@@ -16,7 +16,6 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventModel, SqsModel
 from pydantic import BaseModel, ValidationError
 
-from qfbridge.hubee import HubeeConfig
 from qfbridge.hubee.models import Notification
 from qfbridge.messages import (
     CaseEventMessage,
@@ -226,10 +225,7 @@ class Received:
     """Stands in for reconcile's and qf_refresh's services: records the messages handed to them."""
 
     messages: list[BaseModel] = field(default_factory=list)
-    # reconcile checks each record's time left against two worst-case HubEE calls of this config
-    hubee: Any = field(
-        default_factory=lambda: HubeeConfig(api_url="https://h.example", token_url="https://h.example/t")
-    )
+    hubee: Any = None
 
     def handle(self, message: DossierMessage) -> Any:
         self.messages.append(message)
