@@ -12,16 +12,17 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from pydantic import Field
 
-from qfbridge.batch import process_partial_response
 from qfbridge.observability import logger, metrics, tracer
 from qfbridge.settings import BaseSettings
 
 if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
-    from qfbridge.batch import SqsRecord
     from qfbridge.hubee import HubeeConfig
     from qfbridge.services.intake import IntakeService
     from qfbridge.services.poll import PollService
@@ -127,20 +128,24 @@ def poller() -> PollService:
     )
 
 
-def log_failure(record: SqsRecord, exc: Exception) -> None:
-    """A failed record, left to the queue: logged (message id and error code only) and counted."""
-    code = getattr(exc, "code", None)
-    level = logger.info if isinstance(exc, NotStarted) else logger.warning
-    level(
-        "record failed, left to the queue",
-        extra={
-            "message_id": record.message_id,
-            "error_code": code if isinstance(code, str) else type(exc).__name__,
-        },
-    )
-    if not isinstance(exc, NotStarted):
-        metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
-    _release_if_leaving(record)
+class LoggedBatchProcessor(BatchProcessor):
+    """Powertools' processor, logging each failed record (message id and error code only)."""
+
+    def failure_handler(self, record: Any, exception: Any) -> Any:
+        exc = exception[1] if isinstance(exception, tuple) and len(exception) > 1 else None
+        code = getattr(exc, "code", None)
+        level = logger.info if isinstance(exc, NotStarted) else logger.warning
+        level(
+            "record failed, left to the queue",
+            extra={
+                "message_id": getattr(record, "message_id", None) or (record or {}).get("messageId"),
+                "error_code": code if isinstance(code, str) else type(exc).__name__,
+            },
+        )
+        if not isinstance(exc, NotStarted):
+            metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
+        _release_if_leaving(record)
+        return super().failure_handler(record, exception)
 
 
 def _release_if_leaving(record: Any) -> None:
@@ -169,12 +174,9 @@ def _receive_count(record: SQSRecord) -> int | None:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SqsRecord, lambda_context: LambdaContext | None = None) -> None:
+def record_handler(record: SQSRecord, context: LambdaContext | None = None) -> None:
     intake = service()
-    if (
-        lambda_context is not None
-        and lambda_context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000
-    ):
+    if context is not None and context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000:
         raise NotStarted("too little time left in this invocation")
     from qfbridge.messages import NewDossierMessage, RepollMessage, parse_dossier_message
 
@@ -201,7 +203,9 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext | None = Non
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    # One processor per invocation: it holds the batch's state, and invocations must not share it.
+    processor = LoggedBatchProcessor(event_type=EventType.SQS)
     return process_partial_response(
-        event=event, record_handler=record_handler, context=context, on_failure=log_failure
+        event=event, record_handler=record_handler, processor=processor, context=context
     )

@@ -52,13 +52,9 @@ class BatchProcessingError(ExceptionGroup):
 
 
 def process_partial_response(
-    event: Mapping[str, Any],
-    record_handler: Callable[..., Any],
-    context: Any = None,
-    on_failure: Callable[[SqsRecord, Exception], None] | None = None,
+    event: Mapping[str, Any], record_handler: Callable[..., Any], context: Any = None
 ) -> dict[str, Any]:
-    """Handle each record of an SQS event; the partial batch response naming the failed ones.
-    ``on_failure`` is told of each failed record (to log it, count it, release what it held)."""
+    """Handle each record of an SQS event; the partial batch response naming the failed ones."""
     records = [SqsRecord(raw) for raw in event.get("Records") or []]
     with_context = "lambda_context" in inspect.signature(record_handler).parameters
     failures: list[dict[str, str]] = []
@@ -72,8 +68,6 @@ def process_partial_response(
         except Exception as exc:  # a record's failure must not fail the batch's other records
             failures.append({"itemIdentifier": record.message_id})
             errors.append(exc)
-            if on_failure is not None:
-                on_failure(record, exc)
     if records and len(failures) == len(records):
         raise BatchProcessingError(f"All {len(records)} records of the batch failed", errors)
     return {"batchItemFailures": failures}
