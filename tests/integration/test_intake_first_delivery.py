@@ -27,6 +27,7 @@ from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
+from tests.support.journal_faults import NO_STEP, JournalFaults
 
 TOWN = collectivites(1, seed=41)[0]
 CLIENT_ID = "client-first"
@@ -103,7 +104,8 @@ def _twin(message: NotificationMessage, notification_id: str) -> NotificationMes
 
 
 class HoldAt:
-    """reconcile's ``crash_after`` hook used as a gate: the first delivery to reach ``step`` waits there."""
+    """An ``on_step`` of ``JournalFaults`` used as a gate: the first delivery to make ``step`` durable
+    waits right after that write."""
 
     def __init__(self, step: str) -> None:
         self.step = step
@@ -112,7 +114,7 @@ class HoldAt:
         self.held = False
         self._lock = threading.Lock()
 
-    def __call__(self, step: str) -> None:
+    def __call__(self, case_id: str, step: str) -> None:
         if step != self.step:
             return
         with self._lock:
@@ -121,6 +123,36 @@ class HoldAt:
             self.held = True
         self.reached.set()
         assert self.go.wait(60), "the held delivery was never released"
+
+
+class HoldBeforeFirstWrite:
+    """reconcile's dossier store, the first delivery to write held right before its write: it has
+    read and parsed the dossier, nothing of it is durable yet."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.reached = threading.Event()
+        self.go = threading.Event()
+        self.held = False
+        self.stored_when_held: bool | None = None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.store, name)
+        if not callable(attribute) or name in NO_STEP:
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                hold, self.held = not self.held, True
+            if hold:
+                record = args[0] if args else kwargs["record"]
+                self.stored_when_held = self.store.get(record.case_id) is not None
+                self.reached.set()
+                assert self.go.wait(60), "the held delivery was never released"
+            return attribute(*args, **kwargs)
+
+        return call
 
 
 def _run(rt: LocalRuntime, event: dict[str, Any], into: list[Any]) -> threading.Thread:
@@ -153,11 +185,12 @@ def test_a_first_delivery_that_finds_its_case_recorded_meanwhile_takes_the_lease
     # held after reading and parsing the dossier, before its first write
     case_id, user_id, body = _arrange(runtime, hubee)
     runtime.functions["ReconcileFunction"].load()
-    gate = HoldAt("parsed")
-    sys.modules[RECONCILE_MODULE].service().crash_after = gate
+    service = sys.modules[RECONCILE_MODULE].service()
+    gate = HoldBeforeFirstWrite(service.dossiers)
+    service.dossiers = gate
     first: list[Any] = []
     held = _run(runtime, _first_delivery(body, "m-1"), first)
-    assert gate.reached.wait(60)
+    assert gate.reached.wait(60) and gate.stored_when_held is False
     # When the second delivery runs to the end meanwhile, then the first one goes on
     twin_id = str(uuid.uuid4())
     second = runtime.invoke("ReconcileFunction", _first_delivery(_twin(body, twin_id), "m-2"))
@@ -182,7 +215,8 @@ def test_a_first_delivery_never_works_on_a_case_another_delivery_holds(
     case_id, user_id, body = _arrange(runtime, hubee)
     runtime.functions["ReconcileFunction"].load()
     gate = HoldAt("persisted")
-    sys.modules[RECONCILE_MODULE].service().crash_after = gate
+    service = sys.modules[RECONCILE_MODULE].service()
+    service.dossiers = JournalFaults(service.dossiers, gate)
     first: list[Any] = []
     held = _run(runtime, _first_delivery(body, "m-1"), first)
     assert gate.reached.wait(60)

@@ -32,6 +32,7 @@ from qfbridge.store.tenants import Tenant, TenantRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import DepositedCase, HubeeSandbox
+from tests.support.journal_faults import AUDIT_WRITTEN, CRASH_POINTS, AuditFaults, JournalFaults
 from tests.support.world import World
 
 LIST_NOTIFICATIONS = ("GET", "/notifications")
@@ -201,6 +202,39 @@ def test_a_notification_delivered_twice_gives_one_outcome_and_one_status_of_each
     assert case.notification_id not in hubee.pending_notification_ids()
 
 
+def test_the_crash_points_fire_once_each_after_the_write_that_makes_their_step_durable(
+    runtime: LocalRuntime, hubee: HubeeSandbox, world: World
+) -> None:
+    # Given a dossier of a family of the directory (an automatic link, audited), and reconcile's
+    # dossier store and audit trail wrapped as the crash tests wrap them, recording instead of crashing
+    world.onboard(TOWN_A, "client-a")
+    household = households(1, seed=28)[0]
+    world.directory(TOWN_A, [household.family])
+    case = deposit(hubee, TOWN_A, household)
+    runtime.functions["ReconcileFunction"].load()
+    service = sys.modules["qfbridge_fn_reconcile_app"].service()
+    store, trail = service.dossiers, service.audit
+    fired: list[tuple[str, str, bool]] = []
+
+    def record_step(case_id: str, step: str) -> None:
+        durable = (
+            trail.contains(request_id=case_id, action="dossier.auto_link.identity")
+            if step == AUDIT_WRITTEN
+            else (record := store.get(case_id)) is not None and record.done(step)
+        )
+        fired.append((case_id, step, durable))
+
+    service.dossiers = JournalFaults(store, record_step)
+    service.audit = AuditFaults(trail, record_step)
+    # When the poll runs and reconcile handles the dossier
+    runtime.poll()
+    runtime.drain()
+    # Then every crash point fired, once, for that case, with its step already durable
+    assert record_of(runtime, case.case_id) is not None
+    points = [(case_id, step, durable) for case_id, step, durable in fired if step in CRASH_POINTS]
+    assert sorted(points) == sorted((case.case_id, step, True) for step in CRASH_POINTS)
+
+
 CRASH_STEPS = ("persisted", "si_received", "final_status")
 
 
@@ -216,12 +250,16 @@ def test_a_crash_between_persisting_and_deleting_resumes_without_posting_a_statu
     runtime.functions["ReconcileFunction"].load()
     crashes: list[str] = []
 
-    def crash_once_per_step(step: str) -> None:
+    def crash_once_per_step(case_id: str, step: str) -> None:
         if step in CRASH_STEPS and step not in crashes:
             crashes.append(step)
             raise SimulatedCrash(step)
 
-    sys.modules["qfbridge_fn_reconcile_app"].service().crash_after = crash_once_per_step
+    service = sys.modules["qfbridge_fn_reconcile_app"].service()
+    service.dossiers = JournalFaults(service.dossiers, crash_once_per_step)
+    # A crash right after a first delivery's first write leaves the lease it took, as a real one
+    # would: the redelivery stands for one that comes once that lease expired.
+    service.lease_seconds = 0
     # When the poll runs and the SQS retries re-run the failed messages
     runtime.poll()
     runtime.drain()
@@ -269,20 +307,20 @@ def test_an_automatic_link_leaves_exactly_one_audit_record_when_its_write_fails_
     cases = [deposit(hubee, TOWN_A, household) for household in people]
     runtime.functions["ReconcileFunction"].load()
     service = sys.modules["qfbridge_fn_reconcile_app"].service()
-    service.audit = FailingFirstWrite(service.audit)
     crashes: list[str] = []
 
-    def crash_once(step: str) -> None:
-        if step == "audit_written" and not crashes:
+    def crash_once(case_id: str, step: str) -> None:
+        if not crashes:
             crashes.append(step)
             raise SimulatedCrash(step)
 
-    service.crash_after = crash_once
+    failing = FailingFirstWrite(service.audit)
+    service.audit = AuditFaults(failing, crash_once)
     # When the poll runs and SQS redelivers the failed messages
     runtime.poll()
     runtime.drain()
     # Then both are linked and each automatic link is in the audit trail exactly once
-    assert service.audit.failed and crashes == ["audit_written"]
+    assert failing.failed and crashes == [AUDIT_WRITTEN]
     records = [
         r for r in read_records(runtime.environment["AUDIT_LOG_GROUP"]) if r["route"] == "pipeline:reconcile"
     ]

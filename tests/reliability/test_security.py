@@ -50,6 +50,7 @@ from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
 from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
+from tests.support.journal_faults import CRASH_POINTS, AuditFaults, JournalFaults
 from tests.support.world import World
 
 SEED = 4242
@@ -322,13 +323,18 @@ def run() -> Iterator[IntakeRun]:
         rt.functions["ReconcileFunction"].load()
         crashed: set[str] = set()
 
-        def crash_once_per_step(step: str) -> None:
-            if step not in crashed:
+        def crash_once_per_step(case_id: str, step: str) -> None:
+            if step in CRASH_POINTS and step not in crashed:
                 crashed.add(step)
                 raise RuntimeError("injected crash")
 
         service = sys.modules[RECONCILE_MODULE].service()
-        service.crash_after = crash_once_per_step
+        journal, trail = service.dossiers, service.audit
+        service.dossiers = JournalFaults(journal, crash_once_per_step)
+        service.audit = AuditFaults(trail, crash_once_per_step)
+        # A crash right after a first delivery's first write leaves the lease it took, as a real one
+        # would: the redeliveries stand for ones that come once that lease expired.
+        lease_seconds, service.lease_seconds = service.lease_seconds, 0
         handle = service.handle
 
         def handle_keeping_tracebacks(message: DossierMessage) -> Any:
@@ -351,7 +357,7 @@ def run() -> Iterator[IntakeRun]:
             if not hubee.pending_notification_ids():
                 break
         hubee.clear_faults()
-        service.crash_after = lambda step: None
+        service.dossiers, service.audit, service.lease_seconds = journal, trail, lease_seconds
 
         env = rt.environment
         keys, _active = SecretStore(env["TENANT_SECRETS_PREFIX"]).read_link_keys(
