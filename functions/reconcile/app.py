@@ -174,9 +174,13 @@ def _receive_count(record: SQSRecord) -> int | None:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord, context: LambdaContext | None = None) -> None:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
+    # Powertools hands the invocation's context only to a parameter named ``lambda_context``.
     intake = service()
-    if context is not None and context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000:
+    if (
+        lambda_context is not None
+        and lambda_context.get_remaining_time_in_millis() < record_budget_s(intake.hubee) * 1000
+    ):
         raise NotStarted("too little time left in this invocation")
     from qfbridge.messages import NewDossierMessage, RepollMessage, parse_dossier_message
 

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from qfbridge.hubee import HubeeConfig
 from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
@@ -106,6 +107,48 @@ def test_a_record_is_not_started_without_the_time_to_finish_it(monkeypatch: pyte
     budget_ms = int(app.record_budget_s(config) * 1000)
     with pytest.raises(app.NotStarted):
         app.record_handler(record, _Context(budget_ms - 1))
+    assert handled == []
+
+
+def test_the_batch_processor_hands_the_invocation_context_to_the_record_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the batch processor the handler uses: a record with too little time left fails untouched."""
+    app = _handler_module("reconcile")
+    config = HubeeConfig(api_url="https://a.example", token_url="https://a.example/t", retry_attempts=2)
+    handled: list[Any] = []
+
+    class Service:
+        hubee = config
+
+        def handle(self, message: Any) -> Any:
+            handled.append(message)
+            raise AssertionError("must not start")
+
+    monkeypatch.setattr(app, "service", lambda: Service())
+    event = {
+        "Records": [
+            {
+                "messageId": "m-1",
+                "receiptHandle": "r-1",
+                "body": "{}",
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-3:000000000000:dossiers",
+            }
+        ]
+    }
+    budget_ms = int(app.record_budget_s(config) * 1000)
+    processor = app.LoggedBatchProcessor(event_type=app.EventType.SQS)
+    with pytest.raises(BatchProcessingError) as failed:  # every record of the batch failed
+        app.process_partial_response(
+            event=event,
+            record_handler=app.record_handler,
+            processor=processor,
+            context=_Context(budget_ms - 1),
+        )
+    assert [type(error).__name__ for _, error, _ in failed.value.child_exceptions] == ["NotStarted"]
     assert handled == []
 
 

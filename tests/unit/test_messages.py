@@ -16,6 +16,7 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import APIGatewayProxyEventModel, SqsModel
 from pydantic import BaseModel, ValidationError
 
+from qfbridge.hubee import HubeeConfig
 from qfbridge.hubee.models import Notification
 from qfbridge.messages import (
     CaseEventMessage,
@@ -225,7 +226,12 @@ class Received:
     """Stands in for reconcile's and qf_refresh's services: records the messages handed to them."""
 
     messages: list[BaseModel] = field(default_factory=list)
-    hubee: Any = None
+    # reconcile checks a record has two worst-case HubEE calls' time left before it starts it
+    hubee: HubeeConfig = field(
+        default_factory=lambda: HubeeConfig(
+            api_url="https://hubee.example", token_url="https://hubee.example/t"
+        )
+    )
 
     def handle(self, message: DossierMessage) -> Any:
         self.messages.append(message)
