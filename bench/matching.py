@@ -1,7 +1,7 @@
 """Matching: identity matching of one dossier against a directory of 100,000 families, with the
 household's blocking, and the labelled set's precision and automatic-link rate.
 
-What is timed per dossier is what reconcile does: ``qfbridge.reconcile.match`` reading through
+What is timed per dossier is what reconcile does: ``qfbridge.matching.match`` reading through
 ``FamilyRepository.candidates_on`` — one BatchGetItem for every distinct birth date of the
 dossier's household (the usager's, the other allocataire's, the children's), and, for a dossier
 that is not linked, one more on the usager's name keys — on moto, then ``decide``. The dossiers are those of families of the directory (one of their parents filling
@@ -57,7 +57,7 @@ import boto3
 from bench.aws_calls import RequestCounter, attributed_to
 from qfbridge.domain.dossier import parse_formulaire_qf_json
 from qfbridge.domain.identity import Family
-from qfbridge.reconcile.matching import (
+from qfbridge.matching.scoring import (
     NAME_KEY_LIMIT,
     Candidate,
     DossierIdentity,

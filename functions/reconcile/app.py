@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
     from qfbridge.hubee import HubeeConfig
-    from qfbridge.services.intake import IntakeService
     from qfbridge.services.poll import PollService
+    from qfbridge.services.reconcile import ReconcileService
 
 
 class Settings(BaseSettings):
@@ -72,10 +72,10 @@ def record_budget_s(config: HubeeConfig) -> float:
 
 
 @cache
-def service() -> IntakeService:
+def service() -> ReconcileService:
     # Imported here, not at module level: a cold start's init only pays for what the handler's
     # decorators need (docs/performance.md, cold-start proxy).
-    from qfbridge.services.intake import IntakeService
+    from qfbridge.services.reconcile import ReconcileService
     from qfbridge.store.audit import AuditTrail
     from qfbridge.store.dossiers import DossierRepository
     from qfbridge.store.events import EventPublisher
@@ -86,7 +86,7 @@ def service() -> IntakeService:
     from qfbridge.store.tenants import TenantRepository
 
     settings = Settings.from_environment()
-    return IntakeService(
+    return ReconcileService(
         tenants=TenantRepository(settings.tenants_table),
         families=FamilyRepository(settings.families_table),
         dossiers=DossierRepository(settings.dossiers_table),
@@ -190,7 +190,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
         logger.info("credential polled again", extra={"hop": message.hop, **report.as_dict()})
         return
     if isinstance(message, NewDossierMessage):
-        # A first delivery writes nothing before its first durable step (IntakeService).
+        # A first delivery writes nothing before its first durable step (ReconcileService).
         message = message.model_copy(update={"receive_count": _receive_count(record)})
     result = intake.handle(message)
     logger.info(

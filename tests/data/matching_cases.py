@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
-from qfbridge.reconcile import (
+from qfbridge.matching import (
     DirectoryRead,
     DossierIdentity,
     MatchDecision,

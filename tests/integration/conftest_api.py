@@ -20,7 +20,7 @@ import pytest
 
 from qfbridge.domain.dossier import parse_formulaire_qf_json
 from qfbridge.domain.siret import complete_siret
-from qfbridge.services.snapshots import dossier_snapshot
+from qfbridge.services.linking import dossier_snapshot
 from qfbridge.store.audit import read_records
 from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions

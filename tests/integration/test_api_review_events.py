@@ -18,7 +18,7 @@ from conftest_api import ApiHarness, api, api_runtime, directory_family  # noqa:
 from qfbridge.hubee import HubeeConfig
 from qfbridge.hubee.models import Case
 from qfbridge.messages import BusEvent, parse_dossier_message
-from qfbridge.services.intake import IntakeService
+from qfbridge.services.reconcile import ReconcileService
 from qfbridge.store.dossiers import DossierRepository
 from qfbridge.store.events import EventPublisher
 from qfbridge.store.families import FamilyRepository
@@ -64,7 +64,7 @@ class RecordingBus(EventPublisher):
 def finish(api: ApiHarness) -> RecordingBus:
     env = api.runtime.environment
     events = RecordingBus(env["EVENT_BUS_NAME"])
-    service = IntakeService(
+    service = ReconcileService(
         tenants=TenantRepository(env["TENANTS_TABLE"]),
         families=FamilyRepository(env["FAMILIES_TABLE"]),
         dossiers=DossierRepository(env["DOSSIERS_TABLE"]),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qfbridge.domain.identity import Family, PivotIdentity
-from qfbridge.reconcile import (
+from qfbridge.matching import (
     NAME_KEY_LIMIT,
     DossierIdentity,
     blocking_keys_for_family,
@@ -19,7 +19,7 @@ from qfbridge.reconcile import (
     is_name_key,
     match,
 )
-from qfbridge.reconcile.matching import name_key
+from qfbridge.matching.scoring import name_key
 from qfbridge.store.families import (
     CROWDED_SHARDS,
     FamilyRepository,

@@ -23,7 +23,7 @@ from qfbridge.domain.identity import Family
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.siret import complete_siret
 from qfbridge.services.editor import EditorService, TenantConfig
-from qfbridge.services.snapshots import dossier_snapshot, persist_link
+from qfbridge.services.linking import dossier_snapshot, persist_link
 from qfbridge.services.token_watch import PIVOT_RETENTION_DAYS, TokenWatchService
 from qfbridge.store.dossiers import DossierPatch, DossierRepository, Step
 from qfbridge.store.events import EventPublisher

@@ -23,7 +23,7 @@ import pytest
 from qfbridge.domain.errors import DossierError
 from qfbridge.hubee import PROCESS_TOKEN_CACHE, Download, HubeeClient, HubeeConfig, HubeeCredentials
 from qfbridge.services.editor import TenantConfig
-from qfbridge.services.intake import verify_download
+from qfbridge.services.reconcile import verify_download
 from qfbridge.store.audit import read_records
 from qfbridge.store.dossiers import DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRepository

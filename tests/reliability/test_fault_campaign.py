@@ -41,7 +41,7 @@ from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.hubee import HubeeClient, HubeeConfig
 from qfbridge.messages import DossierMessage, NotificationMessage
-from qfbridge.services.intake import INTEGRITY_ATTEMPTS
+from qfbridge.services.reconcile import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
 from qfbridge_local.population import Collectivite, Household, collectivites, households

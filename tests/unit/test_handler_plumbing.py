@@ -116,10 +116,10 @@ _COSTLY = {
     # pydantic-settings: the handlers read flat environment variables (qfbridge.settings)
     "all": ("pydantic_settings",),
     # the matcher (rapidfuzz, its models): for the functions that match or write the directory
-    "hubee_poll": ("qfbridge.reconcile.matching", "rapidfuzz"),
+    "hubee_poll": ("qfbridge.matching.scoring", "rapidfuzz"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
-    "qf_refresh": ("qfbridge.reconcile.matching", "rapidfuzz", "aws_lambda_powertools.utilities.batch"),
-    "refresh_dispatch": ("qfbridge.reconcile.matching", "rapidfuzz"),
+    "qf_refresh": ("qfbridge.matching.scoring", "rapidfuzz", "aws_lambda_powertools.utilities.batch"),
+    "refresh_dispatch": ("qfbridge.matching.scoring", "rapidfuzz"),
 }
 
 

@@ -17,7 +17,7 @@ from types import ModuleType
 import pytest
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
-from qfbridge.reconcile import (
+from qfbridge.matching import (
     NAME_KEY_LIMIT,
     DossierIdentity,
     MatchDecision,

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qfbridge.domain.identity import DirectoryChild, DirectoryParent, Family, Person, PivotIdentity
-from qfbridge.reconcile import DossierIdentity, MatchDecision, match
-from qfbridge.reconcile.normalize import NAME_PARTICLES, comparable_surname, given_name_tokens
+from qfbridge.matching import DossierIdentity, MatchDecision, match
+from qfbridge.matching.normalize import NAME_PARTICLES, comparable_surname, given_name_tokens
 
 
 def _load_cases():

@@ -16,8 +16,8 @@ import pytest
 
 from qfbridge.domain.dossier import parse_formulaire_qf_json
 from qfbridge.domain.identity import Family
-from qfbridge.reconcile import matching
-from qfbridge.reconcile.matching import (
+from qfbridge.matching import scoring as matching
+from qfbridge.matching.scoring import (
     DossierIdentity,
     MatchPolicy,
     blocking_keys_for_dossier,

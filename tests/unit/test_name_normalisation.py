@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from qfbridge.reconcile.normalize import (
+from qfbridge.matching.normalize import (
     comparable_given_names,
     comparable_surname,
     edit_distance,

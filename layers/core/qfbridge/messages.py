@@ -58,7 +58,7 @@ class NewDossierMessage(_NotificationMessage):
     kind: Literal["dossier"] = "dossier"
     receive_count: SkipJsonSchema[int | None] = Field(default=None, exclude=True)
     """Set by reconcile's handler from the SQS record (``ApproximateReceiveCount``), never sent: a
-    first delivery writes nothing before its first durable step (``IntakeService``)."""
+    first delivery writes nothing before its first durable step (``ReconcileService``)."""
 
 
 class CaseEventMessage(_NotificationMessage):

@@ -9,7 +9,7 @@ straight from ``HUBEE_NOTIFIED``. Only the form sets ``CLOSED``.
 The form acts on ``SENT``, ``SI_RECEIVED``, ``IN_PROGRESS``, ``DONE`` and ``REFUSED`` only: it
 acknowledges ``SI_INTG_ERROR`` and ``ADD_AWAITING`` but the usager never learns of them and the case
 is never closed. So qfbridge never posts them: an unusable dossier goes ``SI_RECEIVED`` →
-``REFUSED`` with a message asking the usager to submit again (see ``qfbridge.services.intake``).
+``REFUSED`` with a message asking the usager to submit again (see ``qfbridge.services.reconcile``).
 """
 
 from __future__ import annotations

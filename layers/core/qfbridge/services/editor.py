@@ -36,8 +36,8 @@ from qfbridge.links.signing import KeyConfigurationError, LinkSigner
 from qfbridge.links.urls import build_form_url, normalise_host, validate_redirect_uri
 from qfbridge.messages import OnboardedDossierMessage, RefreshMessage, ReviewResolvedMessage
 from qfbridge.services.dispatch import release_rate
+from qfbridge.services.linking import persist_link, snapshot_parsed
 from qfbridge.services.ports import DossierQueue, RefreshQueue
-from qfbridge.services.snapshots import persist_link, snapshot_parsed
 from qfbridge.store.dossiers import (
     FINAL_OUTCOMES,
     OUTCOMES,

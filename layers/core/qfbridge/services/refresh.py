@@ -60,8 +60,8 @@ from qfbridge.services.dispatch import (
     release_rate,
     tenant_pace_rule,
 )
+from qfbridge.services.linking import qf_updated
 from qfbridge.services.ports import EventSink, FamilyStore, QfSource, TenantSecrets, TenantStore
-from qfbridge.services.snapshots import qf_updated
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
 from qfbridge.store.leases import FamilyRefreshLease

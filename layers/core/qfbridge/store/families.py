@@ -17,10 +17,10 @@ Item layout (one partition per tenant, ``pk = T#<siret>``):
     index).
 
 * ``sk = K#<key>#<shard>`` — the blocking index: one item per blocking key of the directory
-  (``qfbridge.reconcile.blocking_keys_for_family``: each distinct birth date of a family's parents
+  (``qfbridge.matching.blocking_keys_for_family``: each distinct birth date of a family's parents
   and children, and each parent's name key ``name:<surname>:<first prénom>``), holding one attribute
   per family under that key, ``f:<user_id>``, whose value is what scoring reads — the family's
-  ``Candidate``, names folded once at write time (``qfbridge.reconcile.encode_candidate``) —, and
+  ``Candidate``, names folded once at write time (``qfbridge.matching.encode_candidate``) —, and
   the set of their user ids, ``ids``: the item is deleted with its last family, so an erasure
   leaves no key naming anyone. A
   crowded key (1 January: parents born abroad whose day of birth is unknown) is spread over
@@ -56,7 +56,7 @@ from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
 
 if TYPE_CHECKING:
-    from qfbridge.reconcile.matching import Candidate
+    from qfbridge.matching.scoring import Candidate
 
 HISTORY_LIMIT = 60  # five years of monthly refreshes
 QF_WRITE_ATTEMPTS = 8
@@ -129,14 +129,14 @@ def blocking_dates(family: Family) -> set[str]:
     """The family's blocking keys: its members' birth dates and its parents' name keys."""
     # Imported here: the matcher (its models, rapidfuzz) is for the functions that write the
     # directory or match; hubee_poll and qf_refresh read families and never load it.
-    from qfbridge.reconcile.matching import blocking_keys_for_family
+    from qfbridge.matching.scoring import blocking_keys_for_family
 
     return blocking_keys_for_family(family)
 
 
 def blocking_entries(family: Family) -> dict[str, tuple[str, str, str]]:
     """The family's blocking entries by key: (the bucket's sort key, the attribute, its value)."""
-    from qfbridge.reconcile.matching import encode_candidate
+    from qfbridge.matching.scoring import encode_candidate
 
     value = encode_candidate(family)
     attribute = entry_attribute(family.user_id)
@@ -154,7 +154,7 @@ def stored_blocking(item: dict[str, Any] | None) -> tuple[set[str], int]:
 def person_key(surname: str, given_names: str, sexe: str, birthdate: dt.date) -> str:
     """A digest naming one person (folded birth name, first given name, sex, birth date): two dossiers
     of the same usager get the same key, whatever accents or extra first names they carry."""
-    from qfbridge.reconcile.normalize import comparable_surname, given_name_tokens
+    from qfbridge.matching.normalize import comparable_surname, given_name_tokens
 
     first = given_name_tokens(given_names)[:1]
     material = "|".join([comparable_surname(surname), first[0] if first else "", sexe, birthdate.isoformat()])
@@ -456,7 +456,7 @@ class FamilyRepository:
         as scoring reads them: every key's items in one BatchGetItem (up to 100 items a request; keys
         DynamoDB leaves unprocessed are asked again). With ``limit``, at most that many families per
         key, the first by user id (the bounded name-key read)."""
-        from qfbridge.reconcile.matching import decode_candidate
+        from qfbridge.matching.scoring import decode_candidate
 
         wanted = sorted(set(keys))  # each key read once, in a stable order
         sks = [sk for key in wanted for sk in bucket_sks(key)]

@@ -64,6 +64,7 @@ from qfbridge.hubee import (
 from qfbridge.hubee.models import FORMULAIRE_QF, Attachment, Download, Notification
 from qfbridge.hubee.statuses import path_to, reached
 from qfbridge.links.signing import LinkSigner
+from qfbridge.matching.scoring import DossierIdentity, cross_check, match
 from qfbridge.messages import (
     BusEvent,
     CaseEventMessage,
@@ -80,15 +81,14 @@ from qfbridge.messages import (
     StatusRetryMessage,
 )
 from qfbridge.observability import logger, metrics
-from qfbridge.reconcile.matching import DossierIdentity, cross_check, match
-from qfbridge.services.ports import CredentialReader, EventSink
-from qfbridge.services.snapshots import (
+from qfbridge.services.linking import (
     IdentityConflict,
     dossier_snapshot,
     persist_link,
     qf_updated,
     snapshot_parsed,
 )
+from qfbridge.services.ports import CredentialReader, EventSink
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.dossiers import (
     DossierBusy,
@@ -183,7 +183,7 @@ def verify_download(download: Download, declared_size: int | None) -> None:
 
 
 @dataclass
-class IntakeResult:
+class ReconcileResult:
     kind: str
     outcome: str
     case_id: str | None = None
@@ -229,7 +229,7 @@ class Journal:
 
 
 @dataclass
-class IntakeService:
+class ReconcileService:
     tenants: TenantRepository
     families: FamilyRepository
     dossiers: DossierRepository
@@ -255,7 +255,7 @@ class IntakeService:
     _tenants_seen: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ entry point
-    def handle(self, message: DossierMessage) -> IntakeResult:
+    def handle(self, message: DossierMessage) -> ReconcileResult:
         """A message of the dossiers queue, but ``repoll`` (a poll: ``PollService.repoll``)."""
         if isinstance(message, ReviewResolvedMessage | StatusRetryMessage):
             return self._finish_review(message)
@@ -267,7 +267,7 @@ class IntakeService:
             logger.warning(
                 "notification of another processCode ignored", extra={"case_id": notification.case_id}
             )
-            return IntakeResult(kind=message.kind, outcome="ignored", case_id=notification.case_id)
+            return ReconcileResult(kind=message.kind, outcome="ignored", case_id=notification.case_id)
         holder = message.credential_holder
         allowed = set(message.credential_tenants)
         with self._client(holder) as client:
@@ -293,10 +293,10 @@ class IntakeService:
         return self.client_factory(self.hubee, credentials, http=self.http)
 
     # ------------------------------------------------------------------ events (CLOSED)
-    def _acknowledge_event(self, client: HubeeClient, notification: Notification) -> IntakeResult:
+    def _acknowledge_event(self, client: HubeeClient, notification: Notification) -> ReconcileResult:
         marker = self.markers.get(notification.id) if self.markers is not None else None
         if marker is not None and marker.deleted:
-            return IntakeResult(
+            return ReconcileResult(
                 kind="event", outcome="acknowledged", case_id=notification.case_id, resumed=True
             )
         acked = marker is not None and marker.acked
@@ -317,7 +317,7 @@ class IntakeService:
         client.delete_notification(notification.id)
         if self.markers is not None:
             self.markers.flag(notification.id, "deleted")
-        return IntakeResult(kind="event", outcome="acknowledged", case_id=notification.case_id)
+        return ReconcileResult(kind="event", outcome="acknowledged", case_id=notification.case_id)
 
     # ------------------------------------------------------------------ new dossiers
     def _intake_dossier(
@@ -329,7 +329,7 @@ class IntakeService:
         *,
         onboarded: bool = False,
         first_delivery: bool = False,
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         """A new dossier's notification.
 
         On a message's first delivery (SQS ``ApproximateReceiveCount`` 1) nothing is written before
@@ -352,7 +352,7 @@ class IntakeService:
             # at HubEE than here): its own credential handles it. Recording or acknowledging it here
             # would attribute the dossier to the wrong tenant and lose it for the right one.
             logger.info("notification left to its tenant's own credential", extra={"case_id": case_id})
-            return IntakeResult(kind="dossier", outcome="ignored", case_id=case_id)
+            return ReconcileResult(kind="dossier", outcome="ignored", case_id=case_id)
         tenant_siret = recipient if recipient in allowed else holder
         if first_delivery and not onboarded:
             draft = DossierRecord.draft(case_id, tenant_siret, notification.id, now, self.lease_seconds)
@@ -364,7 +364,7 @@ class IntakeService:
         if record.outcome == AWAITING_ONBOARDING and not onboarded:
             # A second copy of a parked dossier's notification: it waits for its tenant, no HubEE call.
             self.dossiers.release(case_id)
-            return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=case_id, resumed=True)
+            return ReconcileResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=case_id, resumed=True)
         return self._attempt(client, notification, record, recipient, allowed, holder)
 
     def _attempt(
@@ -375,7 +375,7 @@ class IntakeService:
         recipient: str | None,
         allowed: set[str],
         holder: str,
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         journal = Journal(record, leased=record.stored)
         try:
             result = self._resume(client, notification, journal, recipient, allowed, holder)
@@ -459,7 +459,7 @@ class IntakeService:
 
     def _give_up(
         self, client: HubeeClient, notification: Notification, journal: Journal, exc: Exception
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         """A case failing again and again for no dossier reason: rejected, the usager told, acknowledged."""
         case_id = journal.record.case_id
         logger.error(
@@ -489,7 +489,7 @@ class IntakeService:
         recipient: str | None,
         allowed: set[str],
         holder: str,
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         record = journal.record
         case_id = record.case_id
         resumed = bool(record.steps)
@@ -499,10 +499,10 @@ class IntakeService:
             # is not the one already deleted (a second copy of one queue message costs no call).
             if notification.id not in record.deleted_notification_ids:
                 self._delete_notification(client, notification, journal)
-            return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
+            return ReconcileResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
         if record.done(Step.PUBLISHED) and record.reason in LEFT_PENDING:
             # Another démarche's case, already recorded: leave its notification to its consumer.
-            return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
+            return ReconcileResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=True)
 
         case = client.get_case(case_id)
         if not record.done(Step.VERIFIED):
@@ -547,7 +547,7 @@ class IntakeService:
 
         self._delete_notification(client, notification, journal)
         self._publish(journal)
-        return IntakeResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=resumed)
+        return ReconcileResult(kind="dossier", outcome=record.outcome, case_id=case_id, resumed=resumed)
 
     def _verify_case(self, case: Case, recipient: str | None, allowed: set[str], holder: str) -> str | None:
         if case.process_code != FORMULAIRE_QF:
@@ -816,7 +816,7 @@ class IntakeService:
         journal: Journal,
         case: Case,
         holder: str,
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         """Keep a dossier of a collectivité this credential sees but qfbridge does not serve yet.
 
         HubEE never notifies a case twice: deleting its notification without processing it would
@@ -845,7 +845,7 @@ class IntakeService:
             extra={"case_id": record.case_id, "recipient_siret": recipient},
         )
         self._delete_notification(client, notification, journal)
-        return IntakeResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=record.case_id)
+        return ReconcileResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=record.case_id)
 
     def _reject(
         self,
@@ -854,7 +854,7 @@ class IntakeService:
         journal: Journal,
         case: Case | None,
         reason: RejectionReason | str,
-    ) -> IntakeResult:
+    ) -> ReconcileResult:
         """Record the dossier as rejected, tell the usager (unless the case is not ours), acknowledge it.
 
         The usager learns it through ``REFUSED`` (reached through ``SI_RECEIVED``, as HubEE's table
@@ -877,7 +877,7 @@ class IntakeService:
         if reason not in LEFT_PENDING:
             self._delete_notification(client, notification, journal)
         self._publish(journal)
-        return IntakeResult(kind="dossier", outcome="rejected", case_id=case_id)
+        return ReconcileResult(kind="dossier", outcome="rejected", case_id=case_id)
 
     def _advance(
         self, client: HubeeClient, case: Case, journal: Journal, target: CaseStatus, message: str
@@ -990,16 +990,16 @@ class IntakeService:
             events.append(qf_updated(record.tenant_siret, user_id, qf))
         return events
 
-    def _finish_review(self, message: FollowUpMessage) -> IntakeResult:
+    def _finish_review(self, message: FollowUpMessage) -> ReconcileResult:
         """After an agent's decision (API): post DONE or REFUSED to HubEE and publish the event."""
         case_id = message.case_id
         record = self.dossiers.get(case_id)
         if record is None:
-            return IntakeResult(kind="review_resolved", outcome="gone", case_id=case_id)
+            return ReconcileResult(kind="review_resolved", outcome="gone", case_id=case_id)
         holder = message.credential_holder or record.tenant_siret
         retry = isinstance(message, StatusRetryMessage)
         if retry and record.done(Step.STATUS_REFUSED):
-            return IntakeResult(kind="status_retry", outcome="still_refused", case_id=case_id)
+            return ReconcileResult(kind="status_retry", outcome="still_refused", case_id=case_id)
         journal = Journal(record, leased=False)
         if not record.done(Step.FINAL_STATUS):
             if record.outcome == "linked":
@@ -1018,10 +1018,12 @@ class IntakeService:
                     finally:
                         self._settle(journal, quietly=True)
         if retry:
-            return IntakeResult(kind="status_retry", outcome=record.outcome, case_id=case_id)
+            return ReconcileResult(kind="status_retry", outcome=record.outcome, case_id=case_id)
         record = journal.record
         if record.done(Step.REVIEW_PUBLISHED):
-            return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True)
+            return ReconcileResult(
+                kind="review_resolved", outcome=record.outcome, case_id=case_id, resumed=True
+            )
         events: list[BusEvent]
         if record.outcome == "linked":
             events = self._linked_events(record, "review")
@@ -1037,7 +1039,7 @@ class IntakeService:
         self.events.publish_many(events)
         journal.note(Step.REVIEW_PUBLISHED)
         self._settle(journal)
-        return IntakeResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
+        return ReconcileResult(kind="review_resolved", outcome=record.outcome, case_id=case_id)
 
 
 def _error_code(exc: Exception) -> str:

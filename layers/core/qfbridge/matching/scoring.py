@@ -71,7 +71,7 @@ from qfbridge.domain.identity import (
     PivotIdentity,
     Sexe,
 )
-from qfbridge.reconcile.normalize import (
+from qfbridge.matching.normalize import (
     comparable_surname,
     given_name_tokens,
     is_typo_of,

@@ -1,6 +1,6 @@
-"""Reconciliation of dossiers with the editor's families: name normalisation and identity matching."""
+"""Identity matching of a dossier with the editor's families: name normalisation, blocking keys, scoring."""
 
-from qfbridge.reconcile.matching import (
+from qfbridge.matching.scoring import (
     NAME_KEY_LIMIT,
     Candidate,
     CandidateScore,
