@@ -405,31 +405,43 @@ class _Profile:
     pays: str | None
 
 
-def _profile_of_dossier(identity: DossierIdentity) -> _Profile:
+def _profile(
+    nom_naissance: str | None,
+    nom_usage: str | None,
+    prenoms: str | None,
+    sexe: Sexe | None,
+    date_naissance: dt.date | None,
+    cog: str | None = None,
+    pays: str | None = None,
+) -> _Profile:
     return _Profile(
-        nom_naissance=comparable_surname(identity.nom_naissance),
-        nom_usage=comparable_surname(identity.nom_usage),
-        nom_naissance_tokens=surname_tokens(identity.nom_naissance),
-        nom_usage_tokens=surname_tokens(identity.nom_usage),
-        prenoms=given_name_tokens(identity.prenoms),
-        sexe=identity.sexe,
-        date_naissance=identity.date_naissance,
-        cog=identity.code_cog_naissance,
-        pays=identity.code_pays_naissance,
+        nom_naissance=comparable_surname(nom_naissance),
+        nom_usage=comparable_surname(nom_usage),
+        nom_naissance_tokens=surname_tokens(nom_naissance),
+        nom_usage_tokens=surname_tokens(nom_usage),
+        prenoms=given_name_tokens(prenoms),
+        sexe=sexe,
+        date_naissance=date_naissance,
+        cog=cog,
+        pays=pays,
+    )
+
+
+def _profile_of_dossier(identity: DossierIdentity) -> _Profile:
+    return _profile(
+        identity.nom_naissance,
+        identity.nom_usage,
+        identity.prenoms,
+        identity.sexe,
+        identity.date_naissance,
+        identity.code_cog_naissance,
+        identity.code_pays_naissance,
     )
 
 
 def _profile_of_person(person: Person) -> _Profile:
-    return _Profile(
-        nom_naissance=comparable_surname(person.nom_naissance),
-        nom_usage=comparable_surname(person.nom_usage),
-        nom_naissance_tokens=surname_tokens(person.nom_naissance),
-        nom_usage_tokens=surname_tokens(person.nom_usage),
-        prenoms=given_name_tokens(person.prenoms),
-        sexe=person.sexe,
-        date_naissance=person.date_naissance,
-        cog=None,
-        pays=None,
+    return _profile(
+        person.nom_naissance, person.nom_usage, person.prenoms, person.sexe, person.date_naissance
     )
 
 
