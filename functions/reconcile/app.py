@@ -204,12 +204,15 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     )
 
 
+# Module level, as Powertools documents it: the processor holds the batch's state, and an execution
+# environment runs one invocation at a time.
+processor = LoggedBatchProcessor(event_type=EventType.SQS)
+
+
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    # One processor per invocation: it holds the batch's state, and invocations must not share it.
-    processor = LoggedBatchProcessor(event_type=EventType.SQS)
     return process_partial_response(
         event=event, record_handler=record_handler, processor=processor, context=context
     )

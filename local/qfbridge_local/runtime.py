@@ -20,11 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qfbridge.clock import use_source
+
 from .api_adapter import ApiAdapter
 from .aws import MotoServer, aws_environment, client, provision
-from .lambdas import LocalFunction
+from .clock import RuntimeClock, install_sqs_clock
+from .lambdas import Isolation, LocalFunction
 from .template import DEFAULT_TEMPLATE, Stack, resolve_stack
-from .triggers import TriggerEmulator
+from .triggers import DEFAULT_SQS_CONCURRENCY, TriggerEmulator
 from .webhooks import WebhookDelivery, WebhookSettings
 
 if TYPE_CHECKING:
@@ -42,12 +45,23 @@ class RuntimeOptions:
     stage: str = "dev"
     parameter_overrides: dict[str, str] = field(default_factory=dict)
     env_overrides: dict[str, str] = field(default_factory=dict)
-    retry_delay_seconds: int = 0
     serve_api: bool = True
     api_port: int = 0
     webhook: WebhookSettings | None = (
         None  # deliver the events to this local URL, as the template's webhook rules do
     )
+    # The clock of every emulated timer (clock.py): its speed, and whether ``drain`` may jump over
+    # idle time (tests, the demo; ``local serve`` runs on the wall clock).
+    clock_speed: float = 1.0
+    skip_idle: bool = True
+    # inline: handlers in this process, one environment per function (tests patch the modules);
+    # process: each environment a worker process, several per function, killable (lambdas.py).
+    isolation: Isolation = "inline"
+    # Environments per function with process isolation: a mapping's MaximumConcurrency when the
+    # template sets one, else this (also the API's concurrent requests).
+    max_environments: int = DEFAULT_SQS_CONCURRENCY
+    # ``module:function`` hooks run in each environment of a function after its import (lambdas.py).
+    environment_hooks: dict[str, list[str]] = field(default_factory=dict)
 
 
 def function_environment(stack: Stack) -> dict[str, str]:
@@ -95,6 +109,7 @@ class LocalRuntime:
         self.queue_urls: dict[str, str] = {}
         self.environment: dict[str, str] = {}
         self.webhooks: WebhookDelivery | None = None
+        self.clock = RuntimeClock(self.options.clock_speed)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -110,6 +125,11 @@ class LocalRuntime:
     def _start(self) -> None:
         self.moto = shared_moto()
         self.moto.reset()
+        install_sqs_clock(self.clock)
+        # Lambda code's timers (leases, markers, journal times) read the runtime's clock too: in this
+        # process (inline environments, the editor service of tests) and in every worker process.
+        use_source(self.clock.time)
+        self._exit.callback(use_source, None)
         _forget_cached_state()
         endpoint = self.moto.endpoint
         overrides = {"Stage": self.options.stage, **self.options.parameter_overrides}
@@ -128,22 +148,46 @@ class LocalRuntime:
             **self.options.env_overrides,
         }
         self.environment = self._exit.enter_context(aws_environment(endpoint, env))
-        self.functions = {lid: LocalFunction(spec) for lid, spec in self.stack.functions.items()}
+        self.functions = {
+            lid: LocalFunction(
+                spec,
+                clock=self.clock,
+                isolation=self.options.isolation,
+                max_environments=self._environments_for(spec),
+                environment=self.environment,
+                hooks=self.options.environment_hooks.get(lid, ()),
+            )
+            for lid, spec in self.stack.functions.items()
+        }
+        for fn in self.functions.values():
+            self._exit.callback(fn.close)
         self.triggers = TriggerEmulator(
             self.stack,
             self.functions,
             endpoint,
             self.queue_urls,
-            retry_delay_seconds=self.options.retry_delay_seconds,
+            clock=self.clock,
+            skip_idle=self.options.skip_idle,
         )
         if self.options.webhook is not None:
             self.webhooks = WebhookDelivery.start(self.stack, endpoint, self.queue_urls, self.options.webhook)
             self._exit.callback(self.webhooks.stop)
+        self._exit.callback(self.triggers.close)
         if self.options.serve_api and API_FUNCTION in self.functions:
             self.api = ApiAdapter(
-                self.functions[API_FUNCTION], stage=self.stack.stage, port=self.options.api_port
+                self.functions[API_FUNCTION],
+                stage=self.stack.stage,
+                port=self.options.api_port,
+                api=self.stack.api,
+                clock=self.clock,
             ).start()
             self._exit.callback(self.api.stop)
+
+    def _environments_for(self, spec: Any) -> int:
+        bounds = [m.maximum_concurrency for m in spec.sqs_mappings if m.maximum_concurrency]
+        wanted = max(bounds) if bounds else self.options.max_environments
+        # Reserved concurrency caps the function's environments, whatever asks for more.
+        return min(wanted, spec.reserved_concurrency) if spec.reserved_concurrency else wanted
 
     def stop(self) -> None:
         self._exit.close()
@@ -189,7 +233,9 @@ class LocalRuntime:
         assert self.triggers is not None
         return self.triggers.fire_schedule(TOKEN_WATCH_FUNCTION)
 
-    def drain(self, timeout: float = 120.0) -> int:
+    def drain(self, timeout: float = 600.0) -> int:
+        """Run the SQS mappings until the queues are empty; ``timeout`` (real seconds) guards
+        against a hang, not a slow machine: failed records now wait their visibility timeout."""
         assert self.triggers is not None
         return self.triggers.drain(timeout=timeout)
 

@@ -137,8 +137,8 @@ class Server:
                     stage=self.config.runtime.stage,
                     env_overrides=env,
                     api_port=self.config.runtime.api_port,
-                    retry_delay_seconds=5,
                     webhook=self._webhook(),
+                    skip_idle=False,
                 )
             )
         )

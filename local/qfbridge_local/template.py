@@ -95,6 +95,10 @@ class ScheduleSpec:
     name: str
     expression: str
     input: dict[str, Any]
+    timezone: str = "UTC"
+    maximum_retry_attempts: int = 185  # EventBridge Scheduler's defaults
+    maximum_event_age_seconds: int = 86400
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,9 @@ class FunctionSpec:
     sqs_mappings: list[SqsMapping] = field(default_factory=list)
     schedules: list[ScheduleSpec] = field(default_factory=list)
     api_events: list[dict[str, Any]] = field(default_factory=list)
+    reserved_concurrency: int | None = None  # ReservedConcurrentExecutions
+    async_maximum_retry_attempts: int = 2  # Lambda's asynchronous invocation (EventInvokeConfig)
+    async_maximum_event_age_seconds: int = 21600
 
     @property
     def module_path(self) -> Path:
@@ -118,6 +125,41 @@ class FunctionSpec:
     @property
     def handler_name(self) -> str:
         return self.handler.rsplit(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class GatewayResponseSpec:
+    """A customised API Gateway response (SAM ``GatewayResponses`` or ``AWS::ApiGateway::GatewayResponse``)."""
+
+    response_type: str
+    status_code: int | None
+    headers: dict[str, str]
+    templates: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ApiSpec:
+    logical_id: str
+    binary_media_types: tuple[str, ...] = ()
+    gateway_responses: dict[str, GatewayResponseSpec] = field(default_factory=dict)
+
+    def is_binary(self, media_type: str | None) -> bool:
+        """Whether ``media_type`` matches one of the API's binary media types (``*/*`` wildcards)."""
+        if not media_type:
+            return False
+        kind = media_type.split(";", 1)[0].strip().lower()
+        for pattern in self.binary_media_types:
+            p_main, _, p_sub = pattern.lower().partition("/")
+            k_main, _, k_sub = kind.partition("/")
+            if p_main in ("*", k_main) and p_sub in ("*", k_sub):
+                return True
+        return False
+
+
+def _quoted(value: Any) -> str:
+    """A response parameter's static value is a quoted string: ``'value'``."""
+    text = str(value)
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == "'" else text
 
 
 @dataclass
@@ -135,6 +177,7 @@ class Stack:
     log_groups: dict[str, dict[str, Any]]
     # Every resource the stage creates (its Condition true): type and resolved properties.
     resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api: ApiSpec = field(default_factory=lambda: ApiSpec("none"))
 
     def table_name(self, logical_id: str) -> str:
         return self.tables[logical_id].name
@@ -318,6 +361,8 @@ def resolve_stack(
     buses: dict[str, str] = {}
     secrets: dict[str, dict[str, Any]] = {}
     log_groups: dict[str, dict[str, Any]] = {}
+    api: ApiSpec | None = None
+    standalone_responses: dict[str, GatewayResponseSpec] = {}
     globals_fn = resolver.resolve((template.get("Globals") or {}).get("Function") or {})
 
     resolved: dict[str, dict[str, Any]] = {}
@@ -362,6 +407,35 @@ def resolve_stack(
             queues[lid] = QueueSpec(lid, names[lid], attributes, dlq_lid, max_receive)
         elif rtype == "AWS::Events::EventBus":
             buses[lid] = names[lid]
+        elif rtype == "AWS::Serverless::Api" and api is None:
+            responses = {}
+            for rtype_name, response in (props.get("GatewayResponses") or {}).items():
+                params = response.get("ResponseParameters") or {}
+                responses[rtype_name] = GatewayResponseSpec(
+                    response_type=rtype_name,
+                    status_code=int(response["StatusCode"]) if "StatusCode" in response else None,
+                    headers={k: _quoted(v) for k, v in (params.get("Headers") or {}).items()},
+                    templates=dict(response.get("ResponseTemplates") or {}),
+                )
+            api = ApiSpec(
+                logical_id=lid,
+                binary_media_types=tuple(
+                    str(t).replace("~1", "/") for t in (props.get("BinaryMediaTypes") or [])
+                ),
+                gateway_responses=responses,
+            )
+        elif rtype == "AWS::ApiGateway::GatewayResponse":
+            params = props.get("ResponseParameters") or {}
+            standalone_responses[props["ResponseType"]] = GatewayResponseSpec(
+                response_type=props["ResponseType"],
+                status_code=int(props["StatusCode"]) if "StatusCode" in props else None,
+                headers={
+                    k.removeprefix("gatewayresponse.header."): _quoted(v)
+                    for k, v in params.items()
+                    if k.startswith("gatewayresponse.header.")
+                },
+                templates=dict(props.get("ResponseTemplates") or {}),
+            )
         elif rtype == "AWS::SecretsManager::Secret":
             secrets[lid] = {"name": names[lid], **props}
         elif rtype == "AWS::Logs::LogGroup":
@@ -377,6 +451,17 @@ def resolve_stack(
                 memory_size=int(props.get("MemorySize", globals_fn.get("MemorySize", 128))),
                 environment={k: str(v) for k, v in merged_env.items() if v is not None},
                 policies=props.get("Policies") or [],
+                reserved_concurrency=(
+                    int(props["ReservedConcurrentExecutions"])
+                    if props.get("ReservedConcurrentExecutions") is not None
+                    else None
+                ),
+                async_maximum_retry_attempts=int(
+                    (props.get("EventInvokeConfig") or {}).get("MaximumRetryAttempts", 2)
+                ),
+                async_maximum_event_age_seconds=int(
+                    (props.get("EventInvokeConfig") or {}).get("MaximumEventAgeInSeconds", 21600)
+                ),
             )
             raw_events = (res.get("Properties") or {}).get("Events") or {}
             for ename, event in (props.get("Events") or {}).items():
@@ -405,6 +490,14 @@ def resolve_stack(
                             name=ename,
                             expression=str(eprops["ScheduleExpression"]),
                             input=json.loads(eprops.get("Input") or "{}"),
+                            timezone=str(eprops.get("ScheduleExpressionTimezone") or "UTC"),
+                            maximum_retry_attempts=int(
+                                (eprops.get("RetryPolicy") or {}).get("MaximumRetryAttempts", 185)
+                            ),
+                            maximum_event_age_seconds=int(
+                                (eprops.get("RetryPolicy") or {}).get("MaximumEventAgeInSeconds", 86400)
+                            ),
+                            enabled=str(eprops.get("State", "ENABLED")).upper() != "DISABLED",
                         )
                     )
                 elif event["Type"] == "Api":
@@ -422,4 +515,9 @@ def resolve_stack(
         secrets=secrets,
         log_groups=log_groups,
         resources=resolved,
+        api=ApiSpec(
+            logical_id=api.logical_id if api else "none",
+            binary_media_types=api.binary_media_types if api else (),
+            gateway_responses={**(api.gateway_responses if api else {}), **standalone_responses},
+        ),
     )

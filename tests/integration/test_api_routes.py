@@ -203,7 +203,12 @@ def test_form_link_is_signed_stored_with_ttl_and_its_qr_codes_render(api: ApiHar
     family = FamilyRepository(api.runtime.environment["FAMILIES_TABLE"]).get(siret, "fam-1")
     assert family is not None and len(family.link_ids) == 1
     svg = api.http.get(f"/v1/tenants/{siret}/form-links/{link['external_id']}/qr.svg")
-    png = api.http.get(f"/v1/tenants/{siret}/form-links/{link['external_id']}/qr.png", params={"scale": 4})
+    # API Gateway returns the PNG's bytes only to a request whose Accept names a binary media type.
+    png = api.http.get(
+        f"/v1/tenants/{siret}/form-links/{link['external_id']}/qr.png",
+        params={"scale": 4},
+        headers={"Accept": "image/png"},
+    )
     assert (
         svg.status_code == 200 and svg.headers["content-type"] == "image/svg+xml" and b"<svg" in svg.content
     )

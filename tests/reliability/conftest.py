@@ -32,7 +32,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for label, key in (
         ("faults injected", "faults_injected"),
-        ("reconcile crashes", "reconcile_crashes"),
+        ("reconcile environments killed, by step", "reconcile_kills"),
         ("SQS deliveries", "sqs"),
         ("failed deliveries by cause", "failures_by_code"),
         ("outcomes", "outcomes"),

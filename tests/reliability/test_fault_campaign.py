@@ -5,8 +5,12 @@ delegation does) and dossiers of every kind — families of the directory, famil
 signed form link, strangers, unreadable dossiers, a second form from the same family — plus
 notifications of another démarche, the HubEE sandbox answers 5xx, times out, duplicates and
 reorders the notification pages, corrupts attachment bytes in transit and truncates JSON
-attachments, while reconcile crashes after each step of its journal (once per case and step).
+attachments, answers a status POST it accepted with a dropped connection, while reconcile's
+execution environments (worker processes) are SIGKILLed right after each step of the journal (at
+least once per step, then at a seeded rate per case and step) — no ``finally`` runs, leases expire —
+and a few invocations stall past their lease while a duplicate delivery of their message takes it.
 The poll and the queues run in rounds until nothing is left to do (a bounded number of rounds).
+The instrumentation runs inside the environments (``campaign_hooks.py``) and writes its own records.
 
 Then every guarantee of docs/reliability.md is checked: one outcome per dossier (the expected
 one), no duplicate QF history entry, no status posted twice, every FormulaireQF notification
@@ -25,25 +29,22 @@ import datetime as dt
 import json
 import os
 import random
-import sys
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from campaign_hooks import CRASH_STEPS, LEASE_SECONDS, STALL_SECONDS
 
-from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.hubee import HubeeClient, HubeeConfig
-from qfbridge.messages import DossierMessage, NotificationMessage
 from qfbridge.services.reconcile import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
+from qfbridge.store.secrets import TenantCredentials
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
@@ -51,11 +52,9 @@ from tests.support.world import World
 
 SEED = 20260
 FOREIGN_PROCESS_CODE = "DemandeActeEtatCivil"
-RECONCILE_MODULE = "qfbridge_fn_reconcile_app"
-POLL_MODULE = "qfbridge_fn_hubee_poll_app"
+HOOKS = Path(__file__).with_name("campaign_hooks.py")
 REPO = Path(__file__).resolve().parents[2]
 MAX_ROUNDS = 25
-TIME_BUDGET_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,7 @@ MIXES = {
 }
 MODE = os.environ.get("QFBRIDGE_CAMPAIGN", "quick")
 MIX = MIXES[MODE]
+TIME_BUDGET_S = {"quick": 900.0, "full": 3000.0}[MODE]
 # The full campaign's figures are committed; the quick one's (every `make test`) are not.
 RESULTS = REPO / ("bench/results" if MODE == "full" else "artifacts") / f"reliability-{MODE}.json"
 
@@ -108,6 +108,7 @@ ARMED_FAULTS: tuple[tuple[str, str, int], ...] = (
     ("http_503", "DELETE /notifications/{notificationId}", 2),
     ("http_500", "POST /cases/{caseId}/events", 1),
     ("timeout", "POST /cases/{caseId}/events", 1),
+    ("lost_response", "POST /cases/{caseId}/events", 2),  # accepted, then the connection dropped
     ("timeout", "GET /cases/{caseId}/attachments/{attachmentId}", 1),
     ("duplicate_notification", "GET /notifications", 3),
     ("reorder", "GET /notifications", 3),
@@ -115,19 +116,14 @@ ARMED_FAULTS: tuple[tuple[str, str, int], ...] = (
 # Bytes damaged in transit, per readable dossier: once or twice, never as often as reconcile
 # downloads again (INTEGRITY_ATTEMPTS), so the outcome stays the expected one whatever the order.
 TRANSIENT_CORRUPTION_RATE = 0.1
-CRASH_RATE = 0.07  # per (case, journal step), after the first crash at each step
-CLIENT_READ_TIMEOUT_S = 0.5
+CRASH_RATE = {"quick": 0.03, "full": 0.01}[MODE]  # per (case, step), after the first at each step: a SIGKILL
 SANDBOX_HANG_S = 0.7  # a "timeout" fault answers after the client gave up
 MAX_RECEIVE_COUNT = 5  # DossiersQueue's redrive policy (asserted below against the template)
-CRASH_STEPS = (
-    "verified",
-    "parsed",
-    "persisted",
-    "audit_written",
-    "si_received",
-    "final_status",
-    "notification_deleted",
-)
+STALLS = {"quick": 2, "full": 4}[MODE]  # invocations that stall past their lease
+# Every timer of the runtime runs faster (quick: twice, reconcile's 60 s timeout lasting 30 s; the 360 s
+# visibility is jumped over when nothing runs); the handlers' real work is not sped up, so the full
+# campaign keeps real time: a loaded machine must not turn its batches into timeouts.
+CLOCK_SPEED = {"quick": 2.0, "full": 1.0}[MODE]
 
 
 @dataclass(frozen=True)
@@ -142,46 +138,50 @@ class Expected:
 
 
 @dataclass
-class CrashInjector:
-    """reconcile's ``crash_after`` hook: a seeded crash, at most once per (case, step)."""
+class Records:
+    """What the environments wrote (campaign_hooks.py) and what the runtime saw fail."""
 
-    rate: float
-    seed: int
-    current_case: threading.local = field(default_factory=threading.local)
-    crashed: set[tuple[str, str]] = field(default_factory=set)
-    by_step: Counter[str] = field(default_factory=Counter)
+    crashes: list[dict[str, Any]]
+    deliveries: list[dict[str, Any]]
+    handled: list[dict[str, Any]]
+    starts: list[dict[str, Any]]
+    stalls: list[dict[str, Any]]
+    retries: int
+    failed_batches: list[tuple[str, list[str]]]
 
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
+    @property
+    def crashes_by_step(self) -> Counter[str]:
+        return Counter(c["step"] for c in self.crashes)
 
-    def __call__(self, step: str) -> None:
-        case_id = getattr(self.current_case, "value", None)
-        if case_id is None:
-            return
-        # A draw per (case, step), independent of thread interleaving: the run replays.
-        draw = random.Random(f"{self.seed}:{case_id}:{step}").random()
-        with self._lock:
-            first_at_step = step not in self.by_step
-            if (case_id, step) in self.crashed or not (first_at_step or draw < self.rate):
-                return
-            self.crashed.add((case_id, step))
-            self.by_step[step] += 1
-        raise RuntimeError("injected crash")
+    def failures(self) -> dict[str, list[str]]:
+        """Every failed delivery of a notification, by notification id, with its cause."""
+        by_id: dict[str, list[str]] = defaultdict(list)
+        for record in self.deliveries:
+            by_id[record["notification"]].append(record["code"])
+        for reason, bodies in self.failed_batches:
+            for body in bodies:
+                notification = json.loads(body).get("notification") or {}
+                by_id[str(notification.get("id"))].append(f"batch_{reason}")
+        return by_id
 
 
-@dataclass
-class DeliveryLog:
-    """Every failed delivery of a notification, by notification id: what explains a DLQ message."""
+def read_records(directory: Path, rt: LocalRuntime) -> Records:
+    def lines(name: str) -> list[dict[str, Any]]:
+        path = directory / name
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
-    failures: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def record(self, notification_id: str, exc: BaseException) -> None:
-        code = exc.code if isinstance(exc, QfbridgeError) else type(exc).__name__
-        with self._lock:
-            self.failures[notification_id].append(code)
+    assert rt.triggers is not None
+    return Records(
+        crashes=lines("crashes.jsonl"),
+        deliveries=lines("deliveries.jsonl"),
+        handled=lines("handled.jsonl"),
+        starts=lines("starts.jsonl"),
+        stalls=lines("stalls.jsonl"),
+        retries=len(lines("retries.jsonl")),
+        failed_batches=list(rt.triggers.source_for("DossiersQueue").failed_batches),
+    )
 
 
 @dataclass
@@ -192,9 +192,8 @@ class Campaign:
     hubee: HubeeSandbox
     expected: dict[str, Expected]
     foreign_notifications: set[str]
-    crashes: CrashInjector
-    deliveries: DeliveryLog
-    http_retries: Counter[str]
+    records: Records
+    duplicates_sent: list[str]
     rounds: int
     duration_s: float
     dlq: list[dict[str, Any]]
@@ -276,76 +275,48 @@ def linked(town: Collectivite, household: Household, method: str) -> Expected:
     return Expected(town.siret, "linked", user_id=household.family.user_id, link_method=method)
 
 
-def instrument_reconcile(
-    rt: LocalRuntime, crashes: CrashInjector, deliveries: DeliveryLog, http_retries: Counter[str]
+def deliver_duplicates_of_stalled_invocations(
+    rt: LocalRuntime, directory: Path, stop: threading.Event, sent: list[str]
 ) -> None:
-    """Crash hook, failure log and short client backoffs on the warm reconcile 'container'."""
-    rt.functions["ReconcileFunction"].load()
-    module: Any = sys.modules[RECONCILE_MODULE]  # the handler module, loaded from its code directory
-    if isinstance(getattr(module, "processor", None), BatchProcessor):
-        module.processor = PerThreadProcessor()
-    service = module.service()
-    service.crash_after = crashes
-    service.hubee = fast_hubee(service.hubee)
-    lock = threading.Lock()
-
-    def counted_sleep(seconds: float) -> None:
-        with lock:
-            http_retries["reconcile"] += 1
-        time.sleep(min(seconds, 0.02))
-
-    service.client_factory = partial(HubeeClient, sleep=counted_sleep)
-    handle = service.handle
-
-    def handle_and_log(message: DossierMessage) -> Any:
-        notification = message.notification if isinstance(message, NotificationMessage) else None
-        crashes.current_case.value = notification.case_id if notification else None
-        try:
-            return handle(message)
-        except Exception as exc:
-            deliveries.record(str(notification.id if notification else None), exc)
-            raise
-        finally:
-            crashes.current_case.value = None
-
-    service.handle = handle_and_log
+    """When an invocation stalls, deliver its message again once the stalled one's lease expired:
+    the duplicate takes the lease while the first invocation still runs (HubEE's duplicates and
+    SQS's at-least-once delivery both produce this)."""
+    seen: set[str] = set()
+    path = directory / "stalls.jsonl"
+    while not stop.is_set():
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                if "message" not in record or record["case_id"] in seen:
+                    continue
+                wait = record["at"] + LEASE_SECONDS + 2 - rt.clock.time()
+                if wait > 0:
+                    continue  # not yet: look again
+                seen.add(record["case_id"])
+                rt.client("sqs").send_message(
+                    QueueUrl=rt.queue_url("DossiersQueue"), MessageBody=json.dumps(record["message"])
+                )
+                sent.append(record["case_id"])
+        stop.wait(0.05)
 
 
-class PerThreadProcessor:
-    """One Powertools BatchProcessor per thread, standing for the module-level one.
-
-    Lambda runs one invocation at a time per execution environment, so a module-level processor
-    (it holds the batch's state) is never shared there. The laptop runtime runs a mapping's
-    concurrent batches in threads of one module, where it is: batches then report each other's
-    failures. One per thread gives back Lambda's semantics (see docs/reliability.md, findings).
-    """
-
-    def __init__(self) -> None:
-        self._local = threading.local()
-
-    def _processor(self) -> BatchProcessor:
-        if not hasattr(self._local, "processor"):
-            self._local.processor = BatchProcessor(event_type=EventType.SQS)
-        return self._local.processor
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._processor()(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._processor(), name)
-
-
-def instrument_poll(rt: LocalRuntime) -> None:
-    rt.functions["HubeePollFunction"].load()
-    poll = sys.modules[POLL_MODULE].services()
-    poll.hubee = fast_hubee(poll.hubee)
-
-
-def fast_hubee(config: HubeeConfig) -> HubeeConfig:
-    """Same retry policy, shorter waits: the campaign must fit in the test suite's time."""
-    return config.model_copy(
-        update={"backoff_base_s": 0.01, "backoff_max_s": 0.05, "read_timeout_s": CLIENT_READ_TIMEOUT_S}
+def rotate_a_credential_mid_poll(
+    rt: LocalRuntime, hubee: HubeeSandbox, town: Collectivite, client_id: str, rotated: list[str]
+) -> None:
+    """Once the first poll is listing notifications, the editor stores a renewed HubEE secret for
+    one collectivité and HubEE starts refusing the old one; the sandbox's clock then passes the
+    tokens' lifetime, so that every environment has to authenticate again."""
+    deadline = time.monotonic() + 120
+    while hubee.calls[("GET", "/notifications")] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    new_secret = f"renewed-{client_id}"
+    rt.editor_service().store_credentials(
+        town.siret,
+        TenantCredentials(hubee_client_id=client_id, hubee_client_secret=new_secret),
     )
+    hubee.rotate_secret(client_id, new_secret)
+    hubee.advance_clock(hubee.token_ttl_s + 1)
+    rotated.append(client_id)
 
 
 # ---------------------------------------------------------------------------------- running
@@ -368,15 +339,29 @@ def read_dlq(rt: LocalRuntime) -> list[dict[str, Any]]:
 
 
 def run_campaign() -> Iterator[Campaign]:
-    with HubeeSandbox(seed=SEED, fault_timeout_s=SANDBOX_HANG_S) as hubee:
+    with (
+        HubeeSandbox(seed=SEED, fault_timeout_s=SANDBOX_HANG_S) as hubee,
+        tempfile.TemporaryDirectory(prefix="campaign-") as scratch,
+    ):
+        directory = Path(scratch)
+        (directory / "markers").mkdir()
         options = RuntimeOptions(
             serve_api=False,
-            retry_delay_seconds=0,
+            isolation="process",
+            clock_speed=CLOCK_SPEED,
+            environment_hooks={
+                "ReconcileFunction": [f"{HOOKS}:instrument_reconcile"],
+                "HubeePollFunction": [f"{HOOKS}:instrument_poll"],
+            },
             env_overrides={
                 "HUBEE_API_URL": hubee.api_url,
                 "HUBEE_TOKEN_URL": hubee.token_url,
-                "DOSSIER_LEASE_SECONDS": "30",
+                "DOSSIER_LEASE_SECONDS": str(LEASE_SECONDS),
                 "POWERTOOLS_METRICS_DISABLED": "true",
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+                "CAMPAIGN_DIR": str(directory),
+                "CAMPAIGN_SEED": str(SEED),
+                "CAMPAIGN_CRASH_RATE": str(CRASH_RATE),
             },
         )
         with LocalRuntime.start(options) as rt:
@@ -389,17 +374,29 @@ def run_campaign() -> Iterator[Campaign]:
                 world.hubee_credential(f"client-{index:02d}", [town])
             expected, foreign = deposit_everything(rt, hubee, towns)
             deposit_faults = hubee.faults_injected
-
-            crashes = CrashInjector(CRASH_RATE, SEED)
-            deliveries = DeliveryLog()
-            http_retries: Counter[str] = Counter()
-            instrument_reconcile(rt, crashes, deliveries, http_retries)
-            instrument_poll(rt)
+            linked_cases = sorted(c for c, e in expected.items() if e.outcome == "linked")
+            stalled = random.Random(f"stalls:{SEED}").sample(linked_cases, STALLS)
+            (directory / "stall_cases.txt").write_text("\n".join(stalled), encoding="utf-8")
+            duplicates_sent: list[str] = []
+            stop = threading.Event()
+            watcher = threading.Thread(
+                target=deliver_duplicates_of_stalled_invocations,
+                args=(rt, directory, stop, duplicates_sent),
+                daemon=True,
+            )
+            watcher.start()
+            rotated: list[str] = []
+            rotation = threading.Thread(
+                target=rotate_a_credential_mid_poll,
+                args=(rt, hubee, towns[3], "client-03", rotated),
+                daemon=True,
+            )
             hubee.reset_counters()
             hubee.fault_rates(CALL_FAULT_RATES, timeout_s=SANDBOX_HANG_S)
             for kind, route, times in ARMED_FAULTS:
                 hubee.inject(kind, route=route, times=times)  # type: ignore[arg-type]
 
+            rotation.start()
             started = time.monotonic()
             rounds = 0
             while rounds < MAX_ROUNDS and time.monotonic() - started < TIME_BUDGET_S:
@@ -415,7 +412,11 @@ def run_campaign() -> Iterator[Campaign]:
                 if not pending:
                     break
             duration = time.monotonic() - started
+            stop.set()
+            watcher.join()
+            rotation.join()
             hubee.clear_faults()
+            records = read_records(directory, rt)
 
             dossiers_table = DossierRepository(rt.environment["DOSSIERS_TABLE"])
             families_table = FamilyRepository(rt.environment["FAMILIES_TABLE"])
@@ -442,15 +443,23 @@ def run_campaign() -> Iterator[Campaign]:
                 "rounds": rounds,
                 "duration_s": round(duration, 1),
                 "faults_injected": dict(sorted((hubee.faults_injected + deposit_faults).items())),
-                "reconcile_crashes": dict(sorted(crashes.by_step.items())),
+                "clock_speed": CLOCK_SPEED,
+                "emulated_seconds_skipped": round(rt.clock.skipped, 1),
+                "reconcile_kills": dict(sorted(records.crashes_by_step.items())),
+                "reconcile_environments_started": rt.functions["ReconcileFunction"].environments_started,
+                "stalls_past_the_lease": len([r for r in records.stalls if "message" in r]),
+                "duplicates_delivered_to_stalled_cases": len(duplicates_sent),
+                "credentials_rotated_mid_poll": rotated,
+                "token_calls": dict(sorted(hubee.token_calls.items())),
                 "sqs": {
                     "records": stats.records if stats else 0,
                     "failed_records": stats.failed_records if stats else 0,
                     "crashed_batches": stats.crashed_batches if stats else 0,
+                    "timed_out_batches": stats.timed_out_batches if stats else 0,
                 },
-                "http_retries": dict(http_retries),
+                "http_retries": {"reconcile": records.retries},
                 "failures_by_code": dict(
-                    Counter(c for codes in deliveries.failures.values() for c in codes).most_common()
+                    Counter(c for codes in records.failures().values() for c in codes).most_common()
                 ),
                 "dlq_messages": len(dlq),
                 "outcomes": dict(sorted(outcomes.items())),
@@ -461,9 +470,8 @@ def run_campaign() -> Iterator[Campaign]:
                 hubee,
                 expected,
                 foreign,
-                crashes,
-                deliveries,
-                http_retries,
+                records,
+                duplicates_sent,
                 rounds,
                 duration,
                 dlq,
@@ -511,7 +519,9 @@ def check_the_campaign_really_injected_every_kind_of_fault(campaign: Campaign) -
         "malformed_json",
     ):
         assert faults.get(kind, 0) > 0, kind
-    assert set(campaign.crashes.by_step) == set(CRASH_STEPS)
+    assert set(campaign.records.crashes_by_step) == set(CRASH_STEPS)  # real kills, at every step
+    assert campaign.figures["faults_injected"].get("lost_response", 0) > 0
+    assert campaign.figures["credentials_rotated_mid_poll"] == ["client-03"]
     assert campaign.figures["sqs"]["failed_records"] > 0
     assert len(campaign.expected) == MIX.tenants * MIX.per_tenant
     assert len({e.tenant for e in campaign.expected.values()}) >= 10
@@ -585,9 +595,14 @@ def check_no_case_received_the_same_status_twice(campaign: Campaign) -> None:
     }
     wrong = {}
     for case_id, expected in campaign.expected.items():
-        events = campaign.hubee.status_events(case_id)
-        if events != allowed[expected.outcome]:
-            wrong[case_id] = events
+        # The sandbox's raw record of every status POST: what HubEE recorded, repeats included.
+        recorded = [
+            p["new"]
+            for p in campaign.hubee.status_posts(case_id)
+            if p["action_type"] == "STATUS_UPDATE" and p["recorded"]
+        ]
+        if recorded != allowed[expected.outcome] or campaign.hubee.status_events(case_id) != recorded:
+            wrong[case_id] = recorded
     assert wrong == {}
 
 
@@ -599,7 +614,7 @@ def check_every_formulaire_notification_is_deleted_and_the_foreign_ones_untouche
 def check_every_dlq_message_is_explained(campaign: Campaign) -> None:
     for message in campaign.dlq:
         notification = message["notification"]
-        failures = campaign.deliveries.failures.get(notification["id"], [])
+        failures = campaign.records.failures().get(notification["id"], [])
         # It failed at least maxReceiveCount times, each time for an injected fault ...
         assert len(failures) >= MAX_RECEIVE_COUNT, failures
         assert set(failures) <= EXPLAINED_FAILURES, failures
@@ -610,16 +625,46 @@ def check_every_dlq_message_is_explained(campaign: Campaign) -> None:
 
 
 EXPLAINED_FAILURES = {
-    "RuntimeError",  # an injected crash
+    "batch_crashed",  # its environment was killed during the batch (its own case's or another's)
+    "batch_timeout",  # the batch's invocation ran past reconcile's timeout
+    "batch_BatchProcessingError",  # every record of the batch failed (each one's cause is on record too)
     "dossier_busy",  # a duplicate delivered while the first one held the lease
+    "lease_lost",  # the stalled invocation, whose lease another environment took
     "hubee_server_error",
     "hubee_transport",
     "hubee_outcome_unknown",  # injected 5xx and timeouts
+    "hubee_auth",  # the rotated credential, in an environment that still holds the old secret
 }
 
 
+def check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran(campaign: Campaign) -> None:
+    """Lease expiry while a handler still runs: another environment took the case over (the
+    guarantees above then show that nothing was done twice)."""
+    stalls = {r["case_id"]: r for r in campaign.records.stalls if "message" in r}
+    resumed = {r["case_id"]: r["resumed_at"] for r in campaign.records.stalls if "resumed_at" in r}
+    assert len(stalls) == STALLS and sorted(campaign.duplicates_sent) == sorted(stalls)
+    for case_id, stall in stalls.items():
+        still_running_until = resumed.get(case_id, stall["at"] + STALL_SECONDS)
+        # (started by another environment: it may itself be killed later, so its end is not required)
+        takeovers = [
+            h
+            for h in campaign.records.starts
+            if h["case_id"] == case_id
+            and h["pid"] != stall["pid"]
+            and stall["at"] + LEASE_SECONDS <= h["at"] < still_running_until
+        ]
+        assert takeovers, case_id
+        # ... and the stalled invocation, back, wrote nothing: its write was fenced by the lease it lost
+        (stalled,) = [
+            h
+            for h in campaign.records.handled
+            if h["case_id"] == case_id and h["pid"] == stall["pid"] and h["start"] <= stall["at"] <= h["end"]
+        ]
+        assert stalled["code"] == "lease_lost", (case_id, stalled)
+
+
 def check_every_dossier_record_expires_ninety_days_after_its_reception(campaign: Campaign) -> None:
-    # Retention (the 90-day support window the form promises the usager): the TTL attribute DynamoDB deletes the record by.
+    # Retention (seed §7 support window): the TTL attribute DynamoDB deletes the record by.
     for case_id, record in campaign.dossiers.items():
         assert record is not None and record.expires_at is not None, case_id
         received = dt.datetime.fromisoformat(record.received_at)
@@ -635,5 +680,6 @@ GUARANTEES = (
     check_no_case_received_the_same_status_twice,
     check_every_formulaire_notification_is_deleted_and_the_foreign_ones_untouched,
     check_every_dlq_message_is_explained,
+    check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran,
     check_every_dossier_record_expires_ninety_days_after_its_reception,
 )

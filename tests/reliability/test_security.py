@@ -240,6 +240,9 @@ def run() -> Iterator[IntakeRun]:
             LocalRuntime.start(
                 RuntimeOptions(
                     serve_api=False,
+                    # Timeouts are enforced: a quarter-speed clock gives the handlers four times
+                    # their Lambda time on a loaded laptop (moto is far slower than DynamoDB).
+                    clock_speed=0.25,
                     env_overrides={
                         "HUBEE_API_URL": hubee.api_url,
                         "HUBEE_TOKEN_URL": hubee.token_url,

@@ -12,6 +12,10 @@ creates its AWS and HTTP clients, so the patched libraries are traced the same. 
 libraries qfbridge calls out with, ``TRACED_LIBRARIES`` (botocore for AWS, httpx for HubEE and API
 Particulier), not every library X-Ray supports: trying each of those (databases, requests,
 aiobotocore…) cost a cold request ~20 ms of CPU and traced nothing more.
+
+No lock guards that first creation: Lambda runs one invocation at a time per execution
+environment, and the traced functions (handlers, SQS record handlers) run on the invocation's
+thread — the worker threads of hubee_poll run no traced function.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,19 +79,16 @@ class LazyTracer:
     def __init__(self, factory: Callable[[], Tracer] | None = None) -> None:
         self._factory = factory
         self._tracer: Tracer | None = None
-        self._lock = threading.Lock()
 
     @property
     def tracer(self) -> Tracer:
         if self._tracer is None:
-            with self._lock:
-                if self._tracer is None:
-                    if self._factory is not None:
-                        self._tracer = self._factory()
-                    else:
-                        from aws_lambda_powertools import Tracer
+            if self._factory is not None:
+                self._tracer = self._factory()
+            else:
+                from aws_lambda_powertools import Tracer
 
-                        self._tracer = Tracer(patch_modules=TRACED_LIBRARIES)
+                self._tracer = Tracer(patch_modules=TRACED_LIBRARIES)
         return self._tracer
 
     @property
@@ -134,14 +134,11 @@ class LazyTracer:
 
     def _deferred(self, function: F, build: Callable[[], Callable[..., Any]]) -> F:
         traced: list[Callable[..., Any]] = []
-        lock = threading.Lock()
 
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not traced:
-                with lock:
-                    if not traced:
-                        traced.append(build())
+                traced.append(build())
             return traced[0](*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -51,6 +51,7 @@ from urllib.parse import parse_qsl
 
 from qfbridge_local.sandboxes import hubee_documents as documents
 from qfbridge_local.sandboxes.hubee_faults import (
+    ANSWERED_LATE_OR_NEVER,
     CALL_FAULTS,
     DEPOSIT_ROUTE,
     FAULT_KINDS,
@@ -344,6 +345,12 @@ class HubeeSandbox:
                 existing = self._subscriptions[client_id] = _Subscription(client_id, client_secret, set())
             existing.recipients.update((siret, cog) for siret, cog in recipients)
 
+    def rotate_secret(self, client_id: str, new_secret: str) -> None:
+        """The credential's secret is renewed: token requests with the old one are refused from now
+        on; access tokens already issued stay valid until they expire (OAuth2 client credentials)."""
+        with self._lock:
+            self._subscriptions[client_id].secret = new_secret
+
     def deposit_formulaire_qf(
         self,
         recipient_siret: str,
@@ -579,7 +586,7 @@ class HubeeSandbox:
         if self.latency_ms > 0:
             self._http.stopping.wait(self.latency_ms / 1000)
         record = route == "POST /cases/{caseId}/events"
-        if fault is not None and fault.kind != "timeout" and not fault.after_processing:
+        if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER and not fault.after_processing:
             reply = _fault_reply(fault)
             if record:
                 self._record_post(request, case_id, reply.status, recorded=False)
@@ -597,10 +604,12 @@ class HubeeSandbox:
         if record:
             recorded = self._event_count(case_id) > events_before
             answered = (
-                _fault_reply(fault).status if fault is not None and fault.kind != "timeout" else reply.status
+                _fault_reply(fault).status
+                if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER
+                else reply.status
             )
             self._record_post(request, case_id, answered, recorded=recorded)
-        if fault is not None and fault.kind != "timeout":
+        if fault is not None and fault.kind not in ANSWERED_LATE_OR_NEVER:
             return _fault_reply(fault)
         if fault is not None:
             reply.delay_s, reply.drop = fault.delay_s, fault.drop

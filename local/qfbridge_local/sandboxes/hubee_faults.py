@@ -4,6 +4,8 @@ A fault is drawn at the point of the exchange where it makes sense:
 * ``http_500`` / ``http_503`` / ``timeout``: on any API call (the token endpoint only when a fault
   names its route explicitly); ``timeout`` processes the call, then hangs past the client's read
   timeout and answers late — or drops the connection;
+* ``lost_response``: on any API call: the call takes effect, then the connection is closed without an
+  answer (a POST HubEE accepted whose response never reached the client);
 * ``duplicate_notification`` / ``reorder``: on ``GET /notifications``;
 * ``corrupt_bytes``: on an attachment download (the ``digest`` stays that of the original bytes);
 * ``malformed_json``: when the form deposits a dossier (``POST /folders``): the stored
@@ -19,10 +21,18 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 FaultKind = Literal[
-    "http_500", "http_503", "timeout", "duplicate_notification", "corrupt_bytes", "malformed_json", "reorder"
+    "http_500",
+    "http_503",
+    "timeout",
+    "lost_response",
+    "duplicate_notification",
+    "corrupt_bytes",
+    "malformed_json",
+    "reorder",
 ]
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
-CALL_FAULTS = ("http_500", "http_503", "timeout")
+CALL_FAULTS = ("http_500", "http_503", "timeout", "lost_response")
+ANSWERED_LATE_OR_NEVER = ("timeout", "lost_response")  # processed first, then the reply is held or dropped
 TOKEN_ROUTE = "POST /oauth2/token"  # noqa: S105 - a route, not a secret
 DEPOSIT_ROUTE = "POST /folders"
 
@@ -72,7 +82,10 @@ class FaultPlan:
         _check_kind(kind)
         if times < 1:
             raise ValueError("times must be at least 1")
-        fault = Fault(kind, self._timeout_s if delay_s is None else delay_s, drop, after_processing)
+        if kind == "lost_response":
+            fault = Fault(kind, 0.0 if delay_s is None else delay_s, True, True)
+        else:
+            fault = Fault(kind, self._timeout_s if delay_s is None else delay_s, drop, after_processing)
         self._armed.append(_Armed(fault, route, case_id, times))
 
     def set_rates(
@@ -112,6 +125,8 @@ class FaultPlan:
                 if self._budget is not None:
                     self._budget -= 1
                 self.injected[kind] += 1
+                if kind == "lost_response":
+                    return Fault(kind, 0.0, True, True)
                 return Fault(kind, self._timeout_s, self._timeout_drops)
         return None
 

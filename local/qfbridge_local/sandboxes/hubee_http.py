@@ -8,11 +8,13 @@ benchmark open a thousand connections at once.
 from __future__ import annotations
 
 import socketserver
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 MAX_REQUEST_BODY = 2 * 1024 * 1024
@@ -98,6 +100,12 @@ class _Server(ThreadingHTTPServer):
     ) -> None:
         self.request_queue_size = queue_size
         super().__init__(address, handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (its read timeout, a killed environment) is no server error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
     def server_bind(self) -> None:
         """As ``HTTPServer.server_bind`` minus its reverse DNS lookup (``getfqdn``), slow on some hosts."""

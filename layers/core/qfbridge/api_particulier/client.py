@@ -41,6 +41,7 @@ from qfbridge.api_particulier.outcomes import (
     UnexpectedAnswer,
     ceil_seconds,
 )
+from qfbridge.clock import utc_now
 from qfbridge.domain.errors import ValidationError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
@@ -263,7 +264,7 @@ def _qf_found(body: Any, common: dict[str, Any]) -> RefreshOutcome:
 
 def outcome_from_response(response: httpx.Response, *, now: dt.datetime | None = None) -> RefreshOutcome:
     """Map one HTTP answer of the QF endpoint to its outcome (pure; ``now`` only dates Retry-After)."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     status = response.status_code
     body = _json(response)
     common: dict[str, Any] = {
@@ -335,7 +336,7 @@ class ApiParticulierClient:
         self._config = config
         self._owns_http = http is None
         self._http = http or httpx.Client(timeout=config.timeout_seconds)
-        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._clock = clock or utc_now
 
     def close(self) -> None:
         if self._owns_http:

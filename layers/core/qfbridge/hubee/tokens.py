@@ -1,8 +1,9 @@
 """Process-wide cache of HubEE access tokens.
 
 A Lambda container lives for many invocations: caching the 1-hour token per subscription at
-module level saves one token call per invocation and per tenant. The cache is thread-safe (the
-sync client may be used from worker threads) and keyed by ``(token_url, client_id)``.
+module level saves one token call per invocation and per tenant. The cache is thread-safe, on
+Lambda too: within one invocation hubee_poll reaches HubEE from several worker threads
+(``asyncio.to_thread`` and its thread pool). It is keyed by ``(token_url, client_id)``.
 """
 
 from __future__ import annotations

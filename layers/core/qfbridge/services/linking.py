@@ -113,6 +113,7 @@ def persist_link(
     steps: tuple[Step, ...] = (Step.PERSISTED,),
     guard_identity: bool = False,
     current: FamilyRecord | None = None,
+    lease: float | None = None,
 ) -> LinkResult:
     """Store the dossier's QF, pivot identity and members on the family and the link on the dossier,
     in one transaction (``DossierRepository.persist_link_transaction``), journaling ``steps`` (the
@@ -122,7 +123,8 @@ def persist_link(
     The transaction is conditioned on the family as read (``current`` when the caller just read it,
     else read here); a concurrent write makes it fail and it is read and tried again.
     ``guard_identity`` (automatic links): a family without a directory identity that already holds a
-    different pivot identity raises ``IdentityConflict``.
+    different pivot identity raises ``IdentityConflict``. ``lease`` fences the dossier's write with
+    the processing lease the caller holds (``LeaseLost``).
     """
     from qfbridge.domain.schedule import next_refresh_date
 
@@ -166,7 +168,7 @@ def persist_link(
             current=current,
         )
         try:
-            applied = dossiers.persist_link_transaction(record, update, now, steps, patch)
+            applied = dossiers.persist_link_transaction(record, update, now, steps, patch, lease=lease)
         except FamilyChanged:
             continue
         return LinkResult(applied, merge_entry(current, entry).current if applied else None)

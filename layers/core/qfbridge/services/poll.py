@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from qfbridge.clock import Clock, utc_now
+from qfbridge.clock import Clock, epoch, utc_now
 from qfbridge.hubee import AsyncHubeeClient, HubeeAuthError, HubeeConfig, HubeeCredentials, HubeeError
 from qfbridge.hubee.models import FORMULAIRE_QF, Notification
 from qfbridge.hubee.pager import NotificationPager
@@ -118,7 +118,7 @@ class PollService:
     """How long a queued notification is left to reconcile: the queue's visibility timeout + margin."""
     stuck_after_polls: int = 3
     repoll_delay_s: int = 2
-    wall_clock: Callable[[], float] = time.time
+    wall_clock: Callable[[], float] = epoch
     _credentials: dict[str, tuple[float, TenantCredentials]] = field(default_factory=dict, repr=False)
     """Credentials read in earlier ticks of this execution environment: HubEE secrets change rarely,
     and a refused one is read again at once (``_poll_group``), so a tick reads only new holders'."""

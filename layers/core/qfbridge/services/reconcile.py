@@ -211,6 +211,12 @@ class Journal:
     """The family's QF as this attempt's link left it (the ``qf.updated`` event's)."""
     persisted_here: bool = False
 
+    @property
+    def lease(self) -> float | None:
+        """The lease this attempt holds on a stored record, which fences its writes (``LeaseLost``):
+        an attempt that outlived its lease — another delivery took the case — writes nothing more."""
+        return self.record.lease_until if self.leased and self.record.stored else None
+
     def done(self, step: Step) -> bool:
         return self.record.done(step) or step in self.pending
 
@@ -248,10 +254,6 @@ class ReconcileService:
     lease_seconds: int = 300
     markers: MarkerRepository | None = None
     """Remembers an event acknowledged and a notification deleted, so a second copy costs no call."""
-    crash_after: Callable[[str], None] = field(default=lambda step: None)
-    """Fault-injection hook for the reliability campaign: called after each step of the protocol
-    (``verified``, ``parsed``, ``persisted``, ``audit_written``, ``si_received``, ``final_status``,
-    ``notification_deleted``), whether the step was written at once or noted for the next write."""
     _tenants_seen: dict[str, float] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ entry point
@@ -363,7 +365,7 @@ class ReconcileService:
         record = self.dossiers.start(case_id, tenant_siret, notification.id, now, self.lease_seconds)
         if record.outcome == AWAITING_ONBOARDING and not onboarded:
             # A second copy of a parked dossier's notification: it waits for its tenant, no HubEE call.
-            self.dossiers.release(case_id)
+            self.dossiers.release(case_id, lease=record.lease_until)
             return ReconcileResult(kind="dossier", outcome=AWAITING_ONBOARDING, case_id=case_id, resumed=True)
         return self._attempt(client, notification, record, recipient, allowed, holder)
 
@@ -428,6 +430,7 @@ class ReconcileService:
             # a draft's first write takes the lease unless it gives it up at once
             release=release and (journal.leased or not was_stored),
             deleted_notification=journal.deleted,
+            lease=journal.lease,
         )
         journal.pending, journal.patch, journal.deleted = [], DossierPatch(), None
         journal.leased = (journal.leased or not was_stored) and not release
@@ -446,7 +449,7 @@ class ReconcileService:
             elif journal.has_pending():
                 self._write(journal, release=release)
             elif release and journal.leased:
-                self.dossiers.release(journal.record.case_id)
+                self.dossiers.release(journal.record.case_id, lease=journal.lease)
                 journal.leased = False
         except Exception as exc:
             if not quietly:
@@ -515,7 +518,6 @@ class ReconcileService:
                     DossierPatch(tenant_siret=record.tenant_siret, outcome="received", reason=None)
                 )
             journal.note(Step.VERIFIED, patch)
-            self.crash_after("verified")
             if problem is not None:
                 return self._reject(client, notification, journal, case, problem)
 
@@ -531,11 +533,9 @@ class ReconcileService:
                 )
                 if not record.parsed:
                     journal.note(Step.PARSED, DossierPatch(parsed=dossier_snapshot(parsed)))
-                    self.crash_after("parsed")
                 self._reconcile_and_persist(journal, parsed)
             except DossierError as exc:
                 return self._reject(client, notification, journal, case, rejection_reason(exc.code))
-            self.crash_after("persisted")
 
         record = journal.view(self.clock())
         if record.outcome == "linked" and record.link_method in AUTO_LINKS and not journal.done(Step.AUDITED):
@@ -734,6 +734,7 @@ class ReconcileService:
                     steps=steps,
                     guard_identity=method == "external_id",
                     current=existing if method == "external_id" else None,
+                    lease=journal.lease,
                 )
                 if linked.applied:
                     journal.record = record.applied(
@@ -805,7 +806,6 @@ class ReconcileService:
                     outcome="success",
                 )
             )
-            self.crash_after("audit_written")
         journal.note(Step.AUDITED)
 
     # ------------------------------------------------------------------ endings
@@ -908,17 +908,14 @@ class ReconcileService:
                     current = status
                     if status == CaseStatus.SI_RECEIVED:
                         journal.note(Step.SI_RECEIVED, DossierPatch(hubee_status=status))
-                        self.crash_after("si_received")
             except STATUS_REFUSALS as exc:
                 self._status_refused(journal, current, status, exc)
                 return
         if reached(current, CaseStatus.SI_RECEIVED) and not journal.done(Step.SI_RECEIVED):
             journal.note(Step.SI_RECEIVED, DossierPatch(hubee_status=current))
-            self.crash_after("si_received")
         if target != CaseStatus.SI_RECEIVED and not journal.done(Step.FINAL_STATUS):
             final = target.value if current == target else current
             journal.note(Step.FINAL_STATUS, DossierPatch(hubee_status=final))
-            self.crash_after("final_status")
 
     def _status_refused(self, journal: Journal, current: str, status: str, exc: Exception) -> None:
         """HubEE refused a status (or its table forbids it): record it, alarm, post nothing more."""
@@ -947,7 +944,6 @@ class ReconcileService:
             self._write(journal)
         journal.note(Step.NOTIFICATION_DELETED)
         journal.deleted = notification.id
-        self.crash_after("notification_deleted")
 
     def _publish(self, journal: Journal) -> None:
         record = journal.view(self.clock())

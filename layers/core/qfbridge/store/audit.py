@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-import time
 import uuid
 from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from qfbridge.clock import epoch, utc_now
 
 Actor = Literal["editor", "service", "operator"]
 SERVICE_PRINCIPAL = "qfbridge:service"
@@ -24,7 +24,7 @@ SERVICE_PRINCIPAL = "qfbridge:service"
 class AuditRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    time: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"))
+    time: str = Field(default_factory=lambda: utc_now().isoformat(timespec="milliseconds"))
     request_id: str
     actor: Actor
     principal: str
@@ -47,17 +47,20 @@ def _client() -> Any:
 
 
 class AuditTrail:
-    """Appends records to the audit log group; one stream per execution environment."""
+    """Appends records to the audit log group; one stream per execution environment.
+
+    Not thread-safe, and need not be: an execution environment runs one invocation at a time and
+    the functions that audit (api, reconcile) write from the invocation's thread.
+    """
 
     def __init__(self, log_group: str) -> None:
         self.log_group = log_group
         self._stream: str | None = None
-        self._lock = threading.Lock()
         self.written = 0
 
     def _ensure_stream(self) -> str:
         if self._stream is None:
-            name = f"{dt.datetime.now(dt.UTC):%Y/%m/%d}/{uuid.uuid4().hex}"
+            name = f"{utc_now():%Y/%m/%d}/{uuid.uuid4().hex}"
             _client().create_log_stream(logGroupName=self.log_group, logStreamName=name)
             self._stream = name
         return self._stream
@@ -68,21 +71,20 @@ class AuditTrail:
     def write_many(self, records: list[AuditRecord]) -> None:
         if not records:
             return
-        with self._lock:
-            stream = self._ensure_stream()
-            now_ms = int(time.time() * 1000)
-            _client().put_log_events(
-                logGroupName=self.log_group,
-                logStreamName=stream,
-                logEvents=[
-                    {
-                        "timestamp": now_ms,
-                        "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True),
-                    }
-                    for r in records
-                ],
-            )
-            self.written += len(records)
+        stream = self._ensure_stream()
+        now_ms = int(epoch() * 1000)
+        _client().put_log_events(
+            logGroupName=self.log_group,
+            logStreamName=stream,
+            logEvents=[
+                {
+                    "timestamp": now_ms,
+                    "message": json.dumps(r.model_dump(exclude_none=True), sort_keys=True),
+                }
+                for r in records
+            ],
+        )
+        self.written += len(records)
 
     def contains(self, *, request_id: str, action: str) -> bool:
         """Whether the trail already holds the record of ``request_id``/``action`` (a retry that may

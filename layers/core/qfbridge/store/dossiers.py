@@ -100,6 +100,13 @@ class DossierBusy(QfbridgeError):
     code = "dossier_busy"
 
 
+class LeaseLost(DossierBusy):
+    """This attempt's processing lease expired and another delivery took the case: nothing more is
+    written by it (its writes are fenced by the lease it holds); the message is retried later."""
+
+    code = "lease_lost"
+
+
 class DossierExists(QfbridgeError):
     """A first delivery's record was created meanwhile by another delivery: take the lease instead."""
 
@@ -272,8 +279,21 @@ class DossierRepository:
             raise DossierBusy(f"Case {case_id} is being processed by another delivery.") from exc
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
-    def release(self, case_id: str) -> None:
-        self._table.update_item(Key={"case_id": case_id}, UpdateExpression="REMOVE lease_until")
+    def release(self, case_id: str, lease: float | None = None) -> None:
+        """Give the processing lease up; with ``lease``, only if it is still that one (not another
+        delivery's, taken after this one's expired)."""
+        if lease is None:
+            self._table.update_item(Key={"case_id": case_id}, UpdateExpression="REMOVE lease_until")
+            return
+        try:
+            self._table.update_item(
+                Key={"case_id": case_id},
+                UpdateExpression="REMOVE lease_until",
+                ConditionExpression="lease_until = :held",
+                ExpressionAttributeValues=to_dynamo({":held": lease}),
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return
 
     def mark(
         self, case_id: str, step: Step, now: dt.datetime, patch: DossierPatch | None = None
@@ -298,13 +318,16 @@ class DossierRepository:
         *,
         release: bool = False,
         deleted_notification: str | None = None,
+        lease: float | None = None,
     ) -> DossierRecord:
         """Journal ``steps`` at once with ``patch``, in one UpdateItem; returns the record as stored.
 
         A first delivery's draft (``record.stored`` false) is created by this write, with the
         processing lease, on condition that no other delivery created it meanwhile
         (``DossierExists`` otherwise). ``release`` gives the lease up in the same write;
-        ``deleted_notification`` journals that notification's acknowledgement.
+        ``deleted_notification`` journals that notification's acknowledgement. ``lease``, the
+        ``lease_until`` this attempt holds, fences the write: if another delivery took the case
+        after that lease expired, nothing is written and ``LeaseLost`` is raised.
         """
         steps = tuple(steps)
         patch = patch or DossierPatch()
@@ -330,13 +353,21 @@ class DossierRepository:
             values |= {":dempty": [], ":dn": [deleted_notification]}
         if release:
             expression += " REMOVE lease_until"
-        response = self._table.update_item(
-            Key={"case_id": record.case_id},
-            UpdateExpression=expression,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_dynamo(values),
-            ReturnValues="ALL_NEW",
-        )
+        fence: dict[str, Any] = {}
+        if lease is not None:
+            values |= {":held": lease}
+            fence = {"ConditionExpression": "lease_until = :held"}
+        try:
+            response = self._table.update_item(
+                Key={"case_id": record.case_id},
+                UpdateExpression=expression,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=to_dynamo(values),
+                ReturnValues="ALL_NEW",
+                **fence,
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException as exc:
+            raise LeaseLost(f"Case {record.case_id} was taken over by another delivery.") from exc
         return DossierRecord.model_validate(plain(response["Attributes"]))
 
     def count_failure(self, case_id: str) -> int:
@@ -405,6 +436,7 @@ class DossierRepository:
         now: dt.datetime,
         steps: tuple[Step, ...],
         patch: DossierPatch,
+        lease: float | None = None,
     ) -> bool:
         """Atomically store the link on the dossier and the QF on the family.
 
@@ -412,13 +444,17 @@ class DossierRepository:
         intake, ``reviewed`` for an agent's review decision, which happens after ``persisted``); the
         others are journaled with it. A first delivery's draft is created by the transaction
         (``DossierExists`` when another delivery created it meanwhile). Returns False when the
-        transaction was already applied by an earlier attempt.
+        transaction was already applied by an earlier attempt. ``lease`` fences it as it does
+        ``write`` (``LeaseLost``).
         """
         if "tenant_siret" not in patch.fields():
             patch = DossierPatch(tenant_siret=record.tenant_siret).merged(patch)
         if record.stored:
             names, values, expression = _step_update(steps, now, patch)
             condition = "attribute_not_exists(#steps.#s0)"
+            if lease is not None:
+                condition += " AND lease_until = :held"
+                values |= {":held": lease}
         else:
             names, values, expression = _create(record, steps, now, patch, False, None)
             condition = "attribute_not_exists(case_id)"
@@ -440,6 +476,10 @@ class DossierRepository:
             if reasons and reasons[0] == "ConditionalCheckFailed":
                 if not record.stored:
                     raise DossierExists(f"Case {record.case_id} was recorded by another delivery.") from exc
+                if lease is not None:
+                    stored = self.get(record.case_id)
+                    if stored is None or not stored.done(steps[0]):
+                        raise LeaseLost(f"Case {record.case_id} was taken over by another delivery.") from exc
                 return False
             if len(reasons) > 1 and reasons[1] == "ConditionalCheckFailed":
                 # The family changed since it was read (or is gone): the caller reads it again.

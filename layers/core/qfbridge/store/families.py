@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qfbridge.clock import utc_now
 from qfbridge.domain.errors import NotFoundError, QfbridgeError
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
@@ -293,7 +294,7 @@ class FamilyRepository:
             or int(seen[family.user_id].get("blocking_format", 1)) != BLOCKING_FORMAT
         ]
         client = dynamodb().meta.client
-        now = dt.datetime.now(dt.UTC).isoformat()
+        now = utc_now().isoformat()
 
         def write(family: Family) -> dict[str, Any] | None:
             response = client.update_item(

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from qfbridge.clock import epoch
 from qfbridge.store.tables import dynamodb, plain, table
 
 PREFIX = "N#"
@@ -75,7 +76,7 @@ class MarkerRepository:
 
     def put_many(self, markers: Iterable[Marker]) -> None:
         """Write markers as given (the poll computed each one from the marker it read)."""
-        now = time.time()
+        now = epoch()
         with self._table.batch_writer(overwrite_by_pkeys=["case_id"]) as batch:
             for marker in markers:
                 item: dict[str, Any] = {
@@ -111,7 +112,7 @@ class MarkerRepository:
             Key={"case_id": PREFIX + notification_id},
             UpdateExpression="SET #f = :t, expires_at = :e",
             ExpressionAttributeNames={"#f": name},
-            ExpressionAttributeValues={":t": True, ":e": int(time.time() + RETENTION_S)},
+            ExpressionAttributeValues={":t": True, ":e": int(epoch() + RETENTION_S)},
         )
 
 
