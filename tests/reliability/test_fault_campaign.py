@@ -34,19 +34,22 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from campaign_hooks import CRASH_STEPS, LEASE_SECONDS, STALL_SECONDS
 
+from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.services.editor import DEFAULT_REJECT_REASON, ReviewDecision
 from qfbridge.services.reconcile import INTEGRITY_ATTEMPTS
 from qfbridge.store.dossiers import RETENTION_DAYS, DossierRecord, DossierRepository
 from qfbridge.store.families import FamilyRecord, FamilyRepository
 from qfbridge.store.secrets import TenantCredentials
 from qfbridge_local.population import Collectivite, Household, collectivites, households
 from qfbridge_local.runtime import LocalRuntime, RuntimeOptions
+from qfbridge_local.sandboxes.api_particulier import ApiParticulierSandbox
 from qfbridge_local.sandboxes.hubee import HubeeSandbox
 from tests.support.world import World
 
@@ -119,6 +122,7 @@ TRANSIENT_CORRUPTION_RATE = 0.1
 CRASH_RATE = {"quick": 0.03, "full": 0.01}[MODE]  # per (case, step), after the first at each step: a SIGKILL
 SANDBOX_HANG_S = 0.7  # a "timeout" fault answers after the client gave up
 MAX_RECEIVE_COUNT = 5  # DossiersQueue's redrive policy (asserted below against the template)
+REFRESHES_PER_FAMILY = 3  # the qf_refresh storm: immediate refreshes the editor asks per linked family
 STALLS = {"quick": 2, "full": 4}[MODE]  # invocations that stall past their lease
 # Every timer of the runtime runs faster (quick: twice, reconcile's 60 s timeout lasting 30 s; the 360 s
 # visibility is jumped over when nothing runs); the handlers' real work is not sped up, so the full
@@ -200,6 +204,7 @@ class Campaign:
     dossiers: dict[str, DossierRecord | None]
     families: dict[tuple[str, str], FamilyRecord]
     figures: dict[str, Any]
+    editor: EditorWork
 
 
 # ---------------------------------------------------------------------------------- arranging
@@ -300,6 +305,108 @@ def deliver_duplicates_of_stalled_invocations(
         stop.wait(0.05)
 
 
+@dataclass
+class EditorWork:
+    """What the editor's software did while the intake ran (its own record)."""
+
+    pushes: int = 0
+    families_rewritten: int = 0
+    last_pushed: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    resolved: dict[str, str] = field(default_factory=dict)  # case id -> tenant, rejected by an agent
+    erased: list[tuple[str, str]] = field(default_factory=list)
+    refreshes: Counter[tuple[str, str]] = field(default_factory=Counter)  # immediate refreshes asked
+    in_api_particulier: set[tuple[str, str]] = field(default_factory=set)
+    refused: Counter[str] = field(default_factory=Counter)  # the API's own refusals, by code
+
+
+def erasable_families(towns: list[Collectivite]) -> dict[str, Household]:
+    """One family per collectivité that no dossier names, pushed before the intake and erased during it."""
+    return {
+        town.siret: households(1, seed=SEED + 2000 + index, id_prefix=f"e{index:02d}")[0]
+        for index, town in enumerate(towns)
+    }
+
+
+def api_particulier_token(client_id: str) -> str:
+    return f"particulier-{client_id}"
+
+
+def editor_at_work(
+    rt: LocalRuntime,
+    towns: list[Collectivite],
+    erasable: dict[str, Household],
+    particulier: ApiParticulierSandbox,
+    stop: threading.Event,
+    work: EditorWork,
+) -> None:
+    """The editor's software at work while dossiers arrive: it pushes part of each collectivité's
+    directory again (the families' children listed in another order: a real write on the families
+    dossiers are being linked to), asks for an immediate QF refresh of the families already linked
+    (a qf_refresh storm: up to REFRESHES_PER_FAMILY each, API Particulier answering a newer QF),
+    erases one family per collectivité, and an agent rejects half of the dossiers that wait for
+    review as soon as they are listed."""
+    editor = rt.editor_service()
+    families = FamilyRepository(rt.environment["FAMILIES_TABLE"])
+    rng = random.Random(f"editor:{SEED}")
+    directories = {
+        town.siret: households(MIX.known + MIX.by_link, seed=SEED + index, id_prefix=f"t{index:02d}")
+        for index, town in enumerate(towns)
+    }
+    version = 0
+    while not stop.is_set():
+        version += 1
+        for town in towns:
+            chosen = rng.sample(directories[town.siret], min(5, len(directories[town.siret])))
+            rows = []
+            for household in chosen:
+                family = household.family.model_dump(mode="json")
+                if version % 2:
+                    family["enfants"] = list(reversed(family["enfants"]))
+                rows.append(family)
+                key = (town.siret, household.family.user_id)
+                if work.last_pushed.get(key, household.family.model_dump(mode="json")) != family:
+                    work.families_rewritten += 1
+                work.last_pushed[key] = family
+            editor.batch_upsert(town.siret, rows)
+            work.pushes += 1
+            for household in chosen:
+                key = (town.siret, household.family.user_id)
+                if work.refreshes[key] >= REFRESHES_PER_FAMILY:
+                    continue
+                record = families.get(*key)
+                if record is None or record.pivot_identity is None:
+                    continue  # not linked yet
+                if key not in work.in_api_particulier:
+                    newer = household.qf.model_dump() | {"valeur": household.qf.valeur + 7}
+                    particulier.add_person(record.pivot_identity, QuotientFamilial.model_validate(newer))
+                    work.in_api_particulier.add(key)
+                try:
+                    editor.refresh_now(*key)
+                except QfbridgeError as exc:
+                    work.refused[exc.code] += 1
+                    continue
+                work.refreshes[key] += 1
+            if version == 2:  # once the intake is under way
+                editor.erase_family(town.siret, erasable[town.siret].family.user_id)
+                work.erased.append((town.siret, erasable[town.siret].family.user_id))
+            in_review, _ = editor.list_dossiers(town.siret, status="needs_review", limit=100, cursor=None)
+            for dossier in in_review:
+                if dossier.case_id in work.resolved or int(dossier.case_id.replace("-", ""), 16) % 2:
+                    continue
+                try:
+                    editor.resolve_review(
+                        town.siret,
+                        str(dossier.reference),
+                        ReviewDecision("reject"),
+                        resolved_by="agent-campaign",
+                    )
+                except QfbridgeError as exc:
+                    work.refused[exc.code] += 1
+                    continue
+                work.resolved[dossier.case_id] = town.siret
+        stop.wait(0.5)
+
+
 def rotate_a_credential_mid_poll(
     rt: LocalRuntime, hubee: HubeeSandbox, town: Collectivite, client_id: str, rotated: list[str]
 ) -> None:
@@ -312,7 +419,11 @@ def rotate_a_credential_mid_poll(
     new_secret = f"renewed-{client_id}"
     rt.editor_service().store_credentials(
         town.siret,
-        TenantCredentials(hubee_client_id=client_id, hubee_client_secret=new_secret),
+        TenantCredentials(
+            hubee_client_id=client_id,
+            hubee_client_secret=new_secret,
+            api_particulier_token=api_particulier_token(client_id),
+        ),
     )
     hubee.rotate_secret(client_id, new_secret)
     hubee.advance_clock(hubee.token_ttl_s + 1)
@@ -341,6 +452,7 @@ def read_dlq(rt: LocalRuntime) -> list[dict[str, Any]]:
 def run_campaign() -> Iterator[Campaign]:
     with (
         HubeeSandbox(seed=SEED, fault_timeout_s=SANDBOX_HANG_S) as hubee,
+        ApiParticulierSandbox(seed=SEED, load_fixtures=False) as particulier,
         tempfile.TemporaryDirectory(prefix="campaign-") as scratch,
     ):
         directory = Path(scratch)
@@ -356,6 +468,7 @@ def run_campaign() -> Iterator[Campaign]:
             env_overrides={
                 "HUBEE_API_URL": hubee.api_url,
                 "HUBEE_TOKEN_URL": hubee.token_url,
+                "API_PARTICULIER_URL": particulier.url,
                 "DOSSIER_LEASE_SECONDS": str(LEASE_SECONDS),
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
@@ -366,13 +479,23 @@ def run_campaign() -> Iterator[Campaign]:
         )
         with LocalRuntime.start(options) as rt:
             towns = collectivites(MIX.tenants, seed=SEED)
-            world = World(rt, hubee=hubee)
+            world = World(rt, hubee=hubee, api_particulier=particulier)
             for town in towns:
                 world.collectivite(town)
-            world.hubee_credential("client-delegation", towns[:2])  # two collectivités, one credential
+            world.hubee_credential(  # two collectivités, one credential
+                "client-delegation",
+                towns[:2],
+                api_particulier_token=api_particulier_token("client-delegation"),
+            )
             for index, town in enumerate(towns[2:], start=2):
-                world.hubee_credential(f"client-{index:02d}", [town])
+                client_id = f"client-{index:02d}"
+                world.hubee_credential(
+                    client_id, [town], api_particulier_token=api_particulier_token(client_id)
+                )
             expected, foreign = deposit_everything(rt, hubee, towns)
+            erasable = erasable_families(towns)
+            for siret, household in erasable.items():
+                rt.editor_service().put_family(siret, household.family)
             deposit_faults = hubee.faults_injected
             linked_cases = sorted(c for c, e in expected.items() if e.outcome == "linked")
             stalled = random.Random(f"stalls:{SEED}").sample(linked_cases, STALLS)
@@ -397,6 +520,11 @@ def run_campaign() -> Iterator[Campaign]:
                 hubee.inject(kind, route=route, times=times)  # type: ignore[arg-type]
 
             rotation.start()
+            work = EditorWork()
+            editor = threading.Thread(
+                target=editor_at_work, args=(rt, towns, erasable, particulier, stop, work), daemon=True
+            )
+            editor.start()
             started = time.monotonic()
             rounds = 0
             while rounds < MAX_ROUNDS and time.monotonic() - started < TIME_BUDGET_S:
@@ -411,10 +539,15 @@ def run_campaign() -> Iterator[Campaign]:
                 )
                 if not pending:
                     break
-            duration = time.monotonic() - started
             stop.set()
             watcher.join()
             rotation.join()
+            editor.join()
+            # The agents' last decisions: their follow-ups (statuses, events) are queued
+            rt.drain(timeout=TIME_BUDGET_S)
+            duration = time.monotonic() - started
+            for case_id, siret in work.resolved.items():
+                expected[case_id] = Expected(siret, "rejected", DEFAULT_REJECT_REASON)
             hubee.clear_faults()
             records = read_records(directory, rt)
 
@@ -450,6 +583,16 @@ def run_campaign() -> Iterator[Campaign]:
                 "stalls_past_the_lease": len([r for r in records.stalls if "message" in r]),
                 "duplicates_delivered_to_stalled_cases": len(duplicates_sent),
                 "credentials_rotated_mid_poll": rotated,
+                "editor_during_intake": {
+                    "directory_pushes": work.pushes,
+                    "families_rewritten": work.families_rewritten,
+                    "reviews_rejected": len(work.resolved),
+                    "families_erased": len(work.erased),
+                    "immediate_refreshes_asked": sum(work.refreshes.values()),
+                    "api_particulier_calls": particulier.stats().requests,
+                    "api_particulier_429": particulier.stats().throttled,
+                    "refused_by_the_api": dict(work.refused),
+                },
                 "token_calls": dict(sorted(hubee.token_calls.items())),
                 "sqs": {
                     "records": stats.records if stats else 0,
@@ -478,6 +621,7 @@ def run_campaign() -> Iterator[Campaign]:
                 dossiers,
                 families,
                 figures,
+                work,
             )
 
 
@@ -582,8 +726,8 @@ def check_no_family_has_a_duplicate_qf_history_entry(campaign: Campaign) -> None
     )
     for key, family in campaign.families.items():
         sources = [(entry.source, entry.source_id) for entry in family.qf_history]
-        assert len(sources) == len(set(sources)), key
-        assert len(sources) == cases_by_family[key], key
+        assert len(sources) == len(set(sources)), key  # a refresh period once, a dossier once
+        assert len([s for s in sources if s[0] != "refresh"]) == cases_by_family[key], key
     assert set(campaign.families) == set(cases_by_family)
 
 
@@ -655,12 +799,59 @@ def check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran(
         ]
         assert takeovers, case_id
         # ... and the stalled invocation, back, wrote nothing: its write was fenced by the lease it lost
-        (stalled,) = [
+        stalled = [
             h
             for h in campaign.records.handled
             if h["case_id"] == case_id and h["pid"] == stall["pid"] and h["start"] <= stall["at"] <= h["end"]
         ]
-        assert stalled["code"] == "lease_lost", (case_id, stalled)
+        same_pid = [
+            h for h in campaign.records.handled + campaign.records.crashes if h["pid"] == stall["pid"]
+        ]
+        assert [h["code"] for h in stalled] == ["lease_lost"], (
+            case_id,
+            stall["at"],
+            resumed.get(case_id),
+            same_pid,
+        )
+
+
+def check_the_editors_work_during_the_intake_was_kept(campaign: Campaign) -> None:
+    """Directory pushes, erasures and review decisions made while dossiers were linked: each push's
+    last version is what the directory holds (the links' transactions did not overwrite it, and it
+    did not wipe their QF: see the history check), the erased families are gone for good, and the
+    rejected dossiers ended rejected (the outcome and status checks above)."""
+    work = campaign.editor
+    assert work.pushes > 0 and work.families_rewritten > 0 and work.resolved
+    assert len(work.erased) == campaign.figures["tenants"]  # one per collectivité
+    families = FamilyRepository(campaign.rt.environment["FAMILIES_TABLE"])
+    stale = {}
+    for (siret, user_id), pushed in work.last_pushed.items():
+        record = families.get(siret, user_id)
+        if record is None or record.family is None or record.family.model_dump(mode="json") != pushed:
+            stale[user_id] = None if record is None or record.family is None else "older version"
+    assert stale == {}
+    assert [key for key in work.erased if families.get(*key) is not None] == []
+
+
+def check_the_qf_refresh_storm_was_served_within_budget_and_lost_nothing(campaign: Campaign) -> None:
+    """Immediate refreshes asked while dossiers were linked to the same families: each refreshed
+    family holds API Particulier's QF once (its period's entry, asserted unique above), none was
+    dead-lettered, and API Particulier never answered 429 (its budget per token held)."""
+    work = campaign.editor
+    figures = campaign.figures["editor_during_intake"]
+    assert figures["immediate_refreshes_asked"] > 0 and figures["api_particulier_429"] == 0
+    refreshed = {
+        key
+        for key, family in campaign.families.items()
+        if any(entry.source == "refresh" for entry in family.qf_history)
+    }
+    assert set(work.refreshes) <= refreshed
+    sqs = campaign.rt.client("sqs")
+    for queue in ("RefreshQueue", "RefreshDeadLetterQueue"):
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=campaign.rt.queue_url(queue), AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert int(attributes["ApproximateNumberOfMessages"]) == 0, queue
 
 
 def check_every_dossier_record_expires_ninety_days_after_its_reception(campaign: Campaign) -> None:
@@ -681,5 +872,7 @@ GUARANTEES = (
     check_every_formulaire_notification_is_deleted_and_the_foreign_ones_untouched,
     check_every_dlq_message_is_explained,
     check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran,
+    check_the_editors_work_during_the_intake_was_kept,
+    check_the_qf_refresh_storm_was_served_within_budget_and_lost_nothing,
     check_every_dossier_record_expires_ninety_days_after_its_reception,
 )

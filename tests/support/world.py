@@ -66,6 +66,7 @@ class World:
         also_serves: Sequence[Collectivite] = (),
         secret: str | None = None,
         stored_secret: str | None = None,
+        api_particulier_token: str | None = None,
     ) -> None:
         """Each of ``towns`` stores the HubEE credential ``client_id`` (``PUT …/credentials``; several
         towns sharing one credential is a delegation); the HubEE sandbox issues it with ``secret``
@@ -73,15 +74,21 @@ class World:
         (recipients it sees that qfbridge may not serve).
 
         ``stored_secret`` stores another secret than the one HubEE issued (a wrong credential).
+        ``api_particulier_token`` is stored with the pair (the refreshes start) and, with an API
+        Particulier sandbox, accepted by it for ``towns``.
         """
         issued = secret or hubee_secret(client_id)
         for town in towns:
             self.editor.store_credentials(
                 town.siret,
                 TenantCredentials(
-                    hubee_client_id=client_id, hubee_client_secret=SecretStr(stored_secret or issued)
+                    hubee_client_id=client_id,
+                    hubee_client_secret=SecretStr(stored_secret or issued),
+                    api_particulier_token=SecretStr(api_particulier_token) if api_particulier_token else None,
                 ),
             )
+        if api_particulier_token and self.api_particulier is not None:
+            self.api_particulier.add_token(api_particulier_token, {town.siret for town in towns})
         if self.hubee is not None:
             recipients = [(town.siret, town.cog) for town in (*towns, *also_serves)]
             self.hubee.add_subscription(client_id, issued, recipients)
