@@ -57,6 +57,15 @@ _MP.set_forkserver_preload(["boto3", "botocore.session", "aws_lambda_powertools"
 _ENVIRONMENT_CLOCK: RuntimeClock | None = None
 
 
+_INVOCATION: LambdaContext | None = None
+
+
+def current_invocation() -> LambdaContext | None:
+    """The context of the invocation this worker process (execution environment) is running, for
+    environment hooks (e.g. a fault that must end before the invocation's timeout)."""
+    return _INVOCATION
+
+
 def environment_clock() -> RuntimeClock:
     """The runtime's clock, from inside an execution environment (hooks use it to put the
     handler's own time on the emulated clock)."""
@@ -243,6 +252,8 @@ def _environment_main(
             speed=speed,
             _deadline=deadline,
         )
+        global _INVOCATION
+        _INVOCATION = context
         try:
             result = handler(event, context)
         except Exception as exc:

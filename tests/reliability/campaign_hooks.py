@@ -31,12 +31,14 @@ from typing import Any
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.hubee import HubeeClient, HubeeConfig
 from qfbridge.messages import DossierMessage, NotificationMessage
-from qfbridge_local.lambdas import environment_clock
+from qfbridge.store.dossiers import LeaseLost
+from qfbridge_local.lambdas import current_invocation, environment_clock
 from tests.support.journal_faults import CRASH_POINTS, AuditFaults, JournalFaults
 
 CRASH_STEPS = CRASH_POINTS
 CLIENT_READ_TIMEOUT_S = 0.5
 STALL_SECONDS = 55  # at most (emulated): past the campaign's 30 s lease, within reconcile's 60 s timeout
+STALL_MARGIN_MS = 4000  # the stall ends this long before the invocation's timeout, taken over or not
 LEASE_SECONDS = 30  # the campaign's DOSSIER_LEASE_SECONDS
 
 
@@ -90,11 +92,11 @@ class _Current:
     message: dict[str, Any] | None = None
 
 
-def _stall_before_the_last_write(case_id: str) -> None:
+def _stall_before_the_last_write(case_id: str) -> bool:
     """The stalled invocation holds on before its last write (which would give the lease up), past
     its lease: it has posted the case's statuses, deleted the notification and published."""
     if case_id not in _stall_cases() or not _first(f"stall-{case_id}"):
-        return
+        return False
     clock = environment_clock()
     started = clock.time()
     _append(
@@ -103,10 +105,16 @@ def _stall_before_the_last_write(case_id: str) -> None:
     # Hold on until another environment has started on the case (its duplicate is delivered once the
     # lease expired), at most STALL_SECONDS of the runtime's clock: then this invocation's write meets
     # the lease it lost.
-    while clock.time() < started + STALL_SECONDS and not _taken_over(case_id, after=started + LEASE_SECONDS):
+    invocation = current_invocation()
+    while (
+        clock.time() < started + STALL_SECONDS
+        and not _taken_over(case_id, after=started + LEASE_SECONDS)
+        and (invocation is None or invocation.get_remaining_time_in_millis() > STALL_MARGIN_MS)
+    ):
         time.sleep(0.05)
     time.sleep(0.5)  # the other environment works on the case meanwhile
     _append("stalls.jsonl", {"case_id": case_id, "resumed_at": clock.time(), "pid": os.getpid()})
+    return True
 
 
 def _crash(case_id: str, step: str) -> None:
@@ -135,9 +143,17 @@ class _StallingStore:
         return getattr(self._store, name)
 
     def write(self, record: Any, steps: Any, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("release") and kwargs.get("lease") is not None:
-            _stall_before_the_last_write(record.case_id)
-        return self._store.write(record, steps, *args, **kwargs)
+        if not (kwargs.get("release") and kwargs.get("lease") is not None):
+            return self._store.write(record, steps, *args, **kwargs)
+        if not _stall_before_the_last_write(record.case_id):
+            return self._store.write(record, steps, *args, **kwargs)
+        try:
+            written = self._store.write(record, steps, *args, **kwargs)
+        except LeaseLost:
+            _append("stalls.jsonl", {"case_id": record.case_id, "write": "refused", "pid": os.getpid()})
+            raise
+        _append("stalls.jsonl", {"case_id": record.case_id, "write": "written", "pid": os.getpid()})
+        return written
 
 
 def instrument_reconcile(function: str, module: ModuleType) -> None:

@@ -32,6 +32,7 @@ import random
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -285,7 +286,9 @@ def deliver_duplicates_of_stalled_invocations(
 ) -> None:
     """When an invocation stalls, deliver its message again once the stalled one's lease expired:
     the duplicate takes the lease while the first invocation still runs (HubEE's duplicates and
-    SQS's at-least-once delivery both produce this)."""
+    SQS's at-least-once delivery both produce this). It is delivered as another SQS batch would be,
+    straight to a free environment of reconcile: behind the queue's backlog it could come after the
+    stalled invocation's timeout."""
     seen: set[str] = set()
     path = directory / "stalls.jsonl"
     while not stop.is_set():
@@ -298,11 +301,34 @@ def deliver_duplicates_of_stalled_invocations(
                 if wait > 0:
                     continue  # not yet: look again
                 seen.add(record["case_id"])
-                rt.client("sqs").send_message(
-                    QueueUrl=rt.queue_url("DossiersQueue"), MessageBody=json.dumps(record["message"])
-                )
+                threading.Thread(
+                    target=_deliver_alone, args=(rt, record["message"]), name="duplicate", daemon=True
+                ).start()
                 sent.append(record["case_id"])
         stop.wait(0.05)
+
+
+def _deliver_alone(rt: LocalRuntime, message: dict[str, Any]) -> None:
+    """One message as a batch of its own (a second receive of it), to reconcile."""
+    event = {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": "duplicate",
+                "body": json.dumps(message),
+                "attributes": {"ApproximateReceiveCount": "2", "SentTimestamp": "0"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-3:123456789012:dossiers",
+                "awsRegion": "eu-west-3",
+            }
+        ]
+    }
+    try:
+        rt.functions["ReconcileFunction"].invoke(event)
+    except Exception:  # its outcome is on the environments' records (handled.jsonl)
+        return
 
 
 @dataclass
@@ -798,21 +824,10 @@ def check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran(
             and stall["at"] + LEASE_SECONDS <= h["at"] < still_running_until
         ]
         assert takeovers, case_id
-        # ... and the stalled invocation, back, wrote nothing: its write was fenced by the lease it lost
-        stalled = [
-            h
-            for h in campaign.records.handled
-            if h["case_id"] == case_id and h["pid"] == stall["pid"] and h["start"] <= stall["at"] <= h["end"]
-        ]
-        same_pid = [
-            h for h in campaign.records.handled + campaign.records.crashes if h["pid"] == stall["pid"]
-        ]
-        assert [h["code"] for h in stalled] == ["lease_lost"], (
-            case_id,
-            stall["at"],
-            resumed.get(case_id),
-            same_pid,
-        )
+        # ... and the stalled invocation, back, wrote nothing: its write (the last of an attempt, or
+        # of one that failed meanwhile) was refused, fenced by the lease it lost
+        writes = [r["write"] for r in campaign.records.stalls if r["case_id"] == case_id and "write" in r]
+        assert writes == ["refused"], (case_id, writes)
 
 
 def check_the_editors_work_during_the_intake_was_kept(campaign: Campaign) -> None:
