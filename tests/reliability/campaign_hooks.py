@@ -37,9 +37,12 @@ from tests.support.journal_faults import CRASH_POINTS, AuditFaults, JournalFault
 
 CRASH_STEPS = CRASH_POINTS
 CLIENT_READ_TIMEOUT_S = 0.5
-STALL_SECONDS = 55  # at most (emulated): past the campaign's 30 s lease, within reconcile's 60 s timeout
+STALL_SECONDS = 55  # at most (emulated): past the campaign's lease, within reconcile's 60 s timeout
 STALL_MARGIN_MS = 4000  # the stall ends this long before the invocation's timeout, taken over or not
-LEASE_SECONDS = 30  # the campaign's DOSSIER_LEASE_SECONDS
+LEASE_SECONDS = 15  # the campaign's DOSSIER_LEASE_SECONDS (production: 300 s, beyond reconcile's timeout)
+# A candidate stalls only with this much of its invocation left: the lease's expiry, then time for
+# the duplicate to find a free environment (all may be busy with batches) and start.
+STALL_NEEDS_MS = (LEASE_SECONDS + 20) * 1000  # the campaign's DOSSIER_LEASE_SECONDS
 
 
 def _dir() -> Path:
@@ -95,7 +98,14 @@ class _Current:
 def _stall_before_the_last_write(case_id: str) -> bool:
     """The stalled invocation holds on before its last write (which would give the lease up), past
     its lease: it has posted the case's statuses, deleted the notification and published."""
-    if case_id not in _stall_cases() or not _first(f"stall-{case_id}"):
+    if case_id not in _stall_cases():
+        return False
+    invocation = current_invocation()
+    if invocation is not None and invocation.get_remaining_time_in_millis() < STALL_NEEDS_MS:
+        return False  # too late in its invocation for a takeover to happen before the timeout
+    if not any(_first(f"stall-slot-{n}") for n in range(int(os.environ["CAMPAIGN_STALLS"]))):
+        return False  # enough invocations stalled already
+    if not _first(f"stall-{case_id}"):
         return False
     clock = environment_clock()
     started = clock.time()
@@ -105,7 +115,6 @@ def _stall_before_the_last_write(case_id: str) -> bool:
     # Hold on until another environment has started on the case (its duplicate is delivered once the
     # lease expired), at most STALL_SECONDS of the runtime's clock: then this invocation's write meets
     # the lease it lost.
-    invocation = current_invocation()
     while (
         clock.time() < started + STALL_SECONDS
         and not _taken_over(case_id, after=started + LEASE_SECONDS)

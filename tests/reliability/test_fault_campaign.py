@@ -501,6 +501,7 @@ def run_campaign() -> Iterator[Campaign]:
                 "CAMPAIGN_DIR": str(directory),
                 "CAMPAIGN_SEED": str(SEED),
                 "CAMPAIGN_CRASH_RATE": str(CRASH_RATE),
+                "CAMPAIGN_STALLS": str(STALLS),
             },
         )
         with LocalRuntime.start(options) as rt:
@@ -524,7 +525,8 @@ def run_campaign() -> Iterator[Campaign]:
                 rt.editor_service().put_family(siret, household.family)
             deposit_faults = hubee.faults_injected
             linked_cases = sorted(c for c, e in expected.items() if e.outcome == "linked")
-            stalled = random.Random(f"stalls:{SEED}").sample(linked_cases, STALLS)
+            # candidates: the first STALLS linked cases whose last write comes early enough in its invocation
+            stalled = linked_cases
             (directory / "stall_cases.txt").write_text("\n".join(stalled), encoding="utf-8")
             duplicates_sent: list[str] = []
             stop = threading.Event()
