@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qfbridge.clock import use_source
+from qfbridge.clock import current_source, use_source
 
 from .api_adapter import ApiAdapter
 from .aws import MotoServer, aws_environment, client, provision
@@ -128,8 +128,8 @@ class LocalRuntime:
         install_sqs_clock(self.clock)
         # Lambda code's timers (leases, markers, journal times) read the runtime's clock too: in this
         # process (inline environments, the editor service of tests) and in every worker process.
+        self._exit.callback(use_source, current_source())  # another runtime of this process may run on
         use_source(self.clock.time)
-        self._exit.callback(use_source, None)
         _forget_cached_state()
         endpoint = self.moto.endpoint
         overrides = {"Stage": self.options.stage, **self.options.parameter_overrides}

@@ -354,9 +354,9 @@ def run() -> Iterator[IntakeRun]:
         for kind in ("linked_by_identity", "stranger", "a_link_at_b"):
             hubee.inject("corrupt_bytes", case_id=deposits[kind][0].case_id)  # damaged once in transit
         hubee.inject("timeout", route="POST /cases/{caseId}/events", delay_s=0.3, drop=True)
-        for _round in range(8):
+        for _round in range(16):  # until nothing is pending: a loaded machine may need more rounds
             rt.poll()
-            rt.drain(timeout=120)
+            rt.drain(timeout=300)
             if not hubee.pending_notification_ids():
                 break
         hubee.clear_faults()

@@ -27,6 +27,10 @@ def utc_now() -> dt.datetime:
     return dt.datetime.fromtimestamp(_source(), dt.UTC)
 
 
+def current_source() -> Callable[[], float]:
+    return _source
+
+
 def use_source(source: Callable[[], float] | None) -> None:
     """Read ``source`` (epoch seconds) from now on; ``None`` goes back to the system clock."""
     global _source
