@@ -24,6 +24,7 @@ import contextvars
 import copy
 import json
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -31,6 +32,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from botocore.client import BaseClient
@@ -273,6 +276,74 @@ def attribute_invocations(counter: RequestCounter) -> None:
 
     invoke._bench_original = original  # type: ignore[attr-defined]
     LocalFunction.invoke = invoke  # type: ignore[method-assign]
+
+
+TALLY_FILE = "BENCH_TALLY_FILE"
+"""Environment variable naming the file an execution environment's requests are appended to."""
+ENVIRONMENT_HOOK = "bench.aws_calls:count_in_environment"
+"""The environment hook (``RuntimeOptions.environment_hooks``) counting a worker process's requests."""
+
+
+def count_in_environment(function: str, module: ModuleType) -> None:
+    """Environment hook: count the requests of an execution environment in its own process.
+
+    With ``isolation="process"`` a function's invocations run in worker processes, where this
+    process's counting wrapper does not reach. The hook installs one in the worker and, after each
+    invocation, appends what it counted (requests, units, seconds) to the file named by
+    ``BENCH_TALLY_FILE``, one JSON line per invocation (a killed worker loses only the invocation in
+    flight); ``merge_environment_tallies`` adds them to the parent's tally.
+    """
+    import multiprocessing
+
+    path = os.environ.get(TALLY_FILE)
+    if not path or multiprocessing.parent_process() is None:  # inline: the parent's wrapper counts
+        return
+    counter = RequestCounter().__enter__()  # for the worker's life
+    handler = module.lambda_handler
+
+    def counted(event: dict[str, Any], context: Any) -> Any:
+        try:
+            with attributed_to(function):
+                return handler(event, context)
+        finally:
+            with counter._lock:
+                tally, counter.tally = counter.tally, Tally()
+            line = json.dumps(
+                {
+                    "requests": [[fn, svc, op, n] for (fn, svc, op), n in tally.requests.items()],
+                    "read_units": tally.read_units,
+                    "write_units": tally.write_units,
+                    "write_units_by_operation": tally.write_units_by_operation,
+                    "seconds": tally.seconds,
+                    "event_entries": dict(tally.event_entries),
+                }
+            )
+            with open(path, "a", encoding="utf-8") as sink:  # one write per line: appends do not interleave
+                sink.write(line + "\n")
+
+    module.lambda_handler = counted  # type: ignore[attr-defined]
+
+
+def merge_environment_tallies(counter: RequestCounter, path: Path) -> int:
+    """Add the worker processes' counts (``count_in_environment``) to ``counter``; lines merged."""
+    if not path.is_file():
+        return 0
+    merged = 0
+    with counter._lock:
+        tally = counter.tally
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            for fn, svc, op, n in entry["requests"]:
+                tally.requests[(fn, svc, op)] += n
+            for name in ("read_units", "write_units", "write_units_by_operation", "seconds"):
+                target = getattr(tally, name)
+                for key, value in entry[name].items():
+                    target[key] = target.get(key, 0.0) + value
+            tally.event_entries.update(entry["event_entries"])
+            merged += 1
+    return merged
 
 
 def _size(value: Any) -> int:

@@ -116,21 +116,26 @@ def run(
     maximum_concurrency: int | None = None,
     moto_process: bool = True,
     output: Path | None = None,
+    environment_hooks: dict[str, list[str]] | None = None,
+    environment: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one campaign; returns (and writes to ``output`` when given) the JSON result.
 
     ``moto_process`` serves moto from its own process (``bench.moto_process``), as AWS serves
     DynamoDB from elsewhere; without it moto shares the handlers' process (and GIL), as in tests.
+    ``environment_hooks`` and ``environment`` go to the functions' execution environments (worker
+    processes): the bench counts their AWS requests there (``bench.aws_calls.count_in_environment``).
     """
+    instrument = (environment_hooks or {}, environment or {})
     if not moto_process:
-        return _run(budgets, seconds, seed, maximum_concurrency, output)
+        return _run(budgets, seconds, seed, maximum_concurrency, output, instrument)
     from bench.moto_process import use_external_moto
     from qfbridge_local import runtime
 
     previous = runtime._SHARED_MOTO
     moto = use_external_moto()
     try:
-        result = _run(budgets, seconds, seed, maximum_concurrency, output=None)
+        result = _run(budgets, seconds, seed, maximum_concurrency, None, instrument)
     finally:
         moto.stop()
         runtime._SHARED_MOTO = previous
@@ -146,8 +151,14 @@ def _write(result: dict[str, Any], output: Path) -> None:
 
 
 def _run(
-    budgets: Sequence[float], seconds: float, seed: int, maximum_concurrency: int | None, output: Path | None
+    budgets: Sequence[float],
+    seconds: float,
+    seed: int,
+    maximum_concurrency: int | None,
+    output: Path | None,
+    instrument: tuple[dict[str, list[str]], dict[str, str]] = ({}, {}),
 ) -> dict[str, Any]:
+    hooks, environment = instrument
     parameters = (
         {} if maximum_concurrency is None else {"RefreshMaximumConcurrency": str(maximum_concurrency)}
     )
@@ -164,7 +175,9 @@ def _run(
                 "API_PARTICULIER_URL": sandbox.url,
                 "POWERTOOLS_LOG_LEVEL": "WARNING",
                 "POWERTOOLS_METRICS_DISABLED": "true",
+                **environment,
             },
+            environment_hooks=hooks,
         )
         with LocalRuntime.start(options) as rt:
             rt.poll()  # warm: hubee_poll imported, as in a steady monthly campaign

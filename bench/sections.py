@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 from bench.aws_calls import HARNESS, RequestCounter, attribute_invocations
 
 REFRESH = "QfRefreshFunction"
+FUNCTIONS = ("HubeePollFunction", "RefreshDispatchFunction", REFRESH)
+"""The functions the refresh campaign invokes (each may run in worker processes)."""
 
 
 def _with_moto_process(
@@ -83,9 +86,17 @@ def refresh() -> dict[str, Any]:
         if exc.name != "bench.refresh_campaign":
             raise
         return {"error": "bench/refresh_campaign.py is missing: the refresh budget was not measured"}
-    with RequestCounter() as counter:
+    from bench.aws_calls import ENVIRONMENT_HOOK, TALLY_FILE, merge_environment_tallies
+
+    with tempfile.TemporaryDirectory(prefix="qfbridge-refresh-") as workdir, RequestCounter() as counter:
         attribute_invocations(counter)
-        result: dict[str, Any] = campaign.run()
+        # qf_refresh runs in worker processes: each counts its own requests (bench.aws_calls)
+        tallies = Path(workdir) / "environments.jsonl"
+        result: dict[str, Any] = campaign.run(
+            environment_hooks={name: [ENVIRONMENT_HOOK] for name in FUNCTIONS},
+            environment={TALLY_FILE: str(tallies)},
+        )
+        merge_environment_tallies(counter, tallies)
         tally = counter.tally
     calls = int(result.get("requests") or 0)
     aws_per_call = (
