@@ -15,7 +15,9 @@ own ``maxReceiveCount`` catches the receptions that crashed.
 
 Calls are paced per tenant (``qfbridge.store.pacing``): a record may wait up to a second for its
 slot, so a record that would start too close to the function's timeout is handed back to the queue
-instead (it would otherwise fail with the whole batch).
+instead (it would otherwise fail with the whole batch). A record whose slot is further away than
+another record's work lets the batch's other records go first (``may_defer``), so one tenant's wait
+does not make the other tenants' records behind it miss their slots.
 """
 
 from __future__ import annotations
@@ -103,16 +105,21 @@ def attempt_of(message: RefreshMessage, receive_count: int) -> int:
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
+def record_handler(record: SqsRecord, lambda_context: LambdaContext, may_defer: bool = False) -> None:
+    from qfbridge.batch import Later
     from qfbridge.messages import parse_refresh_message
-    from qfbridge.services.refresh import RetryLater
+    from qfbridge.services.refresh import NotYet, RetryLater
 
     message = parse_refresh_message(record.body)
     attempt = attempt_of(message, int(record.attributes.approximate_receive_count or "1"))
     try:
         if lambda_context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
             raise RetryLater("deadline", 0, counts=False)
-        result = service().refresh(message, attempt=attempt, request_id=record.message_id)
+        result = service().refresh(
+            message, attempt=attempt, request_id=record.message_id, may_defer=may_defer
+        )
+    except NotYet as not_yet:  # its tenant's permit is further than the batch's other records
+        raise Later(not_yet.at) from None
     except RetryLater as retry:
         log = {"kind": retry.kind, "delay_seconds": retry.delay_seconds, "attempt": attempt}
         if retry.dead_letter:
@@ -138,4 +145,14 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext) -> None:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return process_partial_response(event, record_handler, context)
+    from qfbridge.services.refresh import DEFER_AFTER_SECONDS
+
+    # A record whose tenant's next permit is further away than a record's work goes after the
+    # others of its batch, which it would otherwise hold up while it waits (process_partial_response).
+    return process_partial_response(
+        event,
+        record_handler,
+        context,
+        now=lambda: service().clock().timestamp(),
+        later_lead_seconds=DEFER_AFTER_SECONDS,
+    )

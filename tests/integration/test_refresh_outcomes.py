@@ -25,10 +25,10 @@ from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.domain.schedule import in_maintenance, next_maintenance_starts_at
 from qfbridge.messages import RefreshMessage
 from qfbridge.services.editor import TenantConfig
-from qfbridge.services.refresh import RefreshService, RetryLater
+from qfbridge.services.refresh import NotYet, RefreshService, RetryLater
 from qfbridge.store.audit import read_records
 from qfbridge.store.events import EventPublisher
-from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry
+from qfbridge.store.families import FamilyRecord, FamilyRepository, QfEntry, family_pk, family_sk
 from qfbridge.store.leases import FamilyRefreshLease
 from qfbridge.store.pacing import TenantPacer
 from qfbridge.store.secrets import SecretStore, TenantCredentials
@@ -455,6 +455,141 @@ def test_a_second_refresh_of_a_family_in_flight_waits_for_the_first_instead_of_e
     # And once the first is done, the second goes through: never a 409
     assert service.refresh(message, attempt=1).outcome == "qf_found"
     assert calls(sandbox, town.token) == [200, 200]
+
+
+def lease_of(rt: LocalRuntime, town: Town, user_id: str) -> Any:
+    item = (
+        dynamodb()
+        .Table(rt.environment["FAMILIES_TABLE"])
+        .get_item(Key={"pk": family_pk(town.siret), "sk": family_sk(user_id)}, ConsistentRead=True)["Item"]
+    )
+    return item.get("refresh_lease")
+
+
+def test_the_write_storing_the_outcome_gives_the_lease_back(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a family due for its refresh
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=34)
+    service = refresh_service(runtime, sandbox)
+    # When it is refreshed
+    message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="manual")
+    assert service.refresh(message).outcome == "qf_found"
+    # Then its QF is stored and no lease is left on it
+    record = family(runtime, town, seeded[0].user_id)
+    assert record.refresh.status == "ok" and [e.source for e in record.qf_history] == ["dossier", "refresh"]
+    assert lease_of(runtime, town, seeded[0].user_id) is None
+
+
+def test_an_outcome_is_stored_on_a_stale_read_and_leaves_another_refreshs_lease_alone(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a family read by a refresh holding its lease, whose QF a dossier then changed, and whose
+    # lease another refresh then took (the first one's had expired)
+    town = onboard(runtime, sandbox, 0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=35)
+    user_id = seeded[0].user_id
+    families = FamilyRepository(runtime.environment["FAMILIES_TABLE"])
+    leases = FamilyRefreshLease(runtime.environment["FAMILIES_TABLE"])
+    now = time.time()
+    read = leases.acquire_family(town.siret, user_id, "first", now=now, seconds=60)
+    assert isinstance(read, FamilyRecord)
+    newer = QfEntry(
+        quotient_familial=seeded[0].qf.model_copy(update={"valeur": 999, "mois": 11}),
+        source="dossier",
+        source_id="case-newer",
+        received_at="2026-11-20T10:00:00+00:00",
+    )
+    assert families.record_refresh(town.siret, user_id, entry=newer, state=read.refresh, next_refresh_at=PAST)
+    assert leases.acquire(town.siret, user_id, "second", now=now + 61, seconds=60) == "acquired"
+    # When the first refresh stores its outcome on what it read, giving its lease back
+    entry = QfEntry(
+        quotient_familial=seeded[0].qf.model_copy(update={"valeur": 700, "mois": 12}),
+        source="refresh",
+        source_id="2026-12",
+        received_at="2026-12-07T10:00:00+00:00",
+    )
+    state = read.refresh.model_copy(update={"status": "ok"})
+    stored = families.record_refresh(
+        town.siret, user_id, entry=entry, state=state, next_refresh_at=PAST, known=read, lease_holder="first"
+    )
+    # Then the outcome is stored on the family as it is now (the dossier's entry kept)
+    record = family(runtime, town, user_id)
+    assert stored and record.refresh.status == "ok"
+    assert [e.source_id for e in record.qf_history][-2:] == ["case-newer", "2026-12"]
+    # And the second refresh's lease is left to it
+    assert lease_of(runtime, town, user_id)["holder"] == "second"
+
+
+def test_a_refresh_takes_its_permit_before_waiting_for_it(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a tenant at 1 req/s (one permit per 1.08 s) whose permit was used a tenth of a second ago
+    town = onboard(runtime, sandbox, 0, budget=1.0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=36)
+    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
+    rule = lambda tenant: (1, 1.08)  # noqa: E731 - pace_rule(1.0)
+    looked = pacer.look(town.siret, rule=rule, now=time.time)
+    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time() - 0.1)
+    seen: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        # What another refresh of the tenant looking now would see: the permit free a window later
+        other = pacer.look(town.siret, rule=rule, now=time.time)
+        assert other is not None
+        seen.append(other[1].free_at - time.time())
+        time.sleep(seconds)
+
+    service = refresh_service(runtime, sandbox)
+    service.sleep = sleep
+    # When a refresh of the tenant waits for the permit
+    message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="manual")
+    assert service.refresh(message).outcome == "qf_found"
+    # Then, while it waited, the permit was already recorded at the instant of its call: another
+    # refresh would have waited for the next window, not for the same instant
+    assert seen and seen[0] > 1.0
+    assert calls(sandbox, town.token) == [200]
+
+
+def test_a_refresh_allowed_to_defer_says_when_its_permit_frees_and_writes_nothing(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a tenant at 1 req/s whose permit was just used
+    town = onboard(runtime, sandbox, 0, budget=1.0)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=37)
+    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
+    looked = pacer.look(town.siret, rule=lambda tenant: (1, 1.08), now=time.time)
+    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time())
+    before = family(runtime, town, seeded[0].user_id)
+    # When a refresh of it may let other records go first
+    message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="monthly", admitted=True)
+    with pytest.raises(NotYet) as deferred:
+        refresh_service(runtime, sandbox).refresh(message, may_defer=True)
+    # Then it says when the permit frees, and neither called nor wrote anything
+    assert deferred.value.at == pytest.approx(float(looked[1].free_at) + 1.08, abs=0.2)
+    assert calls(sandbox, town.token) == []
+    assert family(runtime, town, seeded[0].user_id) == before
+    assert lease_of(runtime, town, seeded[0].user_id) is None
+
+
+def test_a_refresh_whose_permit_is_seconds_away_goes_back_to_the_queue_without_taking_the_lease(
+    runtime: LocalRuntime, sandbox: ApiParticulierSandbox
+) -> None:
+    # Given a tenant at 0.25 req/s (one permit per 4 s) whose permit was just used
+    town = onboard(runtime, sandbox, 0, budget=0.25)
+    seeded = seed_families(runtime, sandbox, town, 1, seed=38)
+    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
+    looked = pacer.look(town.siret, rule=lambda tenant: (1, 4.0), now=time.time)
+    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time())
+    # When a monthly refresh of it is handled
+    message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="monthly", admitted=True)
+    with pytest.raises(RetryLater) as retry:
+        refresh_service(runtime, sandbox).refresh(message)
+    # Then it goes back to the queue until shortly before the permit frees, spending no attempt
+    assert retry.value.kind == "paced" and not retry.value.counts and 1 <= retry.value.delay_seconds <= 3
+    assert calls(sandbox, town.token) == []
+    assert lease_of(runtime, town, seeded[0].user_id) is None
 
 
 # --- 401 --------------------------------------------------------------------------------------------------

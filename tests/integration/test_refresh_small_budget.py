@@ -351,7 +351,9 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
 class Raising:
     retry: RetryLater
 
-    def refresh(self, message: RefreshMessage, *, attempt: int, request_id: str | None = None) -> Any:
+    def refresh(
+        self, message: RefreshMessage, *, attempt: int, request_id: str | None = None, may_defer: bool = False
+    ) -> Any:
         self.attempts.append(attempt)
         raise self.retry
 

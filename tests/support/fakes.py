@@ -82,6 +82,8 @@ class FakeFamilies:
         state: RefreshState,
         next_refresh_at: str | None,
         forget_identity: bool = False,
+        known: FamilyRecord | None = None,
+        lease_holder: str | None = None,
     ) -> bool:
         self.recorded.append(
             {

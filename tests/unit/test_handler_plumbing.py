@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import Field, ValidationError
 
-from qfbridge.batch import BatchProcessingError, SqsRecord, process_partial_response
+from qfbridge.batch import BatchProcessingError, Later, SqsRecord, process_partial_response
 from qfbridge.settings import BaseSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,6 +67,44 @@ def test_the_record_and_the_context_reach_the_handler() -> None:
 
     assert process_partial_response(_event("x"), handler, context) == {"batchItemFailures": []}
     assert received == [("rh0", "3", "x", context)]
+
+
+def test_a_deferred_record_runs_after_the_others_earliest_first_and_is_not_a_failure() -> None:
+    # Given records whose handler may put them after the batch's others: "a" can start at 10.0,
+    # "b" at 5.0, the others at once; the clock reads 0 throughout
+    runs: list[tuple[str, bool]] = []
+    ready = {"a": 10.0, "b": 5.0}
+
+    def handler(record: SqsRecord, may_defer: bool = False) -> None:
+        runs.append((record.body, may_defer))
+        if may_defer and record.body in ready:
+            raise Later(ready.pop(record.body))
+
+    # When the batch is handled
+    response = process_partial_response(_event("a", "x", "b", "y"), handler, now=lambda: 0.0)
+    # Then the deferred records run after the others, earliest first, told they may not defer again
+    # (nothing else is left to run meanwhile), and no record failed
+    assert runs == [("a", True), ("x", True), ("b", True), ("y", False), ("b", False), ("a", False)]
+    assert response == {"batchItemFailures": []}
+
+
+def test_a_deferred_record_runs_as_soon_as_its_instant_is_near() -> None:
+    # Given "a" deferred to 1.0 and a clock that moves 0.5 per record
+    clock = iter([0.5 * i for i in range(100)])
+    runs: list[str] = []
+    deferred: set[str] = set()
+
+    def handler(record: SqsRecord, may_defer: bool = False) -> None:
+        runs.append(record.body)
+        if may_defer and record.body == "a" and "a" not in deferred:
+            deferred.add("a")
+            raise Later(1.0)
+
+    process_partial_response(
+        _event("a", "x", "y", "z"), handler, now=lambda: next(clock), later_lead_seconds=0.2
+    )
+    # Then it runs again once its instant is within the lead, ahead of the records still queued
+    assert runs == ["a", "x", "y", "a", "z"]
 
 
 class _Settings(BaseSettings):

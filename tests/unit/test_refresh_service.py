@@ -4,6 +4,7 @@ the Sunday maintenance window, the dispatcher's release schedule, and the pacer'
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -272,6 +273,30 @@ def test_the_earliest_permit_is_the_one_used_longest_ago_and_respects_a_hold() -
     assert permit.index == 0 and permit.free_at == pytest.approx(101.08)
     held = earliest_permit(busy, window=1.08, now=100.6, hold=103.0, rng=rng)
     assert held.free_at == 103.0
+
+
+@pytest.mark.parametrize("budget", [0.75, 1.25, 1.75, 2.5, 4.0])
+def test_a_tenants_calls_are_spread_over_the_window_and_never_more_than_its_permits_in_a_second(
+    budget: float,
+) -> None:
+    # Given a tenant whose refreshes all wait for a permit, each taking the one free soonest
+    permits, window = pace_rule(budget)
+    rng = random.Random(3)
+    uses: list[Decimal | None] = [None] * permits
+    calls: list[float] = []
+    for _ in range(40):
+        permit = earliest_permit(uses, window=window, now=1000.0, hold=0, rng=rng)
+        uses[permit.index] = Decimal(f"{permit.free_at:.4f}")
+        calls.append(permit.free_at)
+    # Then consecutive calls are a window / permits apart (the budget, evenly), not bunched
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    assert min(gaps) >= window / permits - 1e-3
+    # And no second holds more than the permits, with the pacer's margin to spare
+    assert all(
+        calls[i + permits] - calls[i] >= 1.0 + PACE_MARGIN_SECONDS - 1e-3 for i in range(len(calls) - permits)
+    )
+    # And the rate is the budget's (integer budgets: b / 1.08)
+    assert (len(calls) - 1) / (calls[-1] - calls[0]) == pytest.approx(permits / window, rel=1e-3)
 
 
 # --- The in-flight hold and the consumer ------------------------------------------------------------------

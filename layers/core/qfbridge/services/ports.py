@@ -49,6 +49,8 @@ class FamilyStore(Protocol):
         state: RefreshState,
         next_refresh_at: str | None,
         forget_identity: bool = False,
+        known: FamilyRecord | None = None,
+        lease_holder: str | None = None,
     ) -> bool: ...
 
     def expire_identity(self, siret: str, user_id: str, not_refreshed_since: str, now: str) -> bool: ...

@@ -26,7 +26,9 @@ Outcomes (docs/architecture.md, "The monthly refresh"):
   ``skipped_recent``. A manual refresh always calls.
 
 Every call first reserves the tenant's next slot on the pacer (``qfbridge.store.pacing``) and waits
-for it: the budget holds whatever the SQS delivery timing.
+for it: the budget holds whatever the SQS delivery timing. A refresh allowed to defer (``may_defer``:
+qf_refresh has other records of its batch to run) whose slot is further than ``DEFER_AFTER_SECONDS``
+away raises ``NotYet`` having only looked at its tenant, and runs again after them.
 
 Waiting is not failing. A refresh that must wait without having called API Particulier (its
 permit is more than a second away, the Sunday maintenance, another refresh of the same family in
@@ -42,12 +44,13 @@ before the call until the outcome is stored; a second refresh of the same family
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
@@ -80,8 +83,12 @@ MAX_PACING_WAIT_SECONDS = 1.0
 the message goes back to the queue until then."""
 RECHECK_AFTER_WAIT_SECONDS = 0.3
 """Before a wait this long ends, the tenant's status is read again: a 401 met meanwhile stops the call."""
-RECHECK_LEAD_SECONDS = 0.06
-"""How long before its slot a waiting call reads the tenant's status (the read must not make it late)."""
+RECHECK_LEAD_SECONDS = 0.15
+"""How long before its slot a waiting call reads the tenant's status (the read must not make it late,
+even when DynamoDB, or the machine, is slow)."""
+BOOK_LEAD_SECONDS = 0.05
+"""A permit free already is taken for this much later: the writes between the take and the call (the
+take itself, the audit record) then fit before its instant instead of making the call late."""
 LATE_TOLERANCE_SECONDS = 0.05
 """A call starting later than this after its slot gives the slot up (the pacer's margin is 80 ms)."""
 
@@ -98,6 +105,9 @@ def late_tolerance(window: float) -> float:
     return max(LATE_TOLERANCE_SECONDS, window - 1.0 - PACE_MARGIN_SECONDS)
 
 
+DEFER_AFTER_SECONDS = 0.2
+"""A refresh whose tenant's next permit frees further ahead than this lets the other records of its
+batch go first when it may (``may_defer``): about the time one record's refresh takes."""
 PACING_ATTEMPTS = 6
 SERVER_TIMED_RETRIES = ("throttled", "maintenance")
 """Retries whose delay the server dictates; the others back off exponentially."""
@@ -133,6 +143,24 @@ class RetryLater(Exception):
         self.dead_letter = dead_letter
         self.admitted = admitted
         """The message's next copy has its release booked on the tenant's schedule."""
+
+
+class NotYet(Exception):
+    """The tenant's next permit frees at ``at`` (epoch seconds), more than ``DEFER_AFTER_SECONDS``
+    away: the caller, which allowed it (``may_defer``), runs other refreshes first. Nothing was
+    written: the refresh only looked at its tenant."""
+
+    def __init__(self, at: float) -> None:
+        super().__init__("the tenant's next permit is not free yet")
+        self.at = at
+
+
+@dataclass
+class _Lease:
+    """The family's refresh lease this refresh holds; ``released`` once the outcome's write gave it back."""
+
+    holder: str
+    released: bool = False
 
 
 @dataclass
@@ -187,8 +215,15 @@ class RefreshService:
     """Each call to API Particulier sends the family's pivot identity: one audit record per call."""
 
     def refresh(
-        self, message: RefreshMessage, *, attempt: int = 1, request_id: str | None = None
+        self,
+        message: RefreshMessage,
+        *,
+        attempt: int = 1,
+        request_id: str | None = None,
+        may_defer: bool = False,
     ) -> RefreshResult:
+        """Refresh one family. ``may_defer``: the caller has other refreshes to run meanwhile, so one
+        whose permit frees more than ``DEFER_AFTER_SECONDS`` ahead raises ``NotYet`` instead of waiting."""
         siret, user_id = message.siret, message.user_id
         looked = self._look(siret)
         if looked is None:
@@ -196,10 +231,52 @@ class RefreshService:
         tenant, permit = looked
         if tenant.refresh_status != "active":
             return self._keep_due(siret, user_id)
-        family = self.families.get(siret, user_id)
+        if permit is not None:
+            wait = permit.free_at - self._epoch()
+            if may_defer and wait > DEFER_AFTER_SECONDS:
+                raise NotYet(permit.free_at)
+            if message.admitted and wait > MAX_PACING_WAIT_SECONDS:
+                # Back to the queue until shortly before the permit frees, before taking the family's
+                # lease (_wait_for_permit would send it back all the same, after two writes).
+                self._retry(siret, user_id, RefreshState(), "paced", math.floor(wait), self.clock(), attempt)
+        now = self.clock()
+        lease: _Lease | None = None
+        if self.leases is None:
+            family = self.families.get(siret, user_id)
+        else:
+            # The lease's write returns the family: no read of its own.
+            holder = uuid.uuid4().hex
+            taken = self.leases.acquire_family(
+                siret, user_id, holder, now=now.timestamp(), seconds=LEASE_SECONDS
+            )
+            if taken == "missing":
+                return RefreshResult("skipped_no_identity")
+            if taken == "busy":  # another refresh of this family is in flight: wait for it, call nothing
+                self._retry(
+                    siret, user_id, RefreshState(), "family_busy", FAMILY_BUSY_WAIT_SECONDS, now, attempt
+                )
+            family, lease = taken, _Lease(holder)
+        try:
+            return self._checked(tenant, permit, family, lease, attempt, message, request_id, now)
+        finally:
+            if lease is not None and not lease.released:
+                assert self.leases is not None
+                self.leases.release(siret, user_id, lease.holder)
+
+    def _checked(
+        self,
+        tenant: Tenant,
+        permit: Permit | None,
+        family: FamilyRecord | None,
+        lease: _Lease | None,
+        attempt: int,
+        message: RefreshMessage,
+        request_id: str | None,
+        now: dt.datetime,
+    ) -> RefreshResult:
+        siret, user_id = message.siret, message.user_id
         if family is None or family.pivot_identity is None:
             return RefreshResult("skipped_no_identity")
-        now = self.clock()
         if message.reason == "monthly" and refreshed_since(family.refresh, now - IN_FLIGHT_HOLD):
             # Due again next month, whatever in-flight hold the dispatcher wrote meanwhile.
             self.families.defer(siret, user_id, next_due_at(now))
@@ -215,25 +292,14 @@ class RefreshService:
                 now,
                 attempt,
             )
-        admitted = message.admitted
-        if self.leases is None:
-            return self._refresh(tenant, permit, family, attempt, admitted, message, request_id)
-        holder = uuid.uuid4().hex
-        taken = self.leases.acquire(siret, user_id, holder, now=now.timestamp(), seconds=LEASE_SECONDS)
-        if taken == "missing":
-            return RefreshResult("skipped_no_identity")
-        if taken == "busy":  # another refresh of this family is in flight: wait for it, call nothing
-            self._retry(siret, user_id, family.refresh, "family_busy", FAMILY_BUSY_WAIT_SECONDS, now, attempt)
-        try:
-            return self._refresh(tenant, permit, family, attempt, admitted, message, request_id)
-        finally:
-            self.leases.release(siret, user_id, holder)
+        return self._refresh(tenant, permit, family, lease, attempt, message.admitted, message, request_id)
 
     def _refresh(
         self,
         tenant: Tenant,
         permit: Permit | None,
         family: FamilyRecord,
+        lease: _Lease | None,
         attempt: int,
         admitted: bool,
         message: RefreshMessage,
@@ -246,9 +312,9 @@ class RefreshService:
         if token is None:
             self.tenants.stop_refreshes(siret, "no_token", now.isoformat())
             return self._keep_due(siret, user_id)
-        if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt, admitted):
+        audit = functools.partial(self._audit_read, siret, user_id, message.reason, request_id, attempt)
+        if not self._wait_for_permit(tenant, permit, user_id, family.refresh, attempt, admitted, audit):
             return self._keep_due(siret, user_id)
-        self._audit_read(siret, user_id, message.reason, request_id, attempt)
         outcome = self.client.fetch_quotient_familial(
             family.pivot_identity, siret, token.get_secret_value(), no_cache=True
         )
@@ -271,13 +337,17 @@ class RefreshService:
             "refresh answered",
             extra={"tenant_siret": siret, "user_id": user_id, "attempt": attempt, **outcome.log_fields()},
         )
-        return self._apply(siret, user_id, family.qf, family.refresh, outcome, self.clock(), attempt)
+        return self._apply(family, lease, outcome, self.clock(), attempt)
 
     def _audit_read(
         self, siret: str, user_id: str, reason: str, request_id: str | None, attempt: int
     ) -> None:
         """Record that the service reads the family's identity to call API Particulier (before the
-        call: a read that cannot be traced is not made — the write failing retries the message)."""
+        call: a read that cannot be traced is not made — the write failing retries the message).
+
+        Written once the call's permit is taken, while waiting for its instant; in the rare case the
+        call is then not made (the tenant stopped during the wait, or every permit reached late) the
+        record stands for a read made for a call that did not leave, and a retry writes its own."""
         if self.audit is None:
             return
         self.audit.write(
@@ -309,12 +379,18 @@ class RefreshService:
         state: RefreshState,
         attempt: int,
         admitted: bool = True,
+        before_call: Callable[[], None] | None = None,
     ) -> bool:
         """Wait for one of the tenant's call permits and take it; False when the tenant was stopped meanwhile.
 
-        The permit is taken when the call is about to start; if the process still reaches the call
-        late (busy, descheduled), the permit is spent and another one sought: a late call could
-        squeeze the calls after it into one of API Particulier's seconds.
+        ``before_call`` (the audit record's write) runs once, as soon as a permit is taken: within the
+        wait for the permit's instant, and before the check that the call is not late, so that only the
+        call itself remains between that check and API Particulier's counter.
+
+        The permit is taken for the instant it frees (now, or at most a second ahead) before the wait,
+        so the tenant's other waiting refreshes take the next ones rather than race for this one; if
+        the process still reaches the call late (busy, descheduled), the permit is spent and another
+        one sought: a late call could squeeze the calls after it into one of API Particulier's seconds.
 
         A message whose release was not booked (``admitted``) books its turn first, after the refreshes
         already queued for the tenant, and goes back to the queue until then if it is more than a
@@ -322,6 +398,8 @@ class RefreshService:
         an admitted message back to the queue until it frees. Neither spends an attempt.
         """
         if self.pacer is None or permit is None:
+            if before_call is not None:
+                before_call()
             return True
         tolerance = late_tolerance(tenant_pace_rule(tenant)[1])
         if not admitted:
@@ -329,20 +407,29 @@ class RefreshService:
             if turn > MAX_PACING_WAIT_SECONDS:
                 raise RetryLater("paced", max(1, math.floor(turn)), counts=False, admitted=True)
         for _ in range(PACING_ATTEMPTS):
-            wait = permit.free_at - self._epoch()
+            started = self._epoch()
+            wait = permit.free_at - started
             if wait > MAX_PACING_WAIT_SECONDS:  # back a little before the permit frees, then a short wait
                 self._retry(tenant.siret, user_id, state, "paced", math.floor(wait), self.clock(), attempt)
-            if wait > RECHECK_AFTER_WAIT_SECONDS:
-                self.sleep(wait - RECHECK_LEAD_SECONDS)
-                current = self.tenants.get(tenant.siret)
-                if current is None or current.refresh_status != "active":
-                    return False
-            wait = permit.free_at - self._epoch()
-            if wait > 0:
-                self.sleep(wait)
-            at = self._epoch()
-            if self.pacer.take(tenant.siret, permit, at=at) and self._epoch() - at <= tolerance:
-                return True
+            # Taken for the instant it frees, before the wait: the tenant's refreshes waiting in other
+            # invocations see it used and wait for the next one, instead of all waiting for this one
+            # and all but one of them waiting again.
+            at = max(permit.free_at, started + BOOK_LEAD_SECONDS)
+            if self.pacer.take(tenant.siret, permit, at=at):
+                if before_call is not None:
+                    before_call()
+                    before_call = None
+                if at - self._epoch() > RECHECK_AFTER_WAIT_SECONDS:
+                    self.sleep(at - self._epoch() - RECHECK_LEAD_SECONDS)
+                    current = self.tenants.get(tenant.siret)
+                    if current is None or current.refresh_status != "active":
+                        return False
+                wait = at - self._epoch()
+                if wait > 0:
+                    self.sleep(wait)
+                if self._epoch() - at <= tolerance:
+                    return True
+                # Reached late (busy, descheduled): the permit is spent, another one is sought.
             looked = self.pacer.look(tenant.siret, rule=tenant_pace_rule, now=self._epoch)
             if looked is None or looked[0].refresh_status != "active":
                 return False
@@ -368,23 +455,36 @@ class RefreshService:
         return RefreshResult("skipped_tenant_stopped")
 
     # ------------------------------------------------------------------ outcomes
+    def _store(self, family: FamilyRecord, lease: _Lease | None, **result: Any) -> bool:
+        """Store the outcome (``FamilyStore.record_refresh``) on the family as read, giving the lease
+        back with the same write."""
+        stored = self.families.record_refresh(
+            family.siret,
+            family.user_id,
+            known=family,
+            lease_holder=lease.holder if lease is not None else None,
+            **result,
+        )
+        if lease is not None:
+            lease.released = True
+        return stored
+
     def _apply(
         self,
-        siret: str,
-        user_id: str,
-        current: QfEntry | None,
-        state: RefreshState,
+        family: FamilyRecord,
+        lease: _Lease | None,
         outcome: RefreshOutcome,
         now: dt.datetime,
         attempt: int,
     ) -> RefreshResult:
+        siret, user_id, current, state = family.siret, family.user_id, family.qf, family.refresh
         next_due = next_due_at(now)
         base = {"last_attempt_at": now.isoformat(), "last_outcome": outcome.kind}
         if isinstance(outcome, QfFound):
             if outcome.quotient_familial is None:  # the token lacks the QF scope
-                self.families.record_refresh(
-                    siret,
-                    user_id,
+                self._store(
+                    family,
+                    lease,
                     entry=None,
                     next_refresh_at=next_due,
                     state=RefreshState(status="failed", **base),
@@ -398,8 +498,8 @@ class RefreshService:
                 source_id=f"{qf.annee:04d}-{qf.mois:02d}",
                 received_at=now.isoformat(),
             )
-            stored = self.families.record_refresh(
-                siret, user_id, entry=entry, next_refresh_at=next_due, state=RefreshState(status="ok", **base)
+            stored = self._store(
+                family, lease, entry=entry, next_refresh_at=next_due, state=RefreshState(status="ok", **base)
             )
             changed = stored and qf_changed(current, entry)
             if changed:
@@ -408,9 +508,9 @@ class RefreshService:
             return RefreshResult("qf_found", changed=changed)
         if outcome.kind == "not_found":
             count = state.not_found_count + 1
-            self.families.record_refresh(
-                siret,
-                user_id,
+            self._store(
+                family,
+                lease,
                 entry=None,
                 next_refresh_at=next_due,
                 state=RefreshState(status="not_found", not_found_count=count, **base),
@@ -422,9 +522,9 @@ class RefreshService:
             # Out of the monthly cycle (the same identity earns the same 422), but in plain sight: the
             # status, the API's codes as the reason, an event. A new dossier brings a usable identity back.
             reason = ",".join(outcome.error_codes) or "unprocessable_identity"
-            self.families.record_refresh(
-                siret,
-                user_id,
+            self._store(
+                family,
+                lease,
                 entry=None,
                 next_refresh_at=None,
                 state=RefreshState(status="identity_rejected", reason=reason, **base),
@@ -438,9 +538,9 @@ class RefreshService:
             return RefreshResult("identity_rejected")
         if outcome.kind in ("token_expired", "forbidden"):
             # The family did nothing wrong: it stays due (now) and is refreshed once the tenant resumes.
-            self.families.record_refresh(
-                siret,
-                user_id,
+            self._store(
+                family,
+                lease,
                 entry=None,
                 next_refresh_at=now.isoformat(),
                 state=RefreshState(status=outcome.kind, not_found_count=state.not_found_count, **base),
@@ -455,9 +555,9 @@ class RefreshService:
             else:
                 wait = backoff_seconds(attempt, self.retry_base_seconds)
             self._retry(siret, user_id, state, outcome.kind, wait, now, attempt)
-        self.families.record_refresh(
-            siret,
-            user_id,
+        self._store(
+            family,
+            lease,
             entry=None,
             next_refresh_at=next_due,
             state=RefreshState(status="failed", not_found_count=state.not_found_count, **base),

@@ -54,7 +54,7 @@ from qfbridge.clock import utc_now
 from qfbridge.domain.errors import NotFoundError, QfbridgeError
 from qfbridge.domain.identity import Family, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.store.tables import dynamodb, key_condition, plain, table, to_dynamo
+from qfbridge.store.tables import dynamodb, from_wire, key_condition, plain, table, to_dynamo
 
 if TYPE_CHECKING:
     from qfbridge.matching.scoring import Candidate
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 HISTORY_LIMIT = 60  # five years of monthly refreshes
 QF_WRITE_ATTEMPTS = 8
 """Versioned QF writes re-read and retried on a conflict, before giving up (the caller retries later)."""
+REFRESH_LEASE = "refresh_lease"
+"""A family's refresh lease (``qfbridge.store.leases``): holder and expiry, while a refresh is in flight."""
 UPSERT_WORKERS = 8
 BLOCKING_FORMAT = 2
 """The blocking index's layout (see the module docstring); a family stored in another is rewritten."""
@@ -578,6 +580,8 @@ class FamilyRepository:
         state: RefreshState,
         next_refresh_at: str | None,
         forget_identity: bool = False,
+        known: FamilyRecord | None = None,
+        lease_holder: str | None = None,
     ) -> bool:
         """Store a refresh's result; the QF entry is added once per period (idempotent), and becomes
         the current QF only if no more recent period is stored (a versioned write, retried on conflict).
@@ -585,14 +589,23 @@ class FamilyRepository:
         ``next_refresh_at=None`` takes the family out of the due index (refreshes stopped);
         ``forget_identity`` also drops its pivot identity (API Particulier rejected it: it is of no
         further use). Returns False when the family no longer exists (erased meanwhile).
+
+        ``known``: the family as the caller read it (its refresh lease's write returns it), written
+        against without reading it again; a stale one fails the version condition, and the write
+        retries on the item the failed condition returns. ``lease_holder``: the same write gives the
+        family's refresh lease back (``qfbridge.store.leases``) if that holder still has it; a lease
+        another refresh took meanwhile is left to it, and the result is stored all the same.
         """
         key = {"pk": family_pk(siret), "sk": family_sk(user_id)}
+        record = known
         for _ in range(QF_WRITE_ATTEMPTS):
-            record = self.get(siret, user_id)
+            if record is None:
+                record = self.get(siret, user_id)
             if record is None:
                 return False
             sets = ["#refresh = :refresh"]
             values: dict[str, Any] = {":refresh": state.model_dump(mode="json")}
+            names = {"#refresh": "refresh"}
             removes: list[str] = []
             if next_refresh_at is None:
                 removes += ["refresh_tenant", "next_refresh_at"]
@@ -618,17 +631,33 @@ class FamilyRepository:
                     ":keys": {e.history_key for e in merge.history},
                     ":version": record.qf_version + 1,
                 }
+            if lease_holder is not None:
+                removes.append("#lease")
+                condition += " AND (attribute_not_exists(#lease) OR #lease.#holder = :holder)"
+                names |= {"#lease": REFRESH_LEASE, "#holder": "holder"}
+                values[":holder"] = lease_holder
             expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
             try:
                 self._table.update_item(
                     Key=key,
                     UpdateExpression=expression,
                     ConditionExpression=condition,
-                    ExpressionAttributeNames={"#refresh": "refresh"},
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues=to_dynamo(values),
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-            except self._conditional_failed():
-                continue  # erased, or the QF changed meanwhile: read again
+            except self._conditional_failed() as failed:
+                # Erased, the QF changed meanwhile, or another refresh holds the lease: again, on the
+                # family as the failed condition found it.
+                wire = getattr(failed, "response", {}).get("Item")
+                if not wire:
+                    return False
+                item = from_wire(wire)
+                record = _record(siret, item)
+                holder = (item.get(REFRESH_LEASE) or {}).get("holder")
+                if lease_holder is not None and holder not in (None, lease_holder):
+                    lease_holder = None
+                continue
             return True
         raise FamilyBusy(f"The family's QF kept changing during a refresh ({QF_WRITE_ATTEMPTS} attempts).")
 
@@ -730,6 +759,11 @@ class FamilyRepository:
         keys, layout = stored_blocking(item)
         self._apply(siret, self._drop_blocking(siret, user_id, keys, layout))
         return record
+
+
+def family_record(siret: str, item: dict[str, Any]) -> FamilyRecord:
+    """A family's record from its item as the table resource returns it."""
+    return _record(siret, item)
 
 
 def _record(siret: str, item: dict[str, Any]) -> FamilyRecord:

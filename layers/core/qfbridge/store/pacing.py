@@ -8,13 +8,18 @@ The dispatcher's spreading keeps the flow under the budget on average; this pace
 The rule mirrors the API's own limiter, a sliding window: a tenant has ``permits`` permits, and each
 may start one call per ``window`` seconds, so no window of that length ever holds more than
 ``permits`` calls. Unlike a token bucket (which lets a full burst follow a full second), this never
-exceeds the window's count, yet lets a released second's refreshes go at once: waits stay short.
+exceeds the window's count. The tenant's calls are also spread over the window: each starts at
+least ``window / permits`` after the one before it, whichever permits they use (1.75 req/s: one call
+every 0.57 s, not two at once every 1.14 s), so the jitter of one call's arrival never meets
+another call of the same instant, and the calls over any stretch of time stay within the budget.
 
 A call *looks* (one read of the tenant's item: the tenant itself, every permit's last use and the
-hold — the refresh needs the tenant anyway, so pacing costs one write more), waits until its permit
-is free, then *takes* it at that very moment (one conditional write: the permit was not used
-meanwhile). Taking at call time, rather than booking ahead, keeps the recorded instant within one
-write of the real call; the caller still gives the permit up when it reaches the call late.
+hold — the refresh needs the tenant anyway, so pacing costs one write more), *takes* the permit free
+soonest for the instant it frees (one conditional write: the permit was not used meanwhile), at most
+a second ahead, then waits for that instant. Taken before the wait, a permit is seen used by the
+tenant's other refreshes waiting in other invocations, which take the next ones instead of all
+waiting for the same one and all but one waiting again. The recorded instant stays within one
+write of the real call: the caller gives the permit up when it reaches the call late.
 
 State, on the tenant's item: ``refresh_pace_<i>`` (permit ``i``'s last call, epoch seconds) and
 ``refresh_pace_hold`` (no call before: a 429's ``Retry-After``).
@@ -55,19 +60,30 @@ def _epoch(value: float) -> Decimal:
 
 @dataclass(frozen=True)
 class Permit:
-    """A permit that is free from ``free_at`` (epoch seconds); ``last_use`` guards the take."""
+    """A permit that is free from ``free_at`` (epoch seconds); ``seen`` (every permit's last use, as
+    looked at) guards the take: no call of the tenant was placed meanwhile."""
 
     index: int
     last_use: Decimal | None
     free_at: float
+    seen: tuple[Decimal | None, ...]
 
 
 def earliest_permit(
     last_uses: list[Decimal | None], *, window: float, now: float, hold: float, rng: random.Random
 ) -> Permit:
-    """The permit free soonest (ties broken at random, so concurrent calls pick different ones)."""
+    """The permit free soonest (ties broken at random): a window after its own last use, and
+    ``window / permits`` after the tenant's last call."""
+    latest = max((float(last) for last in last_uses if last is not None), default=None)
+    spread = latest + window / len(last_uses) if latest is not None else now
+    earliest = max(now, hold, spread)
     candidates = [
-        Permit(index, last, max(now, hold, float(last) + window if last is not None else now))
+        Permit(
+            index,
+            last,
+            max(earliest, float(last) + window if last is not None else earliest),
+            tuple(last_uses),
+        )
         for index, last in enumerate(last_uses)
     ]
     soonest = min(permit.free_at for permit in candidates)
@@ -98,17 +114,22 @@ class TenantPacer:
         return tenant, permit
 
     def take(self, siret: str, permit: Permit, *, at: float) -> bool:
-        """Use ``permit`` at ``at``; False when another call used it since it was looked at."""
-        names = {"#p": permit_attribute(permit.index)}
-        if permit.last_use is None:
-            condition, values = "attribute_exists(siret) AND attribute_not_exists(#p)", {":at": _epoch(at)}
-        else:
-            condition, values = "#p = :last", {":at": _epoch(at), ":last": permit.last_use}
+        """Use ``permit`` at ``at``; False when a call of the tenant was placed since it was looked at."""
+        names: dict[str, str] = {}
+        conditions = ["attribute_exists(siret)"]
+        values: dict[str, Any] = {":at": _epoch(at)}
+        for index, last in enumerate(permit.seen):
+            names[f"#p{index}"] = permit_attribute(index)
+            if last is None:
+                conditions.append(f"attribute_not_exists(#p{index})")
+            else:
+                conditions.append(f"#p{index} = :last{index}")
+                values[f":last{index}"] = last
         try:
             self._table.update_item(
                 Key={"siret": siret},
-                UpdateExpression="SET #p = :at",
-                ConditionExpression=condition,
+                UpdateExpression=f"SET #p{permit.index} = :at",
+                ConditionExpression=" AND ".join(conditions),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
             )

@@ -31,6 +31,15 @@ def table(name: str) -> Any:
     return dynamodb().Table(name)
 
 
+def from_wire(item: dict[str, Any]) -> dict[str, Any]:
+    """An item in DynamoDB's typed wire form (``{"S": ...}``) as the resource returns items: what a
+    failed condition's ``ReturnValuesOnConditionCheckFailure`` gives back, even through the resource."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    return {name: deserializer.deserialize(value) for name, value in item.items()}
+
+
 def plain(value: Any) -> Any:
     """DynamoDB's Decimals and sets back into JSON-friendly Python values."""
     if isinstance(value, Decimal):
