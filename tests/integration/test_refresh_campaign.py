@@ -35,8 +35,12 @@ def test_a_campaign_over_four_budgets_refreshes_everyone_with_no_429_and_no_seco
     # Given four tenants of 0.25, 0.75, 1.25 and 1.75 req/s (a small sum: the suite shares the laptop),
     # sixteen seconds of due families each
     campaign = load_campaign()
-    # When one hubee_poll tick dispatches them and the refresh queue drains (moto in this process)
-    result = campaign.run(budgets=(0.25, 0.75, 1.25, 1.75), seconds=16.0, moto_process=False)
+    # When one hubee_poll tick dispatches them and the refresh queue drains (moto in its own process,
+    # as the benchmark runs it: sharing this process, moto's requests hold up the API Particulier
+    # sandbox's thread for up to 0.2 s on a loaded machine, so that the sandbox stamps a call's arrival
+    # that much after it was sent — more than the pacer's margin for jitter, and nothing the real API
+    # sees: it does not share a process with our DynamoDB)
+    result = campaign.run(budgets=(0.25, 0.75, 1.25, 1.75), seconds=16.0, moto_process=True)
     # Then every family was refreshed, no call was throttled, nothing was dead-lettered
     assert result["by_status"] == {"200": result["dispatched"]} and result["dispatched"] == 4 + 12 + 20 + 28
     assert result["throttled_429"] == 0 and result["dead_lettered"] == 0
