@@ -2,8 +2,9 @@
 
 A fresh process per benchmark keeps them from sharing caches (boto3 clients bound to one moto,
 the HubEE token cache, Powertools' secret cache) and lets each choose where moto runs: the
-benchmarks that time the functions use a moto process (``bench.moto_process``); the refresh
-campaign keeps the laptop runtime's in-process moto, as its author wrote it.
+benchmarks that time the functions use a moto process (``bench.moto_process``), and so does the
+refresh campaign (``bench.refresh_campaign.run``), whose functions run in worker processes that
+count their own AWS requests (``bench.aws_calls.count_in_environment``).
 """
 
 from __future__ import annotations
