@@ -244,7 +244,12 @@ class Received:
         return PollReport()
 
     def refresh(
-        self, message: RefreshMessage, *, attempt: int, request_id: str | None = None
+        self,
+        message: RefreshMessage,
+        *,
+        attempt: int,
+        request_id: str | None = None,
+        may_defer: bool = False,
     ) -> RefreshResult:
         self.messages.append(message)
         return RefreshResult("qf_found")
