@@ -266,11 +266,11 @@ def attribute_invocations(counter: RequestCounter) -> None:
 
     original = getattr(LocalFunction.invoke, "_bench_original", LocalFunction.invoke)
 
-    def invoke(self: Any, event: dict[str, Any]) -> Any:
+    def invoke(self: Any, event: dict[str, Any], *, not_before: float | None = None) -> Any:
         started = time.perf_counter()
         try:
             with attributed_to(self.name):
-                return original(self, event)
+                return original(self, event, not_before=not_before)
         finally:
             counter.record_invocation(self.name, (time.perf_counter() - started) * 1000)
 

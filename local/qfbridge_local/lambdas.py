@@ -423,9 +423,18 @@ class LocalFunction:
         with self._condition:
             return len(self._busy)
 
-    def invoke(self, event: dict[str, Any]) -> Any:
-        """One synchronous invocation in a free environment (waits for one if all are busy)."""
+    def invoke(self, event: dict[str, Any], *, not_before: float | None = None) -> Any:
+        """One synchronous invocation in a free environment (waits for one if all are busy).
+
+        ``not_before`` (the runtime clock's time): the environment is taken now and the invocation
+        starts then — a poller that got its batch early, holding an environment for it."""
         environment = self._acquire()
+        if not_before is not None:
+            try:
+                self.clock.sleep(not_before - self.clock.time())
+            except BaseException:
+                self._release(environment)
+                raise
         context = LambdaContext(
             function_name=self.name,
             memory_limit_in_mb=self.spec.memory_size,

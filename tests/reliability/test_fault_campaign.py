@@ -297,19 +297,20 @@ def deliver_duplicates_of_stalled_invocations(
                 record = json.loads(line)
                 if "message" not in record or record["case_id"] in seen:
                     continue
-                wait = record["at"] + LEASE_SECONDS + 2 - rt.clock.time()
-                if wait > 0:
-                    continue  # not yet: look again
                 seen.add(record["case_id"])
                 threading.Thread(
-                    target=_deliver_alone, args=(rt, record["message"]), name="duplicate", daemon=True
+                    target=_deliver_alone,
+                    args=(rt, record["message"], record["at"] + LEASE_SECONDS + 1),
+                    name="duplicate",
+                    daemon=True,
                 ).start()
                 sent.append(record["case_id"])
         stop.wait(0.05)
 
 
-def _deliver_alone(rt: LocalRuntime, message: dict[str, Any]) -> None:
-    """One message as a batch of its own (a second receive of it), to reconcile."""
+def _deliver_alone(rt: LocalRuntime, message: dict[str, Any], at: float) -> None:
+    """One message as a batch of its own (a second receive of it), to reconcile at ``at`` (the
+    runtime clock's time), in an environment taken as soon as one is free."""
     event = {
         "Records": [
             {
@@ -326,7 +327,7 @@ def _deliver_alone(rt: LocalRuntime, message: dict[str, Any]) -> None:
         ]
     }
     try:
-        rt.functions["ReconcileFunction"].invoke(event)
+        rt.functions["ReconcileFunction"].invoke(event, not_before=at)
     except Exception:  # its outcome is on the environments' records (handled.jsonl)
         return
 
