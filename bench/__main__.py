@@ -200,12 +200,7 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "time_to_qf.p95_over_poll_interval_plus_2s",
             ttq.get("p95_over_bound"),
             1.0,
-            f"p95 {ttq['time_to_qf_seconds']['p95']} s × (poll interval {ttq['poll_interval_seconds']} s, the"
-            f" template's {ttq['template_interval_seconds']} s scaled by {ttq['scale']}, + 2 s); floor measured"
-            f" in the same run: the wait for the next tick, p95 {ttq['wait_for_tick_seconds']['p95']} s"
-            f" (processing p95 {ttq['processing_seconds']['p95']} s)"
-            if "p95_over_bound" in ttq
-            else ttq.get("error", "not run"),
+            _time_to_qf_floor(ttq) if "p95_over_bound" in ttq else ttq.get("error", "not run"),
         )
     )
 
@@ -389,6 +384,26 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
     return budgets
 
 
+def _time_to_qf_floor(ttq: dict[str, Any]) -> str:
+    pacing, calibration = ttq.get("pacing", {}), ttq.get("calibration", {})
+    unpaced = ttq.get("unpaced") or {}
+    text = (
+        f"p95 {ttq['time_to_qf_seconds']['p95']} s × (poll interval {ttq['poll_interval_seconds']} s, the"
+        f" template's {ttq['template_interval_seconds']} s scaled by {ttq['scale']}, + 2 s); floor measured"
+        f" in the same run: the wait for the next tick, p95 {ttq['wait_for_tick_seconds']['p95']} s"
+        f" (processing p95 {ttq['processing_seconds']['p95']} s)"
+    )
+    if pacing:
+        text += (
+            f"; the wave paced at {pacing['dossiers_per_tick']} dossiers per tick from the throughput"
+            f" measured in the same run ({calibration.get('throughput_per_second')}/s, listing"
+            f" {calibration.get('listing_seconds')} s){', CAPPED: paced faster than measured' if pacing['capped'] else ''}"
+        )
+    if unpaced:
+        text += f"; unpaced, information: {unpaced.get('p95_over_bound')}"
+    return text
+
+
 def cost_section(results: dict[str, Any]) -> dict[str, Any]:
     section: dict[str, Any] = {"prices": costs.PRICES, "note": (costs.__doc__ or "").strip()}
     if "aws" in results.get("intake", {}):
@@ -438,6 +453,14 @@ def print_table(budgets: list[Budget], results: dict[str, Any], seconds: float) 
             "matching p50 / p95 (ms), 100,000 families",
             f"{matching['ms']['p50']} / {matching['ms']['p95']} "
             f"({matching['dynamodb_requests_per_match']['mean']} DynamoDB requests per match)",
+        )
+    ttq = results.get("time_to_qf", {})
+    if ttq.get("unpaced"):
+        unpaced = ttq["unpaced"]
+        figures.add_row(
+            "time to QF, the wave deposited at once (information)",
+            f"p95 {unpaced['time_to_qf_seconds']['p95']} s, {unpaced['p95_over_bound']} × the bound; "
+            f"{unpaced['dossiers_per_second']} dossiers/s, {unpaced['qf_missing_when_the_run_ended']} QFs missing",
         )
     poll = results.get("poll", {})
     if "first_run" in poll:

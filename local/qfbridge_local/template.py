@@ -86,7 +86,7 @@ class SqsMapping:
     batch_size: int
     report_batch_item_failures: bool
     maximum_concurrency: int | None
-    batching_window_seconds: int
+    batching_window_seconds: float
 
 
 @dataclass(frozen=True)
