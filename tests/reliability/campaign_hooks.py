@@ -42,7 +42,7 @@ STALL_MARGIN_MS = 4000  # the stall ends this long before the invocation's timeo
 LEASE_SECONDS = 15  # the campaign's DOSSIER_LEASE_SECONDS (production: 300 s, beyond reconcile's timeout)
 # A candidate stalls only with this much of its invocation left: the lease's expiry, then time for
 # the duplicate to find a free environment (all may be busy with batches) and start.
-STALL_NEEDS_MS = (LEASE_SECONDS + 20) * 1000  # the campaign's DOSSIER_LEASE_SECONDS
+STALL_NEEDS_MS = (LEASE_SECONDS + 10) * 1000  # the campaign's DOSSIER_LEASE_SECONDS
 
 
 def _dir() -> Path:

