@@ -103,6 +103,8 @@ def _stall_before_the_last_write(case_id: str) -> bool:
     invocation = current_invocation()
     if invocation is not None and invocation.get_remaining_time_in_millis() < STALL_NEEDS_MS:
         return False  # too late in its invocation for a takeover to happen before the timeout
+    if (_dir() / "markers" / f"stall-{case_id}").exists():
+        return False  # this case stalled once already (a later delivery of it takes no slot)
     if not any(_first(f"stall-slot-{n}") for n in range(int(os.environ["CAMPAIGN_STALLS"]))):
         return False  # enough invocations stalled already
     if not _first(f"stall-{case_id}"):
