@@ -129,12 +129,16 @@ def load_handler_module(spec: FunctionSpec) -> ModuleType:
     path = spec.module_path
     if not path.is_file():
         raise FileNotFoundError(f"{spec.logical_id}: handler module {path} does not exist")
-    module_name = f"qfbridge_fn_{spec.code_uri.name}_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    return _import_file(f"qfbridge_fn_{spec.code_uri.name}_{path.stem}", path)
+
+
+def _import_file(name: str, path: Path) -> ModuleType:
+    """Import the Python file ``path`` as the module ``name`` (registered in ``sys.modules``)."""
+    module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
+    sys.modules[name] = module
     module_spec.loader.exec_module(module)
     return module
 
@@ -147,14 +151,7 @@ def resolve_hook(reference: str) -> Callable[..., Any]:
     if target.endswith(".py"):
         path = Path(target)
         name = f"qfbridge_hook_{path.stem}"
-        module = sys.modules.get(name)
-        if module is None:
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            if module_spec is None or module_spec.loader is None:
-                raise ImportError(f"cannot load {path}")
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
+        module = sys.modules.get(name) or _import_file(name, path)
     else:
         module = importlib.import_module(target)
     hook = getattr(module, attribute)

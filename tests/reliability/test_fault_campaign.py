@@ -874,7 +874,8 @@ def check_the_qf_refresh_storm_was_served_within_budget_and_lost_nothing(campaig
 
 
 def check_every_dossier_record_expires_ninety_days_after_its_reception(campaign: Campaign) -> None:
-    # Retention (seed §7 support window): the TTL attribute DynamoDB deletes the record by.
+    # Retention: a dossier is kept 90 days after its reception (the editors' support window), by the
+    # TTL attribute DynamoDB deletes the record by.
     for case_id, record in campaign.dossiers.items():
         assert record is not None and record.expires_at is not None, case_id
         received = dt.datetime.fromisoformat(record.received_at)
