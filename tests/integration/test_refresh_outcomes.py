@@ -552,15 +552,21 @@ def test_a_refresh_takes_its_permit_before_waiting_for_it(
     assert calls(sandbox, town.token) == [200]
 
 
+def use_the_permit(runtime: LocalRuntime, town: Any, *, window: float) -> Any:
+    """Take ``town``'s one permit of ``window`` seconds now, as a refresh just did; returns the look."""
+    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
+    looked = pacer.look(town.siret, rule=lambda tenant: (1, window), now=time.time)
+    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time())
+    return looked
+
+
 def test_a_refresh_allowed_to_defer_says_when_its_permit_frees_and_writes_nothing(
     runtime: LocalRuntime, sandbox: ApiParticulierSandbox
 ) -> None:
     # Given a tenant at 1 req/s whose permit was just used
     town = onboard(runtime, sandbox, 0, budget=1.0)
     seeded = seed_families(runtime, sandbox, town, 1, seed=37)
-    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
-    looked = pacer.look(town.siret, rule=lambda tenant: (1, 1.08), now=time.time)
-    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time())
+    looked = use_the_permit(runtime, town, window=1.08)
     before = family(runtime, town, seeded[0].user_id)
     # When a refresh of it may let other records go first
     message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="monthly", admitted=True)
@@ -579,9 +585,7 @@ def test_a_refresh_whose_permit_is_seconds_away_goes_back_to_the_queue_without_t
     # Given a tenant at 0.25 req/s (one permit per 4 s) whose permit was just used
     town = onboard(runtime, sandbox, 0, budget=0.25)
     seeded = seed_families(runtime, sandbox, town, 1, seed=38)
-    pacer = TenantPacer(runtime.environment["TENANTS_TABLE"])
-    looked = pacer.look(town.siret, rule=lambda tenant: (1, 4.0), now=time.time)
-    assert looked is not None and pacer.take(town.siret, looked[1], at=time.time())
+    use_the_permit(runtime, town, window=4.0)
     # When a monthly refresh of it is handled
     message = RefreshMessage(siret=town.siret, user_id=seeded[0].user_id, reason="monthly", admitted=True)
     with pytest.raises(RetryLater) as retry:
