@@ -287,17 +287,6 @@ class Schedule:
         self._thread.join(60)
 
 
-def _metrics_namespace(rt: LocalRuntime) -> None:
-    """Inline environments share this process's ``qfbridge.observability.metrics``, built when the
-    harness imported it, before the template's environment was applied: with no namespace,
-    Powertools' metric set — never flushed while metrics are disabled — raises on the 100th value of
-    one metric, failing a record or a tick. Lambda imports a handler with its environment set: the
-    template's namespace."""
-    from qfbridge.observability import metrics
-
-    metrics.namespace = rt.environment.get("POWERTOOLS_METRICS_NAMESPACE") or metrics.namespace
-
-
 def _serve(source: SqsEventSource, done: Callable[[], bool], deadline: float, errors: list[Any]) -> None:
     """The SQS mapping, batch after batch, until ``done`` or the deadline."""
     while time.monotonic() < deadline and not errors and not done():
@@ -398,7 +387,6 @@ def run(
             env_overrides={"HUBEE_API_URL": hubee.api_url, "HUBEE_TOKEN_URL": hubee.token_url},
         )
         with LocalRuntime.start(options) as rt:
-            _metrics_namespace(rt)
             template_interval = template_interval_s(rt)
             interval = template_interval * SCALE
             assert rt.triggers is not None

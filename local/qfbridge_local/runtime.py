@@ -14,7 +14,8 @@ the functions, with the local physical names, plus the overrides of the runtime 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,32 @@ def _forget_cached_state() -> None:
     parameters.clear_caches()
 
 
+def _observability_follows(environment: Mapping[str, str]) -> Callable[[], None]:
+    """Give the template's metric namespace and service to the Powertools ``Metrics`` this process
+    already built; what undoes it.
+
+    Lambda imports a handler with its environment set, so ``qfbridge.observability``'s ``Metrics()``
+    reads the template's ``POWERTOOLS_METRICS_NAMESPACE``. Inline environments share this process's
+    module, which a harness may have imported before any runtime applied that environment: built
+    without a namespace, its metric set — never flushed while metrics are disabled — raised
+    Powertools' ``SchemaValidationError`` on the 100th value of one metric, failing a record or a
+    tick that would have run on Lambda. A module imported after this point reads the environment
+    itself; worker processes import theirs with it set.
+    """
+    observability = sys.modules.get("qfbridge.observability")
+    if observability is None:
+        return lambda: None
+    metrics = observability.metrics
+    saved = (metrics.namespace, metrics.service)
+    metrics.namespace = environment.get("POWERTOOLS_METRICS_NAMESPACE") or metrics.namespace
+    metrics.service = environment.get("POWERTOOLS_SERVICE_NAME") or metrics.service
+
+    def restore() -> None:
+        metrics.namespace, metrics.service = saved
+
+    return restore
+
+
 class LocalRuntime:
     def __init__(self, options: RuntimeOptions | None = None) -> None:
         self.options = options or RuntimeOptions()
@@ -148,6 +175,7 @@ class LocalRuntime:
             **self.options.env_overrides,
         }
         self.environment = self._exit.enter_context(aws_environment(endpoint, env))
+        self._exit.callback(_observability_follows(self.environment))
         self.functions = {
             lid: LocalFunction(
                 spec,

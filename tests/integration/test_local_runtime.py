@@ -172,3 +172,28 @@ def test_the_runtime_binds_only_the_loopback_interface(local_runtime: LocalRunti
     assert local_runtime.api is not None
     assert local_runtime.api.bound_address[0] == "127.0.0.1"
     assert local_runtime.moto is not None and local_runtime.moto.host == "127.0.0.1"
+
+
+def test_inline_functions_share_metrics_with_the_templates_namespace_whenever_they_were_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A harness imports ``qfbridge.observability`` before any runtime applies the template's
+    environment; Lambda would have built its ``Metrics`` with that environment set. Without its
+    namespace, the metric set (never flushed while metrics are disabled) raised on a metric's 100th
+    value and failed the record or tick that added it."""
+    from qfbridge.observability import metrics
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    built_without = (None, None)
+    before = (metrics.namespace, metrics.service)
+    metrics.namespace, metrics.service = built_without
+    try:
+        with LocalRuntime.start(RuntimeOptions(serve_api=False)) as rt:
+            assert metrics.namespace == rt.environment["POWERTOOLS_METRICS_NAMESPACE"] == "qfbridge"
+            assert metrics.service == rt.environment["POWERTOOLS_SERVICE_NAME"]
+            for _ in range(150):  # past Powertools' 100 values per metric, when it serialises the set
+                metrics.add_metric(name="InlineProbe", unit="Count", value=1)
+        assert (metrics.namespace, metrics.service) == built_without  # given back at stop
+    finally:
+        metrics.clear_metrics()
+        metrics.namespace, metrics.service = before
