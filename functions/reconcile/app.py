@@ -12,17 +12,16 @@ from __future__ import annotations
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from pydantic import Field
 
+from qfbridge.batch import process_partial_response
 from qfbridge.observability import logger, metrics, tracer
 from qfbridge.settings import BaseSettings
 
 if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+    from qfbridge.batch import SqsRecord
     from qfbridge.hubee import HubeeConfig
     from qfbridge.services.poll import PollService
     from qfbridge.services.reconcile import ReconcileService
@@ -128,31 +127,28 @@ def poller() -> PollService:
     )
 
 
-class LoggedBatchProcessor(BatchProcessor):
-    """Powertools' processor, logging each failed record (message id and error code only)."""
-
-    def failure_handler(self, record: Any, exception: Any) -> Any:
-        exc = exception[1] if isinstance(exception, tuple) and len(exception) > 1 else None
-        code = getattr(exc, "code", None)
-        level = logger.info if isinstance(exc, NotStarted) else logger.warning
-        level(
-            "record failed, left to the queue",
-            extra={
-                "message_id": getattr(record, "message_id", None) or (record or {}).get("messageId"),
-                "error_code": code if isinstance(code, str) else type(exc).__name__,
-            },
-        )
-        if not isinstance(exc, NotStarted):
-            metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
-        _release_if_leaving(record)
-        return super().failure_handler(record, exception)
+def log_failure(record: SqsRecord, exc: Exception) -> None:
+    """A failed record, left to the queue: logged (message id and error code only), counted, and
+    its notification's marker released when this was its last receive."""
+    code = getattr(exc, "code", None)
+    level = logger.info if isinstance(exc, NotStarted) else logger.warning
+    level(
+        "record failed, left to the queue",
+        extra={
+            "message_id": record.message_id,
+            "error_code": code if isinstance(code, str) else type(exc).__name__,
+        },
+    )
+    if not isinstance(exc, NotStarted):
+        metrics.add_metric(name="ReconcileRecordFailures", unit="Count", value=1)
+    _release_if_leaving(record)
 
 
-def _release_if_leaving(record: Any) -> None:
+def _release_if_leaving(record: SqsRecord) -> None:
     """A message failing its last receive goes to the DLQ: the next poll may queue its notification again."""
     try:
-        receives = int(record.attributes.approximate_receive_count)
-        if receives < Settings.from_environment().dossiers_max_receive_count:
+        receives = _receive_count(record)
+        if receives is None or receives < Settings.from_environment().dossiers_max_receive_count:
             return
         from qfbridge.messages import NotificationMessage, parse_dossier_message
 
@@ -166,16 +162,17 @@ def _release_if_leaving(record: Any) -> None:
         )
 
 
-def _receive_count(record: SQSRecord) -> int | None:
+def _receive_count(record: SqsRecord) -> int | None:
+    count = record.attributes.approximate_receive_count
     try:
-        return int(record.attributes.approximate_receive_count)
-    except (KeyError, TypeError, ValueError):
+        return None if count is None else int(count)
+    except ValueError:
         return None
 
 
 @tracer.capture_method(capture_response=False)
-def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
-    # Powertools hands the invocation's context only to a parameter named ``lambda_context``.
+def record_handler(record: SqsRecord, lambda_context: LambdaContext | None = None) -> None:
+    # qfbridge.batch hands the invocation's context only to a parameter named ``lambda_context``.
     intake = service()
     if (
         lambda_context is not None
@@ -204,15 +201,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext | None = Non
     )
 
 
-# Module level, as Powertools documents it: the processor holds the batch's state, and an execution
-# environment runs one invocation at a time.
-processor = LoggedBatchProcessor(event_type=EventType.SQS)
-
-
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event, record_handler=record_handler, context=context, on_failure=log_failure
     )

@@ -14,8 +14,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from qfbridge.batch import BatchProcessingError
 from qfbridge.hubee import HubeeConfig
 from qfbridge_local.template import DEFAULT_TEMPLATE, load_template
 
@@ -140,15 +140,16 @@ def test_the_batch_processor_hands_the_invocation_context_to_the_record_handler(
         ]
     }
     budget_ms = int(app.record_budget_s(config) * 1000)
-    processor = app.LoggedBatchProcessor(event_type=app.EventType.SQS)
+    told: list[tuple[str, str]] = []
     with pytest.raises(BatchProcessingError) as failed:  # every record of the batch failed
         app.process_partial_response(
             event=event,
             record_handler=app.record_handler,
-            processor=processor,
             context=_Context(budget_ms - 1),
+            on_failure=lambda record, exc: told.append((record.message_id, type(exc).__name__)),
         )
-    assert [type(error).__name__ for _, error, _ in failed.value.child_exceptions] == ["NotStarted"]
+    assert [type(error).__name__ for error in failed.value.exceptions] == ["NotStarted"]
+    assert told == [("m-1", "NotStarted")]
     assert handled == []
 
 

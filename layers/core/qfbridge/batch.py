@@ -79,8 +79,10 @@ def process_partial_response(
     *,
     now: Callable[[], float] | None = None,
     later_lead_seconds: float = 0.0,
+    on_failure: Callable[[SqsRecord, Exception], None] | None = None,
 ) -> dict[str, Any]:
     """Handle each record of an SQS event; the partial batch response naming the failed ones.
+    ``on_failure`` is told of each failed record (to log it, count it, release what it held).
 
     Records run in the event's order, but a deferred one (:class:`Later`) runs again as soon as its
     instant is less than ``later_lead_seconds`` away on ``now``, or when no undeferred record is left.
@@ -106,14 +108,25 @@ def process_partial_response(
             record_handler(record, **kwargs)
         except Later as later:
             if not kwargs.get("may_defer"):
-                failures.append({"itemIdentifier": record.message_id})
-                errors.append(later)
+                _failed(record, later, failures, errors, on_failure)
                 continue
             deferrals[position] += 1
             heapq.heappush(deferred, (later.at, position, record))
         except Exception as exc:  # a record's failure must not fail the batch's other records
-            failures.append({"itemIdentifier": record.message_id})
-            errors.append(exc)
+            _failed(record, exc, failures, errors, on_failure)
     if records and len(failures) == len(records):
         raise BatchProcessingError(f"All {len(records)} records of the batch failed", errors)
     return {"batchItemFailures": failures}
+
+
+def _failed(
+    record: SqsRecord,
+    exc: Exception,
+    failures: list[dict[str, str]],
+    errors: list[Exception],
+    on_failure: Callable[[SqsRecord, Exception], None] | None,
+) -> None:
+    failures.append({"itemIdentifier": record.message_id})
+    errors.append(exc)
+    if on_failure is not None:
+        on_failure(record, exc)
