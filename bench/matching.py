@@ -273,7 +273,7 @@ def run(
             dossiers.append(("member", household.family.user_id, _identity_of(formulaire)))
 
     with LocalRuntime.start(RuntimeOptions(serve_api=False)) as rt:
-        # A plain client: the resource's ``meta.client`` transforms parameters (Python ↔ DynamoDB JSON).
+        # A plain client: qfbridge's (store.tables.dynamodb) transforms parameters (Python ↔ DynamoDB JSON).
         low_level = boto3.client("dynamodb")
         described: Any = low_level.describe_table(TableName=rt.environment["FAMILIES_TABLE"])
         schema: dict[str, Any] = described["Table"]

@@ -66,7 +66,7 @@ def seed_tenant(
     seeded = households(families, seed=seed * 100 + index, id_prefix=f"t{index}")
     world.directory(town, [household.family for household in seeded])
     repository = FamilyRepository(rt.environment["FAMILIES_TABLE"])
-    client = dynamodb().meta.client
+    client = dynamodb()
     for household in seeded:
         identity = pivot_of(household.family.parents[0])
         case_id = f"case-{household.family.user_id}"

@@ -179,7 +179,7 @@ def seed_families(
             case_id=entry.source_id,
             next_refresh_at=PAST,
         )
-        dynamodb().meta.client.transact_write_items(TransactItems=[update])
+        dynamodb().transact_write_items(TransactItems=[update])
         household_id = sandbox.add_person(identity, household.qf) if known else None
         seeded.append(Seeded(household.family.user_id, identity, household.qf, household_id))
     return seeded
@@ -458,11 +458,11 @@ def test_a_second_refresh_of_a_family_in_flight_waits_for_the_first_instead_of_e
 
 
 def lease_of(rt: LocalRuntime, town: Town, user_id: str) -> Any:
-    item = (
-        dynamodb()
-        .Table(rt.environment["FAMILIES_TABLE"])
-        .get_item(Key={"pk": family_pk(town.siret), "sk": family_sk(user_id)}, ConsistentRead=True)["Item"]
-    )
+    item = dynamodb().get_item(
+        TableName=rt.environment["FAMILIES_TABLE"],
+        Key={"pk": family_pk(town.siret), "sk": family_sk(user_id)},
+        ConsistentRead=True,
+    )["Item"]
     return item.get("refresh_lease")
 
 

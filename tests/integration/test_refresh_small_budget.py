@@ -254,7 +254,7 @@ def test_a_quarter_request_per_second_serves_a_manual_burst_and_the_monthly_disp
                 case_id=entry.source_id,
                 next_refresh_at=NEXT_MONTH if index < MANUAL else PAST,
             )
-            dynamodb().meta.client.transact_write_items(TransactItems=[update])
+            dynamodb().transact_write_items(TransactItems=[update])
             sandbox.add_person(identity, household.qf)
         manual_ids = [household.family.user_id for household in seeded[:MANUAL]]
 

@@ -468,7 +468,7 @@ class DossierRepository:
                 "ExpressionAttributeValues": serialize(to_dynamo(values)),
             }
         }
-        client = dynamodb().meta.client
+        client = dynamodb()
         try:
             client.transact_write_items(TransactItems=[dossier_update, family_update])
         except client.exceptions.TransactionCanceledException as exc:

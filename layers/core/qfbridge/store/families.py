@@ -295,7 +295,7 @@ class FamilyRepository:
             or sorted(plain(seen[family.user_id].get("blocking_dates", []))) != sorted(blocking_dates(family))
             or int(seen[family.user_id].get("blocking_format", 1)) != BLOCKING_FORMAT
         ]
-        client = dynamodb().meta.client
+        client = dynamodb()
         now = utc_now().isoformat()
 
         def write(family: Family) -> dict[str, Any] | None:
@@ -431,7 +431,7 @@ class FamilyRepository:
         self._apply(siret, settle)
 
     def _batch_get(self, siret: str, user_ids: list[str], projection: str) -> dict[str, dict[str, Any]]:
-        client = dynamodb().meta.client
+        client = dynamodb()
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(user_ids), 100):
             keys = [{"pk": family_pk(siret), "sk": family_sk(uid)} for uid in user_ids[start : start + 100]]
@@ -464,7 +464,7 @@ class FamilyRepository:
         wanted = sorted(set(keys))  # each key read once, in a stable order
         sks = [sk for key in wanted for sk in bucket_sks(key)]
         entries: dict[str, dict[str, str]] = {}  # bucket sort key → {user id: entry}
-        client = dynamodb().meta.client
+        client = dynamodb()
         for start in range(0, len(sks), BATCH_GET_KEYS):
             chunk = sks[start : start + BATCH_GET_KEYS]
             request: dict[str, Any] = {

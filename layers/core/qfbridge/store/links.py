@@ -39,7 +39,7 @@ class LinkRepository:
                 "ConditionExpression": "attribute_not_exists(link_id)",
             }
         }
-        dynamodb().meta.client.transact_write_items(TransactItems=[put, family_update])
+        dynamodb().transact_write_items(TransactItems=[put, family_update])
 
     def bind(self, link_id: str, identity: str) -> bool:
         """Bind the link to the first identity that uses it; False when another identity holds it (or

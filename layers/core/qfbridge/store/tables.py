@@ -1,4 +1,11 @@
-"""DynamoDB access shared by the repositories: one boto3 resource per process, plain-dict items."""
+"""DynamoDB access shared by the repositories: one client per process, plain-dict items.
+
+The client takes and returns plain Python values (``str``, ``Decimal``, ``set``…), as boto3's
+resource layer does, through the same boto3 transformations the resource registers on its own
+client (condition expressions built from ``Key``/``Attr``, values serialised in and out) — without
+the resource layer itself: its resource model and the classes it builds cost a cold request twice
+a client's creation (docs/performance.md, cold request).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +20,32 @@ from qfbridge.domain.errors import ValidationError
 
 @cache
 def dynamodb() -> Any:
-    """The DynamoDB service resource (created lazily: a cold start that never touches it pays nothing)."""
+    """The DynamoDB client, plain values in and out (created lazily: a cold start that never
+    touches it pays nothing)."""
     import boto3  # deferred: importing boto3 is most of a cold start
+    from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
 
-    return boto3.resource("dynamodb")
+    client = boto3.client("dynamodb")
+    # What boto3's DynamoDB resource registers on its client (boto3.dynamodb.transform).
+    events = client.meta.events
+    events.register(
+        "provide-client-params.dynamodb", copy_dynamodb_params, unique_id="dynamodb-create-params-copy"
+    )
+    injector = TransformationInjector()
+    events.register(
+        "before-parameter-build.dynamodb",
+        injector.inject_condition_expressions,
+        unique_id="dynamodb-condition-expression",
+    )
+    events.register(
+        "before-parameter-build.dynamodb",
+        injector.inject_attribute_value_input,
+        unique_id="dynamodb-attr-value-input",
+    )
+    events.register(
+        "after-call.dynamodb", injector.inject_attribute_value_output, unique_id="dynamodb-attr-value-output"
+    )
+    return client
 
 
 def key_condition(name: str) -> Any:
@@ -26,9 +55,46 @@ def key_condition(name: str) -> Any:
     return Key(name)
 
 
+class _Meta:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+
+class Table:
+    """One table's operations on the shared client, named as boto3's ``Table`` names them."""
+
+    def __init__(self, name: str, client: Any) -> None:
+        self.name = name
+        self.meta = _Meta(client)
+
+    def get_item(self, **kwargs: Any) -> Any:
+        return self.meta.client.get_item(TableName=self.name, **kwargs)
+
+    def put_item(self, **kwargs: Any) -> Any:
+        return self.meta.client.put_item(TableName=self.name, **kwargs)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        return self.meta.client.update_item(TableName=self.name, **kwargs)
+
+    def delete_item(self, **kwargs: Any) -> Any:
+        return self.meta.client.delete_item(TableName=self.name, **kwargs)
+
+    def query(self, **kwargs: Any) -> Any:
+        return self.meta.client.query(TableName=self.name, **kwargs)
+
+    def scan(self, **kwargs: Any) -> Any:
+        return self.meta.client.scan(TableName=self.name, **kwargs)
+
+    def batch_writer(self, overwrite_by_pkeys: list[str] | None = None) -> Any:
+        """boto3's batch writer (25 items per ``BatchWriteItem``, unprocessed items sent again)."""
+        from boto3.dynamodb.table import BatchWriter
+
+        return BatchWriter(self.name, self.meta.client, overwrite_by_pkeys=overwrite_by_pkeys)
+
+
 @cache
-def table(name: str) -> Any:
-    return dynamodb().Table(name)
+def table(name: str) -> Table:
+    return Table(name, dynamodb())
 
 
 def from_wire(item: dict[str, Any]) -> dict[str, Any]:
