@@ -78,6 +78,10 @@ $(SAM_VENV)/.installed:
 sam-check: $(SAM_VENV)/.installed
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint -t infra/template.yaml --region eu-west-3
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build -t infra/template.yaml --build-dir .aws-sam/build
+	@# Lambda's /opt is read-only: a layer module without its .pyc is compiled at every cold request.
+	$(PYTHON) -c "import sys; from bench.package_size import bytecode; \
+	  b = bytecode(__import__('pathlib').Path('.aws-sam/build/CoreLayer/python')); print('layer bytecode:', b); \
+	  sys.exit(b['without_bytecode'] != 0 or b['modules'] == 0)"
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

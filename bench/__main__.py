@@ -119,7 +119,20 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
         budgets.append(
             Budget.not_measured("package_size.layer_plus_function_unzipped", 1.0, "max", size["reason"])
         )
+        budgets.append(
+            Budget.not_measured("package_size.layer_modules_without_bytecode", 0.0, "max", size["reason"])
+        )
     else:
+        compiled = size.get("layer", {}).get("bytecode", {})
+        budgets.append(
+            Budget.at_most(
+                "package_size.layer_modules_without_bytecode",
+                compiled.get("without_bytecode"),
+                0.0,
+                f"of the layer's {compiled.get('modules')} modules, each compiled at every cold request "
+                f"without its .pyc (/opt is read-only); shipped: {compiled.get('invalidation')}",
+            )
+        )
         budgets.append(
             Budget.at_most(
                 "package_size.layer_plus_function_unzipped",

@@ -18,8 +18,12 @@ Floor, timed the same way in the same rounds: ``import boto3; boto3.client("sqs"
 of the smallest useful Python function. Rounds interleave the floor and the handlers so that the
 machine's load moves them together; each figure is the median of ``ROUNDS`` runs.
 
-Two environments: ``lambda`` (tracing active, as deployed: the budget) and ``trace_disabled``
-(``POWERTOOLS_TRACE_DISABLED=true``, as on the laptop runtime), reported beside it.
+Three environments: ``lambda`` (tracing active, as deployed: the budget), ``trace_disabled``
+(``POWERTOOLS_TRACE_DISABLED=true``, as on the laptop runtime) and ``from_source``, both reported
+beside it. The budget reads each module's bytecode, as the layer ships it (``layers/core/Makefile``
+compiles it; the package-size section checks every module has its ``.pyc``); ``from_source`` reads
+none and compiles every module it imports — what each cold request paid on Lambda when the layer
+shipped its sources alone (/opt is read-only: nothing compiled there is kept).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +173,15 @@ def _base_env() -> dict[str, str]:
     }
 
 
-def _run(code: str, args: list[str], env: dict[str, str]) -> dict[str, Any]:
+def _run(code: str, args: list[str], env: dict[str, str], from_source: bool = False) -> dict[str, Any]:
+    """One fresh interpreter. ``from_source``: with no bytecode to read (an empty cache directory,
+    none written), every module is compiled as it is imported."""
+    python = [sys.executable]
+    if from_source:
+        python += ["-X", f"pycache_prefix={tempfile.mkdtemp(prefix='qfbridge-no-pyc-')}"]
+        env = env | {"PYTHONDONTWRITEBYTECODE": "1"}
     completed = subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [*python, "-c", code, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -222,7 +233,11 @@ def import_profile(code_dir: Path, env: dict[str, str], top: int = 12) -> list[d
 def run(rounds: int = ROUNDS) -> dict[str, Any]:
     functions = _functions()
     base = _base_env()
-    variants = {"lambda": {}, "trace_disabled": {"POWERTOOLS_TRACE_DISABLED": "true"}}
+    variants = {
+        "lambda": {},
+        "trace_disabled": {"POWERTOOLS_TRACE_DISABLED": "true"},
+        "from_source": {},  # information: the layer without its bytecode (SAM's Python builder)
+    }
     allowed = json.dumps(layer_modules())
     floor: list[float] = []
     floor_cpu: list[float] = []
@@ -239,7 +254,12 @@ def run(rounds: int = ROUNDS) -> dict[str, Any]:
             if variant != "lambda" and index % 2 == 0:
                 continue
             for name, (code_dir, env) in functions.items():
-                sample = _run(_CHILD, [str(code_dir), str(LAYER), "1", allowed], base | env | extra)
+                sample = _run(
+                    _CHILD,
+                    [str(code_dir), str(LAYER), "1", allowed],
+                    base | env | extra,
+                    from_source=variant == "from_source",
+                )
                 if counted:
                     samples[variant][name].append(sample)
     floor_median = statistics.median(floor)

@@ -2,11 +2,14 @@
 
 Always a build into a temporary directory, so that the figures are those of the code as it is now
 (never a stale ``.aws-sam/build``): ``sam build`` with the SAM CLI of ``.venv-sam`` (``make
-sam-check`` installs it) or ``sam`` on the PATH; without it, what SAM's Python builder does for the
-layer — ``pip install --target`` of the layer's requirements for arm64 and Python 3.13, beside a copy
-of its sources — and a copy of each function's code directory. When neither can build (no SAM CLI
-and the arm64 wheels out of reach of pip), the result says "not measured" and why: the budget is
-then reported as not measured, not as failed.
+sam-check`` installs it) or ``sam`` on the PATH; without it, what ``sam build`` runs for the layer —
+its Makefile (``layers/core/Makefile``: the lock's arm64 wheels, qfbridge's sources, their bytecode)
+— and a copy of each function's code directory. When neither can build (no SAM CLI, and no
+python3.13 or the arm64 wheels out of reach of pip), the result says "not measured" and why: the
+budgets are then reported as not measured, not as failed.
+
+The layer must ship its bytecode (``layer.bytecode``: every module with a hash-based ``.pyc``):
+Lambda's /opt is read-only, and a module without one is compiled at every cold request.
 
 Budget: Lambda's hard limit of 250 MB unzipped for a function and all its layers; the value is the
 layer plus the largest function package over that limit.
@@ -131,31 +134,51 @@ def _sam_build(build_dir: Path) -> tuple[bool, str]:
     return True, "sam build (fresh)"
 
 
-def _pip_build(build_dir: Path) -> tuple[bool, str]:
-    """The layer as SAM's Python builder makes it (sources + requirements for arm64 under python/,
-    as Lambda mounts it on /opt), and each function's code directory copied as is."""
-    layer = build_dir / "CoreLayer" / "python"
-    shutil.copytree(LAYER_SOURCE, layer, ignore=shutil.ignore_patterns("__pycache__", "requirements*.txt"))
+def _make_build(build_dir: Path) -> tuple[bool, str]:
+    """Without a SAM CLI, what ``sam build`` runs: the layer's Makefile (``make build-CoreLayer``, in a
+    copy of ``layers/core``, into ``CoreLayer/``), and each function's code directory copied as is."""
+    python_dir = _python313_dir()
+    if python_dir is None:
+        return False, "no python3.13 to build the layer's bytecode with"
+    source = build_dir / "source"
+    shutil.copytree(LAYER_SOURCE, source, ignore=shutil.ignore_patterns("__pycache__"))
     completed = subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-            "-r", str(LAYER_SOURCE / "requirements.txt"), "--target", str(layer),
-            "--platform", "manylinux2014_aarch64", "--implementation", "cp",
-            "--python-version", "3.13", "--only-binary=:all:",
-        ],
-        cwd=REPO,
+        ["make", "build-CoreLayer", f"ARTIFACTS_DIR={build_dir / 'CoreLayer'}",
+         f"PYTHON={Path(python_dir) / 'python3.13'}"],
+        cwd=source,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )  # fmt: skip
+    shutil.rmtree(source, ignore_errors=True)
     if completed.returncode != 0:
         errors = [line for line in completed.stderr.splitlines() if line.startswith("ERROR")]
-        return False, "pip could not install the layer for arm64: " + (errors or ["?"])[-1][:300]
+        return False, "the layer's Makefile could not build it for arm64: " + (errors or ["?"])[-1][:300]
     for code in sorted(FUNCTIONS_SOURCE.iterdir()):
         if code.is_dir() and (code / "app.py").is_file():
             shutil.copytree(code, build_dir / code.name, ignore=shutil.ignore_patterns("__pycache__"))
-    return True, "pip install --target for arm64 (no SAM CLI), fresh"
+    return True, "the layer's Makefile for arm64 (no SAM CLI), fresh"
+
+
+def bytecode(site: Path, tag: str = "cpython-313") -> dict[str, Any]:
+    """Which of the layer's modules ship their bytecode, and how it is checked (PEP 552's flags:
+    hash-based, checked or not). Lambda's /opt is read-only: a module without a ``.pyc`` that
+    Python can use is compiled at every cold request that imports it."""
+    modules = without = 0
+    modes: dict[str, int] = {}
+    for source in site.rglob("*.py"):
+        if any(part.endswith(".dist-info") or part.endswith(".data") for part in source.parts):
+            continue
+        modules += 1
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
+        if not pyc.is_file():
+            without += 1
+            continue
+        flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+        mode = "timestamp" if not flags & 1 else ("checked-hash" if flags & 2 else "unchecked-hash")
+        modes[mode] = modes.get(mode, 0) + 1
+    return {"modules": modules, "without_bytecode": without, "invalidation": modes}
 
 
 def run() -> dict[str, Any]:
@@ -166,10 +189,10 @@ def run() -> dict[str, Any]:
         built, source = _sam_build(build_dir)
         if not built:
             shutil.rmtree(build_dir, ignore_errors=True)
-            pip_built, pip_source = _pip_build(build_dir)
-            if not pip_built:
-                return {"measured": False, "reason": f"{source}; {pip_source}"}
-            source = pip_source
+            made, made_source = _make_build(build_dir)
+            if not made:
+                return {"measured": False, "reason": f"{source}; {made_source}"}
+            source = made_source
         build_seconds = time.perf_counter() - started
         layer = build_dir / "CoreLayer"
         functions = {d.name: d for d in sorted(build_dir.iterdir()) if d.is_dir() and d.name != "CoreLayer"}
@@ -188,6 +211,7 @@ def run() -> dict[str, Any]:
                 "zipped_mb": round(_zipped(layer) / MB, 2),
                 "largest_packages_mb": _largest_dirs(layer),
                 "pinned": pinning(layer),
+                "bytecode": bytecode(layer / "python"),
             },
             "functions": {
                 name: {

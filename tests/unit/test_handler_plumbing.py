@@ -153,6 +153,12 @@ print(json.dumps(sorted(sys.modules)))
 _COSTLY = {
     # pydantic-settings: the handlers read flat environment variables (qfbridge.settings)
     "all": ("pydantic_settings",),
+    # boto3's DynamoDB resource (its model, the classes it builds): qfbridge.store.tables uses a client
+    "all_aws": ("boto3.dynamodb.table",),
+    # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
+    "reconcile": ("aws_lambda_powertools.utilities.batch",),
+    # HubEE's and API Particulier's clients (httpx, asyncio): the API reads their models, calls neither
+    "api": ("qfbridge.hubee.client", "qfbridge.api_particulier.client", "httpx"),
     # the matcher (rapidfuzz, its models): for the functions that match or write the directory
     "hubee_poll": ("qfbridge.matching.scoring", "rapidfuzz"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
@@ -188,5 +194,5 @@ def test_a_cold_request_does_not_import_what_it_does_not_use(function: str) -> N
         check=True,
     )
     loaded = set(json.loads(completed.stdout.strip().splitlines()[-1]))
-    for module in _COSTLY["all"] + _COSTLY.get(function, ()):
+    for module in _COSTLY["all"] + _COSTLY["all_aws"] + _COSTLY.get(function, ()):
         assert module not in loaded, f"{function} imports {module} on its first request"
