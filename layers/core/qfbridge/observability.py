@@ -11,7 +11,9 @@ they build the real Tracer when the decorated function first runs, which is befo
 creates its AWS and HTTP clients, so the patched libraries are traced the same. It patches the two
 libraries qfbridge calls out with, ``TRACED_LIBRARIES`` (botocore for AWS, httpx for HubEE and API
 Particulier), not every library X-Ray supports: trying each of those (databases, requests,
-aiobotocore…) cost a cold request ~20 ms of CPU and traced nothing more.
+aiobotocore…) cost a cold request ~20 ms of CPU and traced nothing more. httpx is patched once
+qfbridge's HTTP clients are loaded (:func:`trace_http`): patching imports the library, and the API,
+which calls neither HubEE nor API Particulier, would import httpx for the tracer alone.
 
 No lock guards that first creation: Lambda runs one invocation at a time per execution
 environment, and the traced functions (handlers, SQS record handlers) run on the invocation's
@@ -23,6 +25,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -88,7 +91,9 @@ class LazyTracer:
             else:
                 from aws_lambda_powertools import Tracer
 
-                self._tracer = Tracer(patch_modules=TRACED_LIBRARIES)
+                # httpx only once loaded: trace_http() patches it if it comes later.
+                loaded = tuple(lib for lib in TRACED_LIBRARIES if lib != "httpx" or lib in sys.modules)
+                self._tracer = Tracer(patch_modules=loaded)
         return self._tracer
 
     @property
@@ -159,3 +164,11 @@ def _plain_function(function: Callable[..., Any]) -> bool:
 
 
 tracer = LazyTracer()
+
+
+def trace_http() -> None:
+    """Called by qfbridge's HTTP clients as they load: their httpx calls are traced from then on —
+    patched now if the Tracer exists (patching a class's methods also traces clients already built),
+    else when it is built."""
+    if tracer.created:
+        tracer.tracer.patch(["httpx"])

@@ -45,6 +45,9 @@ from qfbridge.clock import utc_now
 from qfbridge.domain.errors import ValidationError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
+from qfbridge.observability import trace_http
+
+trace_http()  # this module sends with httpx: X-Ray traces its calls (qfbridge.observability)
 
 QF_IDENTITE_PATH = "/v3/dss/quotient_familial/identite"
 MAX_PRENOMS = 3

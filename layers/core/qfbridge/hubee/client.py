@@ -27,6 +27,9 @@ from qfbridge.hubee.pager import NotificationPager
 from qfbridge.hubee.protocol import Call, HubeeProtocol
 from qfbridge.hubee.statuses import SET_BY_SI, transition_allowed
 from qfbridge.hubee.tokens import PROCESS_TOKEN_CACHE, TokenCache
+from qfbridge.observability import trace_http
+
+trace_http()  # this module sends with httpx: X-Ray traces its calls (qfbridge.observability)
 
 T = TypeVar("T")
 
