@@ -12,8 +12,7 @@ from pydantic import ValidationError
 
 from qfbridge.api import openapi_document
 from qfbridge.api.__main__ import render
-from qfbridge.messages import EVENT_MODELS, parse_event
-from qfbridge.services.linking import qf_updated
+from qfbridge.messages import EVENT_MODELS, parse_event, qf_updated
 from qfbridge.store.events import EVENT_TYPES
 from qfbridge.store.families import QfEntry
 from qfbridge_local.apidoc import render_event_schemas

@@ -162,7 +162,14 @@ _COSTLY = {
     # the matcher (rapidfuzz, its models): for the functions that match or write the directory
     "hubee_poll": ("qfbridge.matching.scoring", "rapidfuzz"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
-    "qf_refresh": ("qfbridge.matching.scoring", "rapidfuzz", "aws_lambda_powertools.utilities.batch"),
+    # and the dossier's models (pydantic, defusedxml): a refresh reads families, never a dossier
+    "qf_refresh": (
+        "qfbridge.matching.scoring",
+        "rapidfuzz",
+        "aws_lambda_powertools.utilities.batch",
+        "qfbridge.services.linking",
+        "qfbridge.domain.dossier",
+    ),
     "refresh_dispatch": ("qfbridge.matching.scoring", "rapidfuzz"),
 }
 

@@ -21,13 +21,16 @@ Bodies never appear in logs or errors: a body names the usager's case (``hide_in
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, SkipJsonSchema
 from pydantic_core import core_schema
 
 from qfbridge.hubee.models import Notification
+
+if TYPE_CHECKING:
+    from qfbridge.store.families import QfEntry
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
@@ -255,6 +258,22 @@ class QfUpdated(BusEvent):
     received_at: DateTime
     previous_quotient_familial: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None, description="The value before this update, when there was one"
+    )
+
+
+def qf_updated(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> QfUpdated:
+    """The ``qf.updated`` event of a QF entry stored for a family (``previous``: the value it replaced)."""
+    qf = entry.quotient_familial
+    return QfUpdated(
+        tenant_siret=siret,
+        user_id=user_id,
+        quotient_familial=qf.valeur,
+        fournisseur=qf.fournisseur,
+        annee=qf.annee,
+        mois=qf.mois,
+        source=entry.source,
+        received_at=entry.received_at,
+        previous_quotient_familial=previous,
     )
 
 

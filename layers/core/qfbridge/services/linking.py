@@ -14,7 +14,6 @@ from qfbridge.domain.dossier import ParsedDossier
 from qfbridge.domain.errors import QfbridgeError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
-from qfbridge.messages import QfUpdated
 from qfbridge.store.dossiers import DossierExists, DossierPatch, FamilyChanged, Step
 from qfbridge.store.families import (
     QF_WRITE_ATTEMPTS,
@@ -67,22 +66,6 @@ def members_of(parsed: ParsedDossier) -> dict[str, Any]:
         "allocataires": [p.model_dump(mode="json") for p in parsed.allocataires],
         "enfants": [p.model_dump(mode="json") for p in parsed.enfants],
     }
-
-
-def qf_updated(siret: str, user_id: str, entry: QfEntry, previous: int | None = None) -> QfUpdated:
-    """The ``qf.updated`` event of a QF entry stored for a family (``previous``: the value it replaced)."""
-    qf = entry.quotient_familial
-    return QfUpdated(
-        tenant_siret=siret,
-        user_id=user_id,
-        quotient_familial=qf.valeur,
-        fournisseur=qf.fournisseur,
-        annee=qf.annee,
-        mois=qf.mois,
-        source=entry.source,
-        received_at=entry.received_at,
-        previous_quotient_familial=previous,
-    )
 
 
 class IdentityConflict(QfbridgeError):

@@ -79,13 +79,13 @@ from qfbridge.messages import (
     OnboardedDossierMessage,
     ReviewResolvedMessage,
     StatusRetryMessage,
+    qf_updated,
 )
 from qfbridge.observability import logger, metrics
 from qfbridge.services.linking import (
     IdentityConflict,
     dossier_snapshot,
     persist_link,
-    qf_updated,
     snapshot_parsed,
 )
 from qfbridge.services.ports import CredentialReader, EventSink

@@ -55,7 +55,7 @@ from typing import Any, NoReturn
 from qfbridge.api_particulier.outcomes import QfFound, RefreshOutcome
 from qfbridge.clock import Clock, utc_now
 from qfbridge.domain.schedule import maintenance_ends_at, next_refresh_date
-from qfbridge.messages import RefreshFailed, RefreshMessage, TenantTokenExpired
+from qfbridge.messages import RefreshFailed, RefreshMessage, TenantTokenExpired, qf_updated
 from qfbridge.observability import logger, metrics
 from qfbridge.services.dispatch import (
     IN_FLIGHT_HOLD,
@@ -63,7 +63,6 @@ from qfbridge.services.dispatch import (
     release_rate,
     tenant_pace_rule,
 )
-from qfbridge.services.linking import qf_updated
 from qfbridge.services.ports import EventSink, FamilyStore, QfSource, TenantSecrets, TenantStore
 from qfbridge.store.audit import SERVICE_PRINCIPAL, AuditRecord, AuditTrail
 from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
