@@ -9,14 +9,17 @@ checker holds to the same signatures.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from qfbridge.api_particulier.outcomes import RefreshOutcome
-from qfbridge.domain.identity import PivotIdentity
-from qfbridge.messages import BusEvent, DossierMessage, RefreshMessage
-from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
-from qfbridge.store.secrets import TenantCredentials
-from qfbridge.store.tenants import RefreshStatus, Tenant, TenantPatch
+if TYPE_CHECKING:
+    # Annotations only: a service importing its ports loads none of these (a reconcile never reads
+    # API Particulier's outcomes).
+    from qfbridge.api_particulier.outcomes import RefreshOutcome
+    from qfbridge.domain.identity import PivotIdentity
+    from qfbridge.messages import BusEvent, DossierMessage, RefreshMessage
+    from qfbridge.store.families import FamilyRecord, QfEntry, RefreshState
+    from qfbridge.store.secrets import TenantCredentials
+    from qfbridge.store.tenants import RefreshStatus, Tenant, TenantPatch
 
 
 class TenantStore(Protocol):
