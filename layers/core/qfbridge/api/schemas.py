@@ -37,6 +37,14 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 MIN_REFRESH_BUDGET_RPS = 0.01
 """One API Particulier request every 100 s: below that a budget is a typo (and 5e-324 is not storable)."""
 
+class _Wire(BaseModel):
+    """The API's models build their validators and serialisers when first used (``defer_build``): a
+    request uses its route's body and view, and an execution environment's first request built all
+    of the API's two dozen models on its cold start (docs/performance.md, cold request)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
 # ---------------------------------------------------------------------- parameters
 SiretPath = Annotated[
     str,
@@ -86,7 +94,7 @@ def _hosts(values: list[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------- tenants
-class TenantBody(BaseModel):
+class TenantBody(_Wire):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200, description="Name of the collectivité")
@@ -107,7 +115,7 @@ class TenantBody(BaseModel):
     )
 
 
-class TenantPatch(BaseModel):
+class TenantPatch(_Wire):
     """A JSON merge patch (RFC 7396) of a tenant: a field left out keeps its value, ``null`` clears
     ``token_expires_on``; the other fields cannot be cleared (give a value)."""
 
@@ -150,7 +158,7 @@ TenantStatus = Literal[
 ]
 
 
-class TenantView(BaseModel):
+class TenantView(_Wire):
     siret: str = Field(pattern=SIRET_PATTERN)
     name: str
     cog: str
@@ -189,12 +197,12 @@ class TenantView(BaseModel):
         )
 
 
-class TenantList(BaseModel):
+class TenantList(_Wire):
     items: list[TenantView]
     next_cursor: str | None = None
 
 
-class CredentialsBody(BaseModel):
+class CredentialsBody(_Wire):
     """Write-only: stored in Secrets Manager, never returned, never logged."""
 
     model_config = ConfigDict(extra="forbid")
@@ -205,7 +213,7 @@ class CredentialsBody(BaseModel):
 
 
 # ---------------------------------------------------------------------- form links
-class FormLinkBody(BaseModel):
+class FormLinkBody(_Wire):
     model_config = ConfigDict(extra="forbid")
 
     user_id: str = Field(pattern=USER_ID_PATTERN, description="The family's id in the editor's software")
@@ -214,14 +222,14 @@ class FormLinkBody(BaseModel):
     )
 
 
-class FormLinkView(BaseModel):
+class FormLinkView(_Wire):
     url: str
     external_id: str
     expires_at: dt.datetime
 
 
 # ---------------------------------------------------------------------- families
-class FamilyBody(BaseModel):
+class FamilyBody(_Wire):
     """The directory identity of a family (the user id is in the path)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -230,7 +238,7 @@ class FamilyBody(BaseModel):
     enfants: list[DirectoryChild] = Field(default_factory=list, max_length=20)
 
 
-class QfView(BaseModel):
+class QfView(_Wire):
     quotient_familial: int
     fournisseur: str
     annee: int
@@ -251,7 +259,7 @@ class QfView(BaseModel):
         )
 
 
-class RefreshView(BaseModel):
+class RefreshView(_Wire):
     status: str
     last_attempt_at: str | None
     last_outcome: str | None
@@ -264,7 +272,7 @@ class RefreshView(BaseModel):
     next_refresh_at: str | None
 
 
-class FamilyView(BaseModel):
+class FamilyView(_Wire):
     user_id: str
     in_directory: bool = Field(description="The editor sent this family's directory identity")
     has_pivot_identity: bool = Field(description="A dossier was linked: the QF can be refreshed monthly")
@@ -292,7 +300,7 @@ class FamilyView(BaseModel):
         )
 
 
-class FamiliesBatchBody(BaseModel):
+class FamiliesBatchBody(_Wire):
     model_config = ConfigDict(extra="forbid")
 
     families: list[dict[str, Any]] = Field(
@@ -303,12 +311,12 @@ class FamiliesBatchBody(BaseModel):
     )
 
 
-class FieldError(BaseModel):
+class FieldError(_Wire):
     loc: list[str | int]
     type: str
 
 
-class BatchRowView(BaseModel):
+class BatchRowView(_Wire):
     index: int
     user_id: str | None
     status: Literal["created", "updated", "invalid"]
@@ -316,26 +324,26 @@ class BatchRowView(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
-class BatchView(BaseModel):
+class BatchView(_Wire):
     created: int
     updated: int
     invalid: int
     results: list[BatchRowView]
 
 
-class ErasureView(BaseModel):
+class ErasureView(_Wire):
     user_id: str
     form_links_deleted: int
     dossiers_erased: int
 
 
-class RefreshQueuedView(BaseModel):
+class RefreshQueuedView(_Wire):
     user_id: str
     queued: bool = True
 
 
 # ---------------------------------------------------------------------- dossiers
-class DossierSummary(BaseModel):
+class DossierSummary(_Wire):
     case_id: str
     reference: str | None
     received_at: str
@@ -365,18 +373,18 @@ class DossierSummary(BaseModel):
         )
 
 
-class DossierList(BaseModel):
+class DossierList(_Wire):
     items: list[DossierSummary]
     next_cursor: str | None = None
 
 
-class CandidateView(BaseModel):
+class CandidateView(_Wire):
     user_id: str
     score: float
     reasons: list[str]
 
 
-class DecisionView(BaseModel):
+class DecisionView(_Wire):
     """A decision taken on the dossier, then re-opened (kept for the record)."""
 
     outcome: str
@@ -423,14 +431,14 @@ class DossierDetail(DossierSummary):
         )
 
 
-class ResolveLink(BaseModel):
+class ResolveLink(_Wire):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["link"]
     user_id: str = Field(pattern=USER_ID_PATTERN)
 
 
-class ResolveReject(BaseModel):
+class ResolveReject(_Wire):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["reject"]
@@ -441,7 +449,7 @@ class ResolveReject(BaseModel):
     )
 
 
-class ResolveReopen(BaseModel):
+class ResolveReopen(_Wire):
     """Put a resolved dossier back in review (a wrong decision): its QF leaves the family it was linked
     to, the family stays, the earlier decision is kept on the dossier and the call is audited."""
 
