@@ -48,6 +48,9 @@ from .template import LOCAL_ACCOUNT_ID, LOCAL_REGION, ScheduleSpec, SqsMapping, 
 DEFAULT_SQS_CONCURRENCY = 5  # Lambda's poller starts with five concurrent batches on a standard queue
 MAX_RECEIVE = 10  # SQS returns at most ten messages per ReceiveMessage
 ASYNC_RETRY_DELAYS_S = (60, 120)  # Lambda's asynchronous retries: one minute, then two
+EMPTY_POLL_MIN_S = 0.005
+EMPTY_POLL_MAX_S = 0.1
+"""How long drain() leaves an empty queue before asking it again: from 5 ms, doubling, to 100 ms."""
 
 
 @dataclass
@@ -520,13 +523,25 @@ class TriggerEmulator:
         handled = 0
         running: dict[Future[int], tuple[SqsEventSource, int]] = {}
         workers = sum(max(1, s.concurrency) for s in self.sources) or 1
+        # An empty queue is asked again after a growing pause (up to EMPTY_POLL_MAX_S), as Lambda's
+        # pollers wait on an empty queue instead of asking it every few milliseconds: polled every
+        # 5 ms while a batch ran, the idle queues' ReceiveMessage calls took the emulator's time and
+        # this process's from the functions running. A finished batch (it may have sent messages)
+        # or a received one asks every queue again at once.
+        quiet: dict[int, tuple[float, float]] = {}  # id(source) -> (not before, pause)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sqs-poller") as pool:
             while True:
                 for source in self.sources:
                     while source.in_flight < source.concurrency:
+                        not_before, pause = quiet.get(id(source), (0.0, 0.0))
+                        if time.monotonic() < not_before:
+                            break
                         messages = source.receive()
                         if not messages:
+                            pause = min(EMPTY_POLL_MAX_S, max(EMPTY_POLL_MIN_S, pause * 2))
+                            quiet[id(source)] = (time.monotonic() + pause, pause)
                             break
+                        quiet.pop(id(source), None)
                         source.in_flight += 1
                         running[pool.submit(source.process, messages)] = (source, len(messages))
                 for future in [f for f in running if f.done()]:
@@ -534,6 +549,7 @@ class TriggerEmulator:
                     source.in_flight -= 1
                     future.result()
                     handled += count
+                    quiet.clear()
                 if running:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"queues not drained after {timeout}s")
