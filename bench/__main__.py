@@ -175,7 +175,7 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             aws.get("dynamodb_requests_per_dossier") if dynamo_floor else None,
             7.0,
             f"hubee_poll's and reconcile's requests per new dossier; floor {dynamo_floor['requests_per_dossier']}"
-            f" (the matcher's {dynamo_floor['queries_per_dossier']} Queries + a family GetItem and one"
+            f" (the matcher's {dynamo_floor['matcher_reads_per_dossier']} reads + a family GetItem and one"
             " transaction per linked dossier)"
             if dynamo_floor
             else intake.get("error", "not run"),
@@ -199,7 +199,8 @@ def budgets_of(results: dict[str, Any]) -> list[Budget]:
             "intake.throughput_ratio_to_floor",
             intake.get("ratio_to_floor"),
             2.5,
-            f"intake {intake.get('seconds')} s × the emulators serving the same requests back to back ="
+            f"intake {intake.get('seconds')} s (the request counter's own {intake.get('counter_seconds')} s"
+            " taken out) × the emulators serving the same requests back to back ="
             f" {floor.get('seconds')} s ({intake.get('dossiers_per_second')} vs"
             f" {floor.get('dossiers_per_second')} dossiers/s)"
             if floor

@@ -84,6 +84,10 @@ class RequestCounter:
         self._lock = threading.Lock()
         self._original: Any = None
         self.record_dynamodb = record_dynamodb
+        self.overhead_seconds = 0.0
+        """The counter's own time within the functions' requests: copying them for the replay, pricing
+        write units (item images, a transaction's updated items read back). The functions wait for it:
+        a benchmark timing them subtracts it."""
         self.recorded: list[tuple[Any, str, dict[str, Any]]] = []
         """With ``record_dynamodb``: the functions' DynamoDB requests (client, operation, params), to
         replay them (``replay``)."""
@@ -94,19 +98,24 @@ class RequestCounter:
         counter = self
 
         def counting(client: Any, operation_name: str, api_params: dict[str, Any]) -> Any:
+            entered = time.perf_counter()
             service = client.meta.service_model.service_name
             if counter.record_dynamodb and service == "dynamodb" and _current.get() != HARNESS:
                 # copied before the call: boto3's resource layer serialises the parameters in place
                 with counter._lock:
                     counter.recorded.append((client, operation_name, copy.deepcopy(api_params)))
             if service == "dynamodb" and operation_name in WRITE_OPERATIONS:
-                return counter._write(client, operation_name, api_params, original)
-            started = time.perf_counter()
-            response = original(client, operation_name, api_params)
-            elapsed = time.perf_counter() - started
-            if service == "dynamodb":
-                counter._see(client, operation_name, api_params, response, original)
-            counter._record(service, operation_name, api_params, response, elapsed)
+                response, elapsed = counter._write(client, operation_name, api_params, original)
+            else:
+                started = time.perf_counter()
+                response = original(client, operation_name, api_params)
+                elapsed = time.perf_counter() - started
+                if service == "dynamodb":
+                    counter._see(client, operation_name, api_params, response, original)
+                counter._record(service, operation_name, api_params, response, elapsed)
+            if _current.get() != HARNESS:
+                with counter._lock:
+                    counter.overhead_seconds += time.perf_counter() - entered - elapsed
             return response
 
         setattr(BaseClient, "_make_api_call", counting)  # noqa: B010 - private in the stubs
@@ -119,6 +128,7 @@ class RequestCounter:
         with self._lock:
             self.tally = Tally()
             self.recorded = []
+            self.overhead_seconds = 0.0
 
     def replay(self, requests: list[tuple[Any, str, dict[str, Any]]]) -> float:
         """Seconds to send ``requests`` again, back to back, through the same clients, uncounted.
@@ -150,8 +160,9 @@ class RequestCounter:
             for item in table_items:
                 self.images.seen(table, shape, plain_item(item))
 
-    def _write(self, client: Any, operation: str, params: dict[str, Any], original: Any) -> Any:
-        """Make one write, pricing it on the item's images before and after it."""
+    def _write(self, client: Any, operation: str, params: dict[str, Any], original: Any) -> tuple[Any, float]:
+        """Make one write, pricing it on the item's images before and after it; its response and the
+        seconds of the write itself."""
         images, describe = self.images, _describer(client, original)
         started = time.perf_counter()
         if operation in ("PutItem", "UpdateItem", "DeleteItem"):
@@ -211,7 +222,7 @@ class RequestCounter:
                 writes += images.write(table, shape, key, before, after, factor=2.0)
         reads = sum(2.0 for e in params.get("TransactItems", []) if "ConditionCheck" in e)
         self._record("dynamodb", operation, params, response, elapsed, units=(reads, writes))
-        return response
+        return response, elapsed
 
     def _record(
         self,
