@@ -21,6 +21,7 @@ Bodies never appear in logs or errors: a body names the usager's case (``hide_in
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -32,7 +33,9 @@ from qfbridge.hubee.models import Notification
 if TYPE_CHECKING:
     from qfbridge.store.families import QfEntry
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+# defer_build: a function builds the validators and serialisers of the messages it handles, on first
+# use — each handles a few of these, and building all of them was most of this module's import.
+_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True)
 
 
 def _compact(model: BaseModel) -> str:
@@ -133,12 +136,14 @@ DossierMessage = Annotated[
 ]
 """Every message of the dossiers queue, told apart by ``kind``."""
 
-_DOSSIER_MESSAGE: TypeAdapter[DossierMessage] = TypeAdapter(DossierMessage)
+@functools.cache
+def _dossier_message() -> TypeAdapter[DossierMessage]:
+    return TypeAdapter(DossierMessage)
 
 
 def parse_dossier_message(body: str | bytes) -> DossierMessage:
     """The dossiers queue's message (pydantic ``ValidationError`` when the body is not one)."""
-    return _DOSSIER_MESSAGE.validate_json(body)
+    return _dossier_message().validate_json(body)
 
 
 def notification_message(
