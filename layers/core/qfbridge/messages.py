@@ -136,6 +136,7 @@ DossierMessage = Annotated[
 ]
 """Every message of the dossiers queue, told apart by ``kind``."""
 
+
 @functools.cache
 def _dossier_message() -> TypeAdapter[DossierMessage]:
     return TypeAdapter(DossierMessage)

@@ -37,6 +37,7 @@ REASON_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 MIN_REFRESH_BUDGET_RPS = 0.01
 """One API Particulier request every 100 s: below that a budget is a typo (and 5e-324 is not storable)."""
 
+
 class _Wire(BaseModel):
     """The API's models build their validators and serialisers when first used (``defer_build``): a
     request uses its route's body and view, and an execution environment's first request built all
