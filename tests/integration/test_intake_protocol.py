@@ -777,3 +777,27 @@ def test_thirty_stuck_notifications_neither_hide_a_new_dossier_nor_go_unnoticed(
     assert shown.hubee_stuck_notifications == 30 and shown.status == "hubee_notifications_stuck"
     assert tenant(runtime, TOWN_B).status == "hubee_auth_failed"
     assert all(c.notification_id in hubee.pending_notification_ids() for c in stuck)
+
+
+def test_a_dossier_left_to_its_tenants_own_credential_is_taken_in_by_it_at_its_next_poll(
+    runtime: LocalRuntime, hubee: HubeeSandbox, world: World
+) -> None:
+    # Given an editor credential that also sees town B's dossiers, B being polled with its own
+    # credential, which fails at first (a wrong stored secret): B's dossier is listed through A's
+    world.onboard(TOWN_A, "client-a", also_serves=(TOWN_B,))
+    world.onboard(TOWN_B, "client-b", stored_secret="not-the-secret")
+    household = households(1, seed=35)[0]
+    world.directory(TOWN_B, [household.family])
+    case = deposit(hubee, TOWN_B, household)
+    assert runtime.poll()["poll"]["notifications"] == 1
+    runtime.drain()
+    assert record_of(runtime, case.case_id) is None  # left to B's own credential, nothing recorded
+    # When B's credential is corrected and the next poll runs (A's marker still holds it in flight)
+    world.hubee_credential("client-b", [TOWN_B])
+    report = runtime.poll()["poll"]
+    runtime.drain()
+    # Then B's own credential queued it at once, and it is B's dossier; A's poll still holds it
+    record = record_of(runtime, case.case_id)
+    assert record is not None and record.outcome == "linked" and record.tenant_siret == TOWN_B.siret
+    assert report["notifications"] == 1 and report["in_flight"] == 1
+    assert case.notification_id not in hubee.pending_notification_ids()

@@ -201,7 +201,7 @@ class PollService:
                 listed, full = await self._list_notifications(group, http, None)
             notifications = listed
             if listed and self.markers is not None:
-                notifications, in_flight, stuck = await asyncio.to_thread(self._claim, listed)
+                notifications, in_flight, stuck = await asyncio.to_thread(self._claim, listed, group.holder)
                 report.in_flight += in_flight
             repoll = None
             if full and hop < MAX_REPOLL_HOPS:
@@ -270,8 +270,9 @@ class PollService:
                     notifications.append(notification)
         return notifications, full
 
-    def _claim(self, listed: list[Notification]) -> tuple[list[Notification], int, int]:
-        """(to queue, seen in flight, stuck): queue what no earlier poll queued, or whose time ran out."""
+    def _claim(self, listed: list[Notification], holder: str) -> tuple[list[Notification], int, int]:
+        """(to queue, seen in flight, stuck): queue what no earlier poll queued, or whose time ran out,
+        or what another credential's reconcile left to ``holder``'s (its tenant's own credential)."""
         assert self.markers is not None
         now = self.wall_clock()
         known = self.markers.get_many(n.id for n in listed)
@@ -283,9 +284,11 @@ class PollService:
             polls = (marker.polls if marker else 0) + 1
             if polls > self.stuck_after_polls:
                 stuck += 1
-            if marker is not None and marker.in_flight(now):
+            left_by = None
+            if marker is not None and marker.held_for(holder, now):
                 in_flight += 1
                 until = marker.queued_until
+                left_by = marker.left_by
             else:
                 to_queue.append(notification)
                 until = now + self.queued_for_s
@@ -298,6 +301,7 @@ class PollService:
                     case_id=notification.case_id,
                     acked=marker.acked if marker else False,
                     deleted=marker.deleted if marker else False,
+                    left_by=left_by,
                 )
             )
         self.markers.put_many(writes)

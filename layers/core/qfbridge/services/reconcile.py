@@ -354,6 +354,9 @@ class ReconcileService:
             # at HubEE than here): its own credential handles it. Recording or acknowledging it here
             # would attribute the dossier to the wrong tenant and lose it for the right one.
             logger.info("notification left to its tenant's own credential", extra={"case_id": case_id})
+            if self.markers is not None:
+                # Its own credential's next poll queues it; this credential's keeps it in flight.
+                self.markers.leave(notification.id, holder)
             return ReconcileResult(kind="dossier", outcome="ignored", case_id=case_id)
         tenant_siret = recipient if recipient in allowed else holder
         if first_delivery and not onboarded:

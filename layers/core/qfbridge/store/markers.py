@@ -39,9 +39,16 @@ class Marker:
     case_id: str | None = None
     acked: bool = False
     deleted: bool = False
+    left_by: str | None = None
+    """The credential (its holder) whose reconcile left the notification to its tenant's own
+    credential: for that credential it stays in flight, another credential's poll queues it at once."""
 
     def in_flight(self, now: float) -> bool:
         return self.queued_until > now
+
+    def held_for(self, holder: str, now: float) -> bool:
+        """In flight for ``holder``'s poll: not when another credential's reconcile left it to this one."""
+        return self.in_flight(now) and (self.left_by is None or self.left_by == holder)
 
 
 class MarkerRepository:
@@ -90,7 +97,22 @@ class MarkerRepository:
                 }
                 if marker.case_id:
                     item["marker_case_id"] = marker.case_id
+                if marker.left_by:
+                    item["left_by"] = marker.left_by
                 batch.put_item(Item=item)
+
+    def leave(self, notification_id: str, holder: str) -> None:
+        """``holder``'s reconcile left the notification to its tenant's own credential: that
+        credential's next poll queues it, while ``holder``'s keeps it in flight (counted, not re-queued)."""
+        try:
+            self._table.update_item(
+                Key={"case_id": PREFIX + notification_id},
+                UpdateExpression="SET left_by = :h",
+                ConditionExpression="attribute_exists(case_id)",
+                ExpressionAttributeValues={":h": holder},
+            )
+        except self._table.meta.client.exceptions.ConditionalCheckFailedException:
+            return  # no marker: nothing holds it
 
     def release(self, notification_id: str) -> None:
         """No longer in flight (its message leaves the queue for the DLQ): the next poll queues it again."""
@@ -126,4 +148,5 @@ def _marker(item: dict[str, Any]) -> Marker:
         case_id=data.get("marker_case_id"),
         acked=bool(data.get("acked", False)),
         deleted=bool(data.get("deleted", False)),
+        left_by=data.get("left_by"),
     )
