@@ -82,9 +82,6 @@ class Table:
     def query(self, **kwargs: Any) -> Any:
         return self.meta.client.query(TableName=self.name, **kwargs)
 
-    def scan(self, **kwargs: Any) -> Any:
-        return self.meta.client.scan(TableName=self.name, **kwargs)
-
     def batch_writer(self, overwrite_by_pkeys: list[str] | None = None) -> Any:
         """boto3's batch writer (25 items per ``BatchWriteItem``, unprocessed items sent again)."""
         from boto3.dynamodb.table import BatchWriter
