@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import Any
 
@@ -62,6 +65,7 @@ def wire() -> None:
     )
 
 
+@startup.settled
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -5,6 +5,9 @@ The QF refresh dispatch runs on its own schedule (refresh_dispatch): a slow HubE
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +63,7 @@ def services() -> PollService:
     )
 
 
+@startup.settled
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

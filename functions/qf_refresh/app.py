@@ -22,6 +22,9 @@ does not make the other tenants' records behind it miss their slots.
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -141,6 +144,7 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext, may_defer: 
     logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})
 
 
+@startup.settled
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

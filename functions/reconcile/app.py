@@ -9,6 +9,9 @@ error's code — never the message body, which names the usager's case.
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +204,7 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext | None = Non
     )
 
 
+@startup.settled
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -7,6 +7,9 @@ sent; the families it did not reach stay due for the next tick.
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +55,7 @@ def dispatcher() -> RefreshDispatcher:
     )
 
 
+@startup.settled
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# First of all: no garbage collection until the first request is answered (qfbridge.startup).
+from qfbridge import startup  # isort: skip
+
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,7 @@ def service() -> TokenWatchService:
     )
 
 
+@startup.settled
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
