@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qfbridge.messages import DossierMessage, RefreshMessage
+if TYPE_CHECKING:
+    from qfbridge.messages import DossierMessage, RefreshMessage
 
 SEND_BATCH = 10
 """SendMessageBatch's maximum entries per call."""

@@ -1,183 +1,23 @@
-"""What the functions say to each other: the queue messages and the events of the bus.
+"""The EventBridge bus: one :class:`BusEvent` per ``detail-type``.
 
-One pydantic model per message. Producers build a model and send its body; consumers parse the
-body back into the model. A field renamed on one side and not on the other fails the parse (every
-model forbids unknown fields and requires what the consumer reads), never passes as a missing value:
-the record fails, is retried, then dead-lettered. The HubEE notification a message carries is
-HubEE's own model (``qfbridge.hubee.models.Notification``), lenient on purpose: HubEE adds fields.
-
-* The ``dossiers`` queue (read by reconcile) carries six kinds, told apart by ``kind``
-  (:data:`DossierMessage`, a discriminated union): a HubEE notification of a new dossier
-  (``dossier``) or of a case event (``event``), a kept dossier queued again once its collectivité
-  is onboarded (``onboarded``), a ``repoll`` of one credential after a full listing, an agent's
-  decision to carry to HubEE (``review_resolved``) and an operator's ``status_retry``.
-* The ``refresh`` queue (read by qf_refresh) carries :class:`RefreshMessage`.
-* The EventBridge bus carries one :class:`BusEvent` per ``detail-type``; ``docs/events/*.schema.json``
-  are generated from these models (:func:`event_schema`, ``make openapi``). Events carry ids and QF
-  values, never identities.
-
-Bodies never appear in logs or errors: a body names the usager's case (``hide_input_in_errors``).
+``docs/events/*.schema.json`` are generated from these models (:func:`event_schema`, ``make openapi``).
+Events carry ids and QF values, never identities.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, SkipJsonSchema
 from pydantic_core import core_schema
 
-from qfbridge.hubee.models import Notification
+from qfbridge.messages.base import STRICT
 
 if TYPE_CHECKING:
     from qfbridge.store.families import QfEntry
 
-# defer_build: a function builds the validators and serialisers of the messages it handles, on first
-# use — each handles a few of these, and building all of them was most of this module's import.
-_STRICT = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True, defer_build=True)
 
-
-def _compact(model: BaseModel) -> str:
-    return model.model_dump_json(exclude_defaults=True)
-
-
-# ---------------------------------------------------------------------- the dossiers queue
-class _NotificationMessage(BaseModel):
-    """A HubEE notification, with the credential that saw it and that credential's tenants (the
-    dossier's recipient must be one of them)."""
-
-    model_config = _STRICT
-
-    notification: Notification
-    credential_holder: str
-    """The tenant whose HubEE secret reads the case."""
-    credential_tenants: tuple[str, ...]
-
-    def body(self) -> str:
-        return self.model_dump_json(by_alias=True)
-
-
-class NewDossierMessage(_NotificationMessage):
-    """A notification of a new case (no ``eventId``): a dossier to take in."""
-
-    kind: Literal["dossier"] = "dossier"
-    receive_count: SkipJsonSchema[int | None] = Field(default=None, exclude=True)
-    """Set by reconcile's handler from the SQS record (``ApproximateReceiveCount``), never sent: a
-    first delivery writes nothing before its first durable step (``ReconcileService``)."""
-
-
-class CaseEventMessage(_NotificationMessage):
-    """A notification of an event on a case (the form's ``CLOSED``): acknowledged, nothing else."""
-
-    kind: Literal["event"] = "event"
-
-
-class OnboardedDossierMessage(_NotificationMessage):
-    """A dossier kept ``awaiting_onboarding``, queued again once its collectivité's credentials are
-    stored: taken in like a new one."""
-
-    kind: Literal["onboarded"] = "onboarded"
-
-
-class RepollMessage(BaseModel):
-    """Poll one credential again, after the batch of a full listing it follows on the queue."""
-
-    model_config = _STRICT
-
-    kind: Literal["repoll"] = "repoll"
-    credential_holder: str
-    credential_tenants: tuple[str, ...]
-    hop: int = Field(ge=1)
-    """How many polls in a row this credential had a full listing."""
-    delay_s: int = Field(ge=0)
-    """The delay this message was sent with (the next repoll's starts from it)."""
-
-    def body(self) -> str:
-        return self.model_dump_json()
-
-
-class ReviewResolvedMessage(BaseModel):
-    """An agent resolved a dossier (API): post its final status to HubEE and publish its events."""
-
-    model_config = _STRICT
-
-    kind: Literal["review_resolved"] = "review_resolved"
-    case_id: str = Field(min_length=1)
-    credential_holder: str
-
-    def body(self) -> str:
-        return self.model_dump_json()
-
-
-class StatusRetryMessage(BaseModel):
-    """An operator cleared a status HubEE refused: post the dossier's statuses again, once."""
-
-    model_config = _STRICT
-
-    kind: Literal["status_retry"] = "status_retry"
-    case_id: str = Field(min_length=1)
-    credential_holder: str
-
-    def body(self) -> str:
-        return self.model_dump_json()
-
-
-NotificationMessage = NewDossierMessage | CaseEventMessage | OnboardedDossierMessage
-FollowUpMessage = ReviewResolvedMessage | StatusRetryMessage
-DossierMessage = Annotated[
-    NewDossierMessage
-    | CaseEventMessage
-    | OnboardedDossierMessage
-    | RepollMessage
-    | ReviewResolvedMessage
-    | StatusRetryMessage,
-    Field(discriminator="kind"),
-]
-"""Every message of the dossiers queue, told apart by ``kind``."""
-
-
-@functools.cache
-def _dossier_message() -> TypeAdapter[DossierMessage]:
-    return TypeAdapter(DossierMessage)
-
-
-def parse_dossier_message(body: str | bytes) -> DossierMessage:
-    """The dossiers queue's message (pydantic ``ValidationError`` when the body is not one)."""
-    return _dossier_message().validate_json(body)
-
-
-def notification_message(
-    notification: Notification, holder: str, tenants: tuple[str, ...]
-) -> NewDossierMessage | CaseEventMessage:
-    """The message of a listed notification: a new dossier, or an event on a case."""
-    kind = NewDossierMessage if notification.is_new_dossier else CaseEventMessage
-    return kind(notification=notification, credential_holder=holder, credential_tenants=tenants)
-
-
-# ---------------------------------------------------------------------- the refresh queue
-class RefreshMessage(BaseModel):
-    """Refresh one family's QF from API Particulier."""
-
-    model_config = _STRICT
-
-    siret: str
-    user_id: str
-    reason: Literal["monthly", "manual"]
-    admitted: bool = False
-    """Its release was booked on the tenant's schedule (it does not wait for the pacer's permit)."""
-    attempts_before: int = Field(default=0, ge=0)
-    """Attempts spent by the earlier copies of this message (a copy is sent back for a wait)."""
-
-    def body(self) -> str:
-        return _compact(self)
-
-
-def parse_refresh_message(body: str | bytes) -> RefreshMessage:
-    return RefreshMessage.model_validate_json(body)
-
-
-# ---------------------------------------------------------------------- the bus
 SOURCE = "qfbridge"
 
 Siret = Annotated[str, Field(pattern=r"^[0-9]{14}$", description="SIRET of the collectivité (tenant)")]
@@ -197,7 +37,7 @@ LinkMethod = Literal["external_id", "identity", "review"]
 class BusEvent(BaseModel):
     """An event of the bus: its ``detail-type`` and its detail (the model's fields)."""
 
-    model_config = _STRICT
+    model_config = STRICT
 
     detail_type: ClassVar[str]
     omitted_when_none: ClassVar[frozenset[str]] = frozenset()
