@@ -92,10 +92,10 @@ def shared_moto() -> MotoServer:
 
 
 def _forget_cached_state() -> None:
-    """Drop what a previous runtime left in process-wide caches (secrets read through Powertools)."""
-    from aws_lambda_powertools.utilities import parameters
+    """Drop what a previous runtime left in process-wide caches (the secrets the handlers read)."""
+    from qfbridge.store.secrets import clear_cache
 
-    parameters.clear_caches()
+    clear_cache()
 
 
 def _observability_follows(environment: Mapping[str, str]) -> Callable[[], None]:

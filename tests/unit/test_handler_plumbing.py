@@ -153,8 +153,9 @@ print(json.dumps(sorted(sys.modules)))
 _COSTLY = {
     # pydantic-settings: the handlers read flat environment variables (qfbridge.settings)
     "all": ("pydantic_settings",),
-    # boto3's DynamoDB resource (its model, the classes it builds): qfbridge.store.tables uses a client
-    "all_aws": ("boto3.dynamodb.table",),
+    # boto3's DynamoDB resource (its model, the classes it builds): qfbridge.store.tables uses a client;
+    # Powertools' parameters (a second boto3 session for its provider): qfbridge.store.secrets caches
+    "all_aws": ("boto3.dynamodb.table", "aws_lambda_powertools.utilities.parameters"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
     "reconcile": ("aws_lambda_powertools.utilities.batch",),
     # HubEE's and API Particulier's clients (httpx, asyncio): the API reads their models, calls neither
@@ -169,6 +170,9 @@ _COSTLY = {
         "aws_lambda_powertools.utilities.batch",
         "qfbridge.services.linking",
         "qfbridge.domain.dossier",
+        # HubEE's models, for the dossiers queue's messages: qf_refresh reads the refresh queue's
+        "qfbridge.hubee.models",
+        "qfbridge.messages.dossiers",
     ),
     "refresh_dispatch": ("qfbridge.matching.scoring", "rapidfuzz"),
 }

@@ -1,7 +1,10 @@
 """Secrets Manager: tenants' credentials (write from the API, read by the pipeline) and link keys.
 
 Values only ever live in memory: never logged, never returned, never put in an event or an error.
-Reads go through Powertools parameters, which caches them for ``max_age`` seconds per container.
+Reads are cached for ``CACHE_SECONDS`` per execution environment (:func:`read_secret`), through the
+one Secrets Manager client the environment already has: Powertools' ``parameters.get_secret`` built a
+second boto3 session for its provider on a cold request's first read (~45 ms of CPU, plus ~12 ms to
+import the parameters utility) for a cache of a few lines (docs/performance.md, cold request).
 
 Every write stamps the tenant's secret with a new ``version`` (not a secret: a random id), which the
 API also records on the tenant (``credentials_version``). A reader that holds a cached secret of
@@ -12,6 +15,7 @@ API is used at once, not after the cache's five minutes.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Sequence
 from functools import cache
@@ -47,6 +51,33 @@ def _client() -> Any:
     return boto3.client("secretsmanager")
 
 
+_CACHE: dict[str, tuple[float, str]] = {}
+"""Secret id → (monotonic time it expires, SecretString). Only ever in memory."""
+
+
+def read_secret(secret_id: str, *, force_fetch: bool = False) -> str:
+    """The secret's current ``SecretString``: from this environment's cache when read less than
+    ``CACHE_SECONDS`` ago, unless ``force_fetch``. ``NotFoundError`` when there is no such secret (or
+    it is scheduled for deletion); any other error (throttling, permissions) propagates, to be retried."""
+    now = time.monotonic()
+    cached = _CACHE.get(secret_id)
+    if cached is not None and cached[0] > now and not force_fetch:
+        return cached[1]
+    client = _client()
+    try:
+        value = str(client.get_secret_value(SecretId=secret_id)["SecretString"])
+    except (client.exceptions.ResourceNotFoundException, client.exceptions.InvalidRequestException) as exc:
+        _CACHE.pop(secret_id, None)
+        raise NotFoundError("No such secret.", code="secret_missing") from exc
+    _CACHE[secret_id] = (now + CACHE_SECONDS, value)
+    return value
+
+
+def clear_cache() -> None:
+    """Forget every secret read (the laptop runtime, between two stacks)."""
+    _CACHE.clear()
+
+
 class SecretStore:
     def __init__(self, tenant_prefix: str) -> None:
         self.tenant_prefix = tenant_prefix
@@ -65,18 +96,13 @@ class SecretStore:
         return credentials
 
     def _read_tenant(self, siret: str, *, force_fetch: bool) -> TenantCredentials:
-        from aws_lambda_powertools.utilities import parameters
-        from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
-
         try:
-            raw = parameters.get_secret(
-                self.tenant_secret_name(siret), max_age=CACHE_SECONDS, force_fetch=force_fetch
-            )
-        except GetParameterError as exc:
+            raw = read_secret(self.tenant_secret_name(siret), force_fetch=force_fetch)
+        except NotFoundError as exc:
             raise NotFoundError(
                 f"No credentials stored for tenant {siret}.", code="credentials_missing"
             ) from exc
-        return TenantCredentials.model_validate(json.loads(str(raw)))
+        return TenantCredentials.model_validate(json.loads(raw))
 
     def read_many(self, sirets: Sequence[str]) -> dict[str, TenantCredentials]:
         """The tenants' credentials, one BatchGetSecretValue call per ``SECRETS_PER_BATCH`` (at most 20)
@@ -169,9 +195,7 @@ class SecretStore:
 
     def read_link_keys(self, secret_id: str) -> tuple[dict[str, bytes], str]:
         """The link-signing keys ({"active_kid": "k1", "k1": "...", "k2": "..."}) and the active kid."""
-        from aws_lambda_powertools.utilities import parameters
-
-        document = json.loads(str(parameters.get_secret(secret_id, max_age=CACHE_SECONDS)))
+        document = json.loads(read_secret(secret_id))
         active = str(document.pop("active_kid"))
         keys = {kid: str(value).encode() for kid, value in document.items()}
         if active not in keys:
