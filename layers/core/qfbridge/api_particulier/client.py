@@ -46,6 +46,7 @@ from qfbridge.domain.errors import ValidationError
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge.observability import trace_http
+from qfbridge.tls import tls_context
 
 trace_http()  # this module sends with httpx: X-Ray traces its calls (qfbridge.observability)
 
@@ -338,7 +339,7 @@ class ApiParticulierClient:
     ) -> None:
         self._config = config
         self._owns_http = http is None
-        self._http = http or httpx.Client(timeout=config.timeout_seconds)
+        self._http = http or httpx.Client(timeout=config.timeout_seconds, verify=tls_context())
         self._clock = clock or utc_now
 
     def close(self) -> None:

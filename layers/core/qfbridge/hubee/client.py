@@ -28,6 +28,7 @@ from qfbridge.hubee.protocol import Call, HubeeProtocol
 from qfbridge.hubee.statuses import SET_BY_SI, transition_allowed
 from qfbridge.hubee.tokens import PROCESS_TOKEN_CACHE, TokenCache
 from qfbridge.observability import trace_http
+from qfbridge.tls import tls_context
 
 trace_http()  # this module sends with httpx: X-Ray traces its calls (qfbridge.observability)
 
@@ -63,7 +64,7 @@ class HubeeClient:
     ) -> None:
         self._protocol = HubeeProtocol(config, credentials, rng or random.Random())
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.Client(timeout=config.timeout)
+        self._http = http if http is not None else httpx.Client(timeout=config.timeout, verify=tls_context())
         self._sleep = sleep
         self._clock = clock
         self._tokens = token_cache if token_cache is not None else PROCESS_TOKEN_CACHE
@@ -263,7 +264,9 @@ class AsyncHubeeClient:
     ) -> None:
         self._protocol = HubeeProtocol(config, credentials, rng or random.Random())
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=config.timeout)
+        self._http = (
+            http if http is not None else httpx.AsyncClient(timeout=config.timeout, verify=tls_context())
+        )
         self._sleep = sleep
         self._clock = clock
         self._tokens = token_cache if token_cache is not None else PROCESS_TOKEN_CACHE

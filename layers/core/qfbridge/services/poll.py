@@ -47,6 +47,7 @@ from qfbridge.store.markers import Marker, MarkerRepository
 from qfbridge.store.queues import SEND_BATCH
 from qfbridge.store.secrets import SECRETS_PER_BATCH, TenantCredentials
 from qfbridge.store.tenants import Tenant, TenantPatch, TenantRepository
+from qfbridge.tls import tls_context
 
 BLOCKING_WORKERS = 10
 MAX_RESULT = 100
@@ -164,7 +165,7 @@ class PollService:
         semaphore = asyncio.Semaphore(concurrency)
         # One connection pool for the whole run: the credentials share HubEE's hosts.
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(timeout=self.hubee.timeout, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=self.hubee.timeout, limits=limits, verify=tls_context()) as http:
 
             async def guarded(group: CredentialGroup) -> None:
                 async with semaphore:

@@ -104,6 +104,7 @@ from qfbridge.store.families import FamilyGone, FamilyRecord, FamilyRepository, 
 from qfbridge.store.links import LinkRepository, StoredLink
 from qfbridge.store.markers import MarkerRepository
 from qfbridge.store.tenants import TenantRepository
+from qfbridge.tls import tls_context
 
 AUTHOR = "qfbridge"
 JSON_ATTACHMENT = "FormulaireQF.json"
@@ -291,7 +292,7 @@ class ReconcileService:
             client_id=secret.hubee_client_id, client_secret=secret.hubee_client_secret.get_secret_value()
         )
         if self.http is None:
-            self.http = httpx.Client(timeout=self.hubee.timeout)
+            self.http = httpx.Client(timeout=self.hubee.timeout, verify=tls_context())
         return self.client_factory(self.hubee, credentials, http=self.http)
 
     # ------------------------------------------------------------------ events (CLOSED)
