@@ -19,6 +19,7 @@ help:
 	@echo "make bench      run the benchmarks (bench/results.json)"
 	@echo "make openapi    regenerate docs/openapi.json, docs/api.md, docs/events/*.schema.json and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
+	@echo "make aws-models regenerate layers/core/qfbridge/aws_models (after a botocore upgrade or a new AWS call)"
 	@echo "make layer-lock recompile the layer's hashed lock from layers/core/requirements.in"
 	@echo "make dev-lock   recompile the development environment's hashed lock (requirements-dev.txt)"
 
@@ -50,6 +51,10 @@ reliability: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The AWS service models qfbridge's clients load (botocore's, cut to the operations qfbridge sends).
+aws-models: $(STAMP)
+	$(BIN)/python -m qfbridge_local.aws_models
 
 openapi: $(STAMP)
 	$(BIN)/qfbridge openapi --write docs/openapi.json --markdown docs/api.md
@@ -86,4 +91,4 @@ sam-check: $(SAM_VENV)/.installed
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv demo lint test reliability bench openapi sam-check layer-lock dev-lock clean
+.PHONY: help venv demo lint test reliability bench aws-models openapi sam-check layer-lock dev-lock clean

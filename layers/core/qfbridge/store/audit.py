@@ -41,9 +41,9 @@ class AuditRecord(BaseModel):
 
 @cache
 def _client() -> Any:
-    import boto3
+    from qfbridge.store import aws
 
-    return boto3.client("logs")
+    return aws.client("logs")
 
 
 class AuditTrail:

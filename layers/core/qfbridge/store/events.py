@@ -23,9 +23,9 @@ PUT_EVENTS_BATCH = 10  # PutEvents' maximum entries per call
 
 @cache
 def _client() -> Any:
-    import boto3
+    from qfbridge.store import aws
 
-    return boto3.client("events")
+    return aws.client("events")
 
 
 @dataclass

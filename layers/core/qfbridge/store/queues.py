@@ -23,9 +23,9 @@ MAX_DELAY_SECONDS = 900
 
 @cache
 def _client() -> Any:
-    import boto3
+    from qfbridge.store import aws
 
-    return boto3.client("sqs")
+    return aws.client("sqs")
 
 
 def _send(client: Any, url: str, body: str, delay_seconds: int) -> None:

@@ -46,9 +46,9 @@ def new_version() -> str:
 
 @cache
 def _client() -> Any:
-    import boto3
+    from qfbridge.store import aws
 
-    return boto3.client("secretsmanager")
+    return aws.client("secretsmanager")
 
 
 _CACHE: dict[str, tuple[float, str]] = {}

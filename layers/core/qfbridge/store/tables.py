@@ -22,10 +22,11 @@ from qfbridge.domain.errors import ValidationError
 def dynamodb() -> Any:
     """The DynamoDB client, plain values in and out (created lazily: a cold start that never
     touches it pays nothing)."""
-    import boto3  # deferred: importing boto3 is most of a cold start
     from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
 
-    client = boto3.client("dynamodb")
+    from qfbridge.store import aws
+
+    client = aws.client("dynamodb")
     # What boto3's DynamoDB resource registers on its client (boto3.dynamodb.transform).
     events = client.meta.events
     events.register(
