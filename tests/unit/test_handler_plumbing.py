@@ -154,8 +154,9 @@ _COSTLY = {
     # pydantic-settings: the handlers read flat environment variables (qfbridge.settings)
     "all": ("pydantic_settings",),
     # boto3's DynamoDB resource (its model, the classes it builds): qfbridge.store.tables uses a client;
-    # Powertools' parameters (a second boto3 session for its provider): qfbridge.store.secrets caches
-    "all_aws": ("boto3.dynamodb.table", "aws_lambda_powertools.utilities.parameters"),
+    # Powertools' parameters (a second boto3 session for its provider): qfbridge.store.secrets caches;
+    # boto3 itself (s3transfer, multiprocessing): qfbridge.store.aws builds botocore clients
+    "all_aws": ("boto3", "s3transfer", "aws_lambda_powertools.utilities.parameters"),
     # Powertools' batch utility (every Powertools event class): qfbridge.batch answers its batches
     "reconcile": ("aws_lambda_powertools.utilities.batch",),
     # HubEE's and API Particulier's clients (httpx, asyncio): the API reads their models, calls neither

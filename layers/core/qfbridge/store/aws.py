@@ -1,4 +1,4 @@
-"""The AWS clients of an execution environment: one boto3 session, on qfbridge's cut service models.
+"""The AWS clients of an execution environment: one botocore session, on qfbridge's cut service models.
 
 Every client qfbridge builds (DynamoDB, Secrets Manager, SQS, EventBridge, CloudWatch Logs) comes
 from this session. Its data loader reads ``qfbridge/aws_models`` first: botocore's models of those
@@ -10,7 +10,9 @@ fails with ``AttributeError`` — tests/unit/test_aws_models.py keeps the list a
 (``qfbridge_local.aws_models``).
 
 Only qfbridge's clients use this session: ``boto3.client`` elsewhere (the laptop runtime, an
-operator's session) reads botocore's whole models, as before.
+operator's session) reads botocore's whole models, as before. It is botocore's, not boto3's: boto3's
+package imports s3transfer and multiprocessing (~15 ms of a cold request), and qfbridge needs none
+of what boto3 adds to a client (DynamoDB's values: ``qfbridge.store.attribute_values``).
 """
 
 from __future__ import annotations
@@ -24,17 +26,16 @@ MODELS = Path(__file__).resolve().parents[1] / "aws_models"
 
 @cache
 def session() -> Any:
-    """The environment's boto3 session (region, credentials and endpoint from the environment, as
-    ``boto3.client`` has them)."""
-    import boto3
+    """The environment's botocore session (region, credentials and endpoint from the environment,
+    as ``boto3.client`` has them)."""
     import botocore.loaders
     import botocore.session
 
     core = botocore.session.get_session()
     core.register_component("data_loader", botocore.loaders.create_loader(str(MODELS)))
-    return boto3.Session(botocore_session=core)
+    return core
 
 
 def client(service: str) -> Any:
     """A new client of the environment's session (each store module keeps its own, cached)."""
-    return session().client(service)
+    return session().create_client(service)

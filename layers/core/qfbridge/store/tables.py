@@ -1,10 +1,10 @@
 """DynamoDB access shared by the repositories: one client per process, plain-dict items.
 
 The client takes and returns plain Python values (``str``, ``Decimal``, ``set``…), as boto3's
-resource layer does, through the same boto3 transformations the resource registers on its own
-client (condition expressions built from ``Key``/``Attr``, values serialised in and out) — without
-the resource layer itself: its resource model and the classes it builds cost a cold request twice
-a client's creation (docs/performance.md, cold request).
+resource layer does, through the transformations of ``qfbridge.store.attribute_values`` (values
+serialised in and out, key conditions): neither boto3's resource layer (its model and the classes it
+builds cost a cold request twice a client's creation) nor boto3 itself (its package imports
+s3transfer and multiprocessing) is imported (docs/performance.md, cold request).
 """
 
 from __future__ import annotations
@@ -22,38 +22,17 @@ from qfbridge.domain.errors import ValidationError
 def dynamodb() -> Any:
     """The DynamoDB client, plain values in and out (created lazily: a cold start that never
     touches it pays nothing)."""
-    from boto3.dynamodb.transform import TransformationInjector, copy_dynamodb_params
-
     from qfbridge.store import aws
+    from qfbridge.store.attribute_values import register
 
-    client = aws.client("dynamodb")
-    # What boto3's DynamoDB resource registers on its client (boto3.dynamodb.transform).
-    events = client.meta.events
-    events.register(
-        "provide-client-params.dynamodb", copy_dynamodb_params, unique_id="dynamodb-create-params-copy"
-    )
-    injector = TransformationInjector()
-    events.register(
-        "before-parameter-build.dynamodb",
-        injector.inject_condition_expressions,
-        unique_id="dynamodb-condition-expression",
-    )
-    events.register(
-        "before-parameter-build.dynamodb",
-        injector.inject_attribute_value_input,
-        unique_id="dynamodb-attr-value-input",
-    )
-    events.register(
-        "after-call.dynamodb", injector.inject_attribute_value_output, unique_id="dynamodb-attr-value-output"
-    )
-    return client
+    return register(aws.client("dynamodb"))
 
 
 def key_condition(name: str) -> Any:
-    """``boto3.dynamodb.conditions.Key``, imported on first use."""
-    from boto3.dynamodb.conditions import Key
+    """A key attribute of a Query, conditions joined with ``&`` (``qfbridge.store.attribute_values.key``)."""
+    from qfbridge.store.attribute_values import key
 
-    return Key(name)
+    return key(name)
 
 
 class _Meta:
@@ -84,8 +63,8 @@ class Table:
         return self.meta.client.query(TableName=self.name, **kwargs)
 
     def batch_writer(self, overwrite_by_pkeys: list[str] | None = None) -> Any:
-        """boto3's batch writer (25 items per ``BatchWriteItem``, unprocessed items sent again)."""
-        from boto3.dynamodb.table import BatchWriter
+        """25 items per ``BatchWriteItem``, unprocessed items sent again (as boto3's batch writer)."""
+        from qfbridge.store.attribute_values import BatchWriter
 
         return BatchWriter(self.name, self.meta.client, overwrite_by_pkeys=overwrite_by_pkeys)
 
@@ -98,10 +77,9 @@ def table(name: str) -> Table:
 def from_wire(item: dict[str, Any]) -> dict[str, Any]:
     """An item in DynamoDB's typed wire form (``{"S": ...}``) as the resource returns items: what a
     failed condition's ``ReturnValuesOnConditionCheckFailure`` gives back, even through the resource."""
-    from boto3.dynamodb.types import TypeDeserializer
+    from qfbridge.store.attribute_values import deserialize
 
-    deserializer = TypeDeserializer()
-    return {name: deserializer.deserialize(value) for name, value in item.items()}
+    return {name: deserialize(value) for name, value in item.items()}
 
 
 def plain(value: Any) -> Any:
