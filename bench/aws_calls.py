@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import functools
 import json
 import math
 import os
@@ -572,9 +573,19 @@ class ItemImages:
         return units
 
 
+@functools.cache
+def _harness_client(endpoint_url: str, region: str) -> Any:
+    import boto3
+
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region)
+
+
 def _describer(client: Any, original: Any) -> Any:
-    """DescribeTable through the unpatched call: the harness's own request, not counted."""
-    return lambda table: original(client, "DescribeTable", {"TableName": table})
+    """DescribeTable through the unpatched call: the harness's own request, not counted, and by a
+    client of its own — qfbridge's clients carry only the operations qfbridge sends
+    (``qfbridge.store.aws``), DescribeTable is not one."""
+    harness = _harness_client(client.meta.endpoint_url, client.meta.region_name)
+    return lambda table: original(harness, "DescribeTable", {"TableName": table})
 
 
 def plain_item(item: Any) -> Any:

@@ -105,3 +105,16 @@ def test_the_fixed_monthly_costs_count_what_the_template_declares() -> None:
     assert fixed["quantities"]["secrets"] == 11  # one per tenant, and the link-signing keys
     assert fixed["quantities"]["cloudwatch_alarms"] >= 8
     assert fixed["usd"]["api_gateway_requests"] == 0
+
+
+def test_writes_of_qfbridges_own_clients_are_priced_though_they_cannot_describe_a_table(table: Any) -> None:
+    """qfbridge's clients load service models cut to the operations qfbridge sends: the counter
+    reads a table's key schema and indexes with a client of its own."""
+    from qfbridge.store import aws
+    from qfbridge.store.attribute_values import register
+
+    client = register(aws.session.__wrapped__().create_client("dynamodb", region_name="eu-west-3"))
+    assert not hasattr(client, "describe_table")
+    with RequestCounter() as counter:
+        client.put_item(TableName="dossiers", Item={"case_id": "c1", "tenant": "t1", "body": BIG})
+        assert written(counter) == 3 + 3
