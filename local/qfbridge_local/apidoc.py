@@ -147,7 +147,7 @@ def render_event_catalogue(schemas: dict[str, dict[str, Any]], webhooks: str = "
     lines = [
         "# Event catalogue",
         "",
-        "<!-- Generated from the event models (layers/core/qfbridge/messages.py) and docs/events/*.schema.json "
+        "<!-- Generated from the event models (layers/core/qfbridge/messages/events.py) and docs/events/*.schema.json "
         "by `make openapi`; do not edit by hand. -->",
         "",
         "qfbridge publishes on the EventBridge bus `qfbridge-<stage>` (stack output `EventBusName`).",
