@@ -122,3 +122,46 @@ def test_a_later_request_for_a_buffered_key_replaces_it_when_asked() -> None:
             {"DeleteRequest": {"Key": {"case_id": "c2"}}},
         ]
     ]
+
+
+def test_the_shapes_table_only_ever_holds_final_answers() -> None:
+    """Threads converting their first requests at once read the table while others fill it: a shape
+    must never be seen as carrying no AttributeValue because another thread is exploring it."""
+    import botocore.session
+
+    from qfbridge.store import attribute_values
+
+    model = botocore.session.get_session().get_service_model("dynamodb")
+    shapes = [model.shape_for(name) for name in model.shape_names]
+
+    def truth(shape: Any, seen: frozenset[str] = frozenset()) -> bool:
+        if shape.name == "AttributeValue":
+            return True
+        if shape.name in seen:
+            return False
+        seen = seen | {shape.name}
+        children = (
+            list(shape.members.values())
+            if shape.type_name == "structure"
+            else [shape.value]
+            if shape.type_name == "map"
+            else [shape.member]
+            if shape.type_name == "list"
+            else []
+        )
+        return any(truth(child, seen) for child in children)
+
+    expected = {shape.name: truth(shape) for shape in shapes}
+
+    class Checked(dict[str, bool]):
+        def __setitem__(self, name: str, value: bool) -> None:
+            assert value == expected[name], f"{name} stored as {value}"
+            super().__setitem__(name, value)
+
+    original = attribute_values._CARRIES
+    attribute_values._CARRIES = Checked()
+    try:
+        for shape in reversed(shapes):
+            assert attribute_values._carries(shape) == expected[shape.name]
+    finally:
+        attribute_values._CARRIES = original

@@ -102,7 +102,9 @@ def deserialize(value: Mapping[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------- walking the shapes
 _CARRIES: dict[str, bool] = {}
-"""Shape name → whether an AttributeValue can be found under it (a service's shapes are shared)."""
+"""Shape name → whether an AttributeValue can be found under it (a service's shapes are shared).
+Only final answers are stored: threads converting their first requests at once read it (the poll's
+workers, the directory's writers), and none may read a shape as empty while another explores it."""
 
 
 def _carries(shape: Any) -> bool:
@@ -110,19 +112,33 @@ def _carries(shape: Any) -> bool:
     if name == "AttributeValue":
         return True
     known = _CARRIES.get(name)
+    if known is None:
+        known = _CARRIES[name] = _reaches(shape, set())
+    return known
+
+
+def _reaches(shape: Any, visiting: set[str]) -> bool:
+    """Whether an AttributeValue is under ``shape``; ``visiting``: the shapes on the current path
+    (a recursive shape reaches nothing new by going round again)."""
+    name = shape.name
+    if name == "AttributeValue":
+        return True
+    known = _CARRIES.get(name)
     if known is not None:
         return known
-    _CARRIES[name] = False  # a recursive shape reaches itself: not through this path
+    if name in visiting:
+        return False
+    visiting.add(name)
     kind = shape.type_name
     if kind == "structure":
-        found = any(_carries(member) for member in shape.members.values())
+        found = any(_reaches(member, visiting) for member in shape.members.values())
     elif kind == "map":
-        found = _carries(shape.value)
+        found = _reaches(shape.value, visiting)
     elif kind == "list":
-        found = _carries(shape.member)
+        found = _reaches(shape.member, visiting)
     else:
         found = False
-    _CARRIES[name] = found
+    visiting.discard(name)
     return found
 
 
