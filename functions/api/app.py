@@ -65,7 +65,7 @@ def wire() -> None:
     )
 
 
-@startup.settled
+@startup.settled(wire)
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -63,7 +63,7 @@ def services() -> PollService:
     )
 
 
-@startup.settled
+@startup.settled(services)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

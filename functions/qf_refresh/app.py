@@ -144,7 +144,7 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext, may_defer: 
     logger.info("refresh done", extra={"outcome": result.outcome, "changed": result.changed})
 
 
-@startup.settled
+@startup.settled(settings, service, queue)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

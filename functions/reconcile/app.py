@@ -204,7 +204,7 @@ def record_handler(record: SqsRecord, lambda_context: LambdaContext | None = Non
     )
 
 
-@startup.settled
+@startup.settled(service)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -55,7 +55,7 @@ def dispatcher() -> RefreshDispatcher:
     )
 
 
-@startup.settled
+@startup.settled(dispatcher)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

@@ -40,7 +40,7 @@ def service() -> TokenWatchService:
     )
 
 
-@startup.settled
+@startup.settled(service)
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)

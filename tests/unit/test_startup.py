@@ -19,13 +19,25 @@ FUNCTIONS = sorted((REPO / "functions").glob("*/app.py"))
 LAMBDA = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.13"}
 
 _SETTLED_HANDLER = """
-import gc, json
+import gc, json, weakref
 from qfbridge import startup
 report = {"paused_at_import": not gc.isenabled()}
 
-@startup.settled
+def wiring():
+    report["paused_while_wiring"] = not gc.isenabled()
+
+def failing_wiring():
+    raise RuntimeError("a setting is missing")
+
+class Cycle:
+    pass
+
+@startup.settled(failing_wiring, wiring)
 def handler(event, context):
     report.setdefault("paused_during_first", not gc.isenabled())
+    garbage = Cycle()
+    garbage.itself = garbage  # a reference cycle the request leaves behind
+    report.setdefault("garbage", []).append(weakref.ref(garbage))
     if event == "fail":
         raise RuntimeError("first invocation failed")
     return event
@@ -38,6 +50,8 @@ report["enabled_after_first"] = gc.isenabled()
 report["frozen_after_first"] = gc.get_freeze_count()
 handler("again", None)
 report["enabled_after_second"] = gc.isenabled()
+gc.collect()
+report["request_garbage_left"] = sum(1 for ref in report.pop("garbage") if ref() is not None)
 print(json.dumps(report))
 """
 
@@ -52,23 +66,27 @@ def _run(code: str, environment: dict[str, str]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("event", ["ok", "fail"])
-def test_in_lambda_the_collector_waits_for_the_end_of_the_first_invocation(event: str) -> None:
+def test_in_lambda_the_collector_waits_until_the_handler_is_wired(event: str) -> None:
     report = _run(_SETTLED_HANDLER.replace("EVENT", repr(event)), LAMBDA)
 
     assert report["paused_at_import"] is True
-    assert report["paused_during_first"] is True
-    assert report.get("raised", False) is (event == "fail")  # a failed first invocation ends it too
+    assert report["paused_while_wiring"] is True  # a failing factory does not stop the others
+    assert report["paused_during_first"] is False  # the request runs with the collector on
+    assert report.get("raised", False) is (event == "fail")
     assert report["enabled_after_first"] is True
     assert report["frozen_after_first"] > 0  # what the cold start loaded: out of later collections
     assert report["enabled_after_second"] is True
+    assert report["request_garbage_left"] == 0  # the first request's cycles are not frozen
 
 
 def test_outside_lambda_importing_it_changes_nothing() -> None:
     report = _run(_SETTLED_HANDLER.replace("EVENT", "'ok'"), {})
 
     assert report["paused_at_import"] is False
+    assert "paused_while_wiring" not in report  # outside Lambda the request wires itself, as before
     assert report["paused_during_first"] is False
     assert report["frozen_after_first"] == 0
+    assert report["request_garbage_left"] == 0
 
 
 def test_a_cold_start_leaves_only_a_few_hundred_objects_of_cyclic_garbage() -> None:
@@ -116,4 +134,10 @@ def test_every_handler_imports_startup_first_and_is_settled_by_its_outermost_dec
 
     handler = next(n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == "lambda_handler")
     outermost = handler.decorator_list[0]
-    assert ast.unparse(outermost) == "startup.settled"
+    assert isinstance(outermost, ast.Call) and ast.unparse(outermost.func) == "startup.settled"
+    factories = {
+        n.name
+        for n in module.body
+        if isinstance(n, ast.FunctionDef) and any(ast.unparse(d) == "cache" for d in n.decorator_list)
+    }
+    assert {ast.unparse(a) for a in outermost.args} <= factories  # it builds the handler's own factories

@@ -1,4 +1,4 @@
-"""A Lambda execution environment's cold start: no cyclic garbage collection until it has answered.
+"""A Lambda execution environment's cold start: no cyclic garbage collection until it is wired.
 
 A cold request loads ~250–450 modules and builds the models, clients and services the environment
 keeps for its whole life. CPython's cyclic collector runs every ~2,000 new container objects and
@@ -7,15 +7,16 @@ that freshly imported modules, classes and clients are alive (docs/performance.m
 
 Each handler module imports this module before anything else: in a Lambda execution environment
 (``AWS_EXECUTION_ENV`` starts with ``AWS_Lambda_``) the collector is paused at once. ``settled``, the
-handler's outermost decorator, ends the pause when the first invocation ends, returned or raised:
-``gc.freeze()`` moves everything loaded so far to the permanent generation, which later collections
-never walk, then collection resumes — the sequence the ``gc`` documentation gives for a process that
-loads once and then serves (``gc.disable()`` early, ``gc.freeze()``, ``gc.enable()``).
+handler's outermost decorator, ends the pause at the first invocation, before the request is
+handled: it builds the handler's cached factories (settings, services: what the request would build
+first), then ``gc.freeze()`` moves everything loaded so far to the permanent generation, which later
+collections never walk, and collection resumes. The request itself runs with the collector on, its
+cyclic garbage collected as usual; its collections walk only what was made since the freeze.
 
-What the pause costs: cyclic garbage made during the cold start is never reclaimed (a few hundred
-objects, once per environment: measured in tests/unit/test_startup.py); reference counting frees
-everything else as usual. Outside Lambda (tests, the laptop runtime's in-process environments, the
-CLI) importing this module changes nothing.
+What the pause costs: the cyclic garbage of the import and the wiring is never reclaimed (a few
+hundred objects, once per environment: tests/unit/test_startup.py measures it); reference counting
+frees everything else as usual. Outside Lambda (tests, the laptop runtime's in-process
+environments, the CLI) importing this module changes nothing.
 """
 
 from __future__ import annotations
@@ -57,19 +58,30 @@ def settle() -> None:
     gc.enable()
 
 
-def settled(handler: Callable[P, R]) -> Callable[P, R]:
-    """The handler's outermost decorator: the first invocation ends the cold start's pause."""
+def settled(*wiring: Callable[[], object]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The handler's outermost decorator: at the first invocation, build ``wiring`` (the handler's
+    cached factories) with the collector still paused, then end the pause, then handle the request.
 
-    @functools.wraps(handler)
-    def invoke(*args: P.args, **kwargs: P.kwargs) -> R:
-        if not _paused:
-            return handler(*args, **kwargs)
-        try:
-            return handler(*args, **kwargs)
-        finally:
-            settle()
+    A factory that fails is left to the request, which calls it again and reports the error as it
+    always does (``functools.cache`` keeps no failure)."""
 
-    return invoke
+    def decorate(handler: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(handler)
+        def invoke(*args: P.args, **kwargs: P.kwargs) -> R:
+            if _paused:
+                try:
+                    for factory in wiring:
+                        try:
+                            factory()
+                        except Exception:  # noqa: S112 (the request calls it again and reports it)
+                            continue
+                finally:
+                    settle()
+            return handler(*args, **kwargs)
+
+        return invoke
+
+    return decorate
 
 
 pause()
