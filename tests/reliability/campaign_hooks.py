@@ -95,7 +95,7 @@ class _Current:
     message: dict[str, Any] | None = None
 
 
-def _stall_before_the_last_write(case_id: str) -> bool:
+def _stall_before_the_last_write(case_id: str, lease_taken: Any = None) -> bool:
     """The stalled invocation holds on before its last write (which would give the lease up), past
     its lease: it has posted the case's statuses, deleted the notification and published."""
     if case_id not in _stall_cases():
@@ -123,7 +123,17 @@ def _stall_before_the_last_write(case_id: str) -> bool:
         and (invocation is None or invocation.get_remaining_time_in_millis() > STALL_MARGIN_MS)
     ):
         time.sleep(0.05)
-    time.sleep(0.5)  # the other environment works on the case meanwhile
+    # The other environment works on the case meanwhile: wait until it has taken the lease (its first
+    # write), within the same bounds — a fixed half second was not always enough on a loaded machine
+    # (its HubEE calls retried first), and this write then met a lease nobody had taken yet.
+    while (
+        lease_taken is not None
+        and not lease_taken()
+        and clock.time() < started + STALL_SECONDS
+        and (invocation is None or invocation.get_remaining_time_in_millis() > STALL_MARGIN_MS)
+    ):
+        time.sleep(0.05)
+    time.sleep(0.1)
     _append("stalls.jsonl", {"case_id": case_id, "resumed_at": clock.time(), "pid": os.getpid()})
     return True
 
@@ -156,7 +166,13 @@ class _StallingStore:
     def write(self, record: Any, steps: Any, *args: Any, **kwargs: Any) -> Any:
         if not (kwargs.get("release") and kwargs.get("lease") is not None):
             return self._store.write(record, steps, *args, **kwargs)
-        if not _stall_before_the_last_write(record.case_id):
+        held = kwargs["lease"]
+
+        def lease_taken() -> bool:
+            current = self._store.get(record.case_id)
+            return current is None or current.lease_until != held
+
+        if not _stall_before_the_last_write(record.case_id, lease_taken):
             return self._store.write(record, steps, *args, **kwargs)
         try:
             written = self._store.write(record, steps, *args, **kwargs)
