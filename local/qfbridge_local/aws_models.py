@@ -5,9 +5,11 @@ documentation) and builds a method per operation: DynamoDB's model is 94 KB gzip
 Logs' 118 operations. A cold request builds four or five clients, ~31 ms of CPU beyond the one the
 floor builds; with the models below, ~11 ms (docs/performance.md, cold request). The cut keeps each
 kept operation's input, output and error shapes (what ``client.exceptions`` offers), whole, and
-drops the documentation strings; ``qfbridge.store.aws`` puts the directory first on its own
-session's search path (the endpoint rules, paginators and botocore's other data still come from
-botocore).
+drops the documentation strings. The first client of a session also parses botocore's endpoint data
+(``endpoints.json``, 1.2 MB, ~20 ms): its cut keeps every partition whole (regions, defaults, DNS
+suffixes) and, of its services, those of ``OPERATIONS``. ``qfbridge.store.aws`` puts the directory
+first on its own session's search path (the endpoint rules, partitions, paginators and botocore's
+other data still come from botocore).
 
 ``OPERATIONS`` is every operation qfbridge's clients send, the tests' and benchmarks' direct calls
 included. tests/unit/test_aws_models.py fails when a call in the code names an operation left out,
@@ -102,19 +104,39 @@ def cut(model: dict[str, Any], operations: tuple[str, ...]) -> dict[str, Any]:
     return dict(_undocumented(result))
 
 
+def full_endpoints() -> dict[str, Any]:
+    endpoints: dict[str, Any] = json.loads((_botocore_data() / "endpoints.json").read_text(encoding="utf-8"))
+    return endpoints
+
+
+def cut_endpoints(endpoints: dict[str, Any], services: set[str]) -> dict[str, Any]:
+    """botocore's endpoint data with every partition whole but its ``services`` cut to ``services``."""
+    return endpoints | {
+        "partitions": [
+            partition | {"services": {k: v for k, v in partition["services"].items() if k in services}}
+            for partition in endpoints["partitions"]
+        ]
+    }
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n"
+
+
 def generate() -> dict[Path, str]:
-    """Relative path → content of every model file, from the installed botocore."""
-    files = {}
+    """Relative path → content of every file of the directory, from the installed botocore."""
+    files = {Path("endpoints.json"): _dumps(cut_endpoints(full_endpoints(), set(OPERATIONS)))}
     for service, operations in sorted(OPERATIONS.items()):
-        text = json.dumps(cut(full_model(service), operations), separators=(",", ":"), sort_keys=True)
-        files[Path(service) / latest_version(service) / "service-2.json"] = text + "\n"
+        files[Path(service) / latest_version(service) / "service-2.json"] = _dumps(
+            cut(full_model(service), operations)
+        )
     return files
 
 
 def write(directory: Path = MODELS) -> list[Path]:
     """Write the models (and only them) under ``directory``; returns the files written."""
     files = generate()
-    for stale in directory.rglob("service-2.json") if directory.exists() else []:
+    for stale in directory.rglob("*.json") if directory.exists() else []:
         if stale.relative_to(directory) not in files:
             stale.unlink()
     written = []

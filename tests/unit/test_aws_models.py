@@ -5,6 +5,8 @@ installed version gives (``make aws-models``)."""
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from botocore import xform_name
 
 from qfbridge.store import aws
-from qfbridge_local.aws_models import MODELS, OPERATIONS, full_model, generate
+from qfbridge_local.aws_models import MODELS, OPERATIONS, full_endpoints, full_model, generate
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = [REPO / "layers" / "core" / "qfbridge", REPO / "functions"]
@@ -66,7 +68,7 @@ def test_every_exception_the_code_catches_is_defined_by_the_cut_models() -> None
 
 def test_the_committed_models_are_what_the_installed_botocore_gives() -> None:
     generated = generate()
-    committed = {p.relative_to(MODELS): p.read_text(encoding="utf-8") for p in MODELS.rglob("service-2.json")}
+    committed = {p.relative_to(MODELS): p.read_text(encoding="utf-8") for p in MODELS.rglob("*.json")}
     assert set(committed) == set(generated), "run `make aws-models`"
     for relative, text in generated.items():
         assert committed[relative] == text, f"{relative} is stale: run `make aws-models`"
@@ -89,6 +91,73 @@ def test_qfbridge_clients_offer_the_kept_operations_and_exceptions_and_nothing_e
     assert issubclass(secrets.exceptions.ResourceExistsException, Exception)
     # The endpoint rules still come from botocore's own data.
     assert dynamodb.meta.endpoint_url == "https://dynamodb.eu-west-3.amazonaws.com"
+
+
+def _partition_regions() -> list[tuple[str, str]]:
+    return [
+        (partition["partition"], region)
+        for partition in full_endpoints()["partitions"]
+        for region in partition["regions"]
+    ]
+
+
+def _outcome(resolver: Any, service: str, region: str, partition: str, options: dict[str, bool]) -> Any:
+    try:
+        return resolver.construct_endpoint(service, region, partition, **options)
+    except Exception as exc:  # a variant a partition does not offer: the same error either way
+        return type(exc), str(exc)
+
+
+def test_the_cut_endpoint_data_resolves_every_region_of_every_partition_as_botocores_whole() -> None:
+    from botocore.regions import EndpointResolver
+
+    cut = EndpointResolver(json.loads((MODELS / "endpoints.json").read_text(encoding="utf-8")), True)
+    whole = EndpointResolver(full_endpoints(), True)
+    checked = 0
+    for service in OPERATIONS:
+        for partition, region in _partition_regions():
+            for fips, dualstack in itertools.product((False, True), repeat=2):
+                options = {"use_fips_endpoint": fips, "use_dualstack_endpoint": dualstack}
+                assert _outcome(cut, service, region, partition, options) == (
+                    _outcome(whole, service, region, partition, options)
+                ), (service, region, options)
+                checked += 1
+        assert cut.get_available_endpoints(service) == whole.get_available_endpoints(service)
+    assert checked >= len(OPERATIONS) * 40 * 4
+
+
+def test_qfbridge_clients_reach_the_endpoints_and_sign_as_botocores_whole_data(session: Any) -> None:
+    import botocore.session
+    from botocore.config import Config
+
+    # botocore feeds a customer's own endpoints.json into the endpoint rules; the cut is its own data.
+    loader = session.get_component("data_loader")
+    _, path = loader.load_data_with_path("endpoints")
+    assert Path(path).is_relative_to(MODELS) and loader.is_builtin_path(path)
+    whole = botocore.session.get_session()
+    regions = ["eu-west-3", "us-east-1", "cn-north-1", "us-gov-west-1", "eusc-de-east-1"]
+    assert {region for _, region in _partition_regions()} >= set(regions)
+    for service, region, fips, dualstack in itertools.product(
+        OPERATIONS, regions, (False, True), (False, True)
+    ):
+        config = Config(region_name=region, use_fips_endpoint=fips, use_dualstack_endpoint=dualstack)
+        ours, theirs = (s.create_client(service, config=config) for s in (session, whole))
+        assert ours.meta.endpoint_url == theirs.meta.endpoint_url, (service, region, fips, dualstack)
+        assert ours.meta.region_name == theirs.meta.region_name
+        assert ours._request_signer.signing_name == theirs._request_signer.signing_name
+        assert ours._request_signer.region_name == theirs._request_signer.region_name
+
+
+def test_a_client_of_a_service_outside_the_cut_still_comes_from_botocores_data(session: Any) -> None:
+    """Only the known services' check is answered service by service: an unknown one still fails
+    with botocore's error, naming every service botocore has."""
+    from botocore.exceptions import UnknownServiceError
+
+    assert hasattr(session.create_client("sts"), "get_caller_identity")
+    with pytest.raises(UnknownServiceError) as error:
+        session.create_client("no-such-service")
+    assert "dynamodb" in str(error.value) and "sts" in str(error.value)
+    assert "dynamodb" in session.get_available_services()
 
 
 def test_other_sessions_keep_botocores_whole_models(session: Any) -> None:
