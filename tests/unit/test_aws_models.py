@@ -141,7 +141,8 @@ def test_qfbridge_clients_reach_the_endpoints_and_sign_as_botocores_whole_data(s
         OPERATIONS, regions, (False, True), (False, True)
     ):
         config = Config(region_name=region, use_fips_endpoint=fips, use_dualstack_endpoint=dualstack)
-        ours, theirs = (s.create_client(service, config=config) for s in (session, whole))
+        ours: Any = session.create_client(service, config=config)
+        theirs: Any = whole.create_client(service, config=config)
         assert ours.meta.endpoint_url == theirs.meta.endpoint_url, (service, region, fips, dualstack)
         assert ours.meta.region_name == theirs.meta.region_name
         assert ours._request_signer.signing_name == theirs._request_signer.signing_name
