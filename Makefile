@@ -20,6 +20,7 @@ help:
 	@echo "make openapi    regenerate docs/openapi.json, docs/api.md, docs/events/*.schema.json and docs/events.md from the code"
 	@echo "make sam-check  sam validate --lint and sam build (own virtualenv)"
 	@echo "make aws-models regenerate layers/core/qfbridge/aws_models (after a botocore upgrade or a new AWS call)"
+	@echo "make ca-roots   regenerate layers/core/qfbridge/ca_roots (after a certifi upgrade)"
 	@echo "make layer-lock recompile the layer's hashed lock from layers/core/requirements.in"
 	@echo "make dev-lock   recompile the development environment's hashed lock (requirements-dev.txt)"
 
@@ -56,6 +57,11 @@ bench: $(STAMP)
 aws-models: $(STAMP)
 	$(BIN)/python -m qfbridge_local.aws_models
 
+# The root certificates of qfbridge's HTTPS clients: certifi's, one file per certificate named by
+# its subject's hash (OpenSSL reads the ones a chain names, not all of them at the first request).
+ca-roots: $(STAMP)
+	$(BIN)/python -m qfbridge_local.ca_roots
+
 openapi: $(STAMP)
 	$(BIN)/qfbridge openapi --write docs/openapi.json --markdown docs/api.md
 	$(BIN)/python -c "from qfbridge_local.operator import event_catalogue; event_catalogue('docs/events', 'docs/events.md')"
@@ -91,4 +97,4 @@ sam-check: $(SAM_VENV)/.installed
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv demo lint test reliability bench aws-models openapi sam-check layer-lock dev-lock clean
+.PHONY: help venv demo lint test reliability bench aws-models ca-roots openapi sam-check layer-lock dev-lock clean

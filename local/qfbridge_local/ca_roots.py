@@ -1,0 +1,176 @@
+"""The root certificates qfbridge's HTTPS clients trust, as a directory OpenSSL reads on demand.
+
+A TLS context loaded from certifi's bundle (``cacert.pem``) parses its ~145 root certificates at
+once: ~17 ms of CPU at the first HTTPS client of every execution environment that talks to HubEE or
+API Particulier (docs/performance.md, cold request). The same certificates, one file each, named
+after the hash of their subject as OpenSSL's ``c_rehash`` names them (``<hash>.<n>``), are read only
+when a chain names one: ``qfbridge.tls.tls_context`` loads the directory (``capath``), not the bundle.
+The certificates are certifi's (the version of the layer's lock), nothing added nor left out.
+
+tests/unit/test_ca_roots.py checks that the committed directory is what this module generates from
+the installed certifi, that OpenSSL finds every root under its name, and that the hash is OpenSSL's
+for names of every string type (``make ca-roots`` writes the directory).
+
+The hash (OpenSSL's ``X509_NAME_hash``): the first four bytes, little-endian, of the SHA-1 of the
+subject's canonical encoding — its relative distinguished names (SETs) concatenated without the
+outer SEQUENCE, each text value re-encoded as a UTF8String with its ASCII letters lowercased, its
+leading and trailing ASCII spaces dropped and each run of inner ones made a single space.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from pathlib import Path
+
+ROOTS = Path(__file__).resolve().parents[2] / "layers" / "core" / "qfbridge" / "ca_roots"
+
+_PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.S)
+
+# ASN.1 universal tags of the string types OpenSSL canonicalises (ASN1_MASK_CANON), with the
+# encoding ASN1_STRING_to_UTF8 reads each with (the one-byte ones byte by byte, as Latin-1).
+_TEXT = {
+    0x0C: "utf-8",  # UTF8String
+    0x13: "latin-1",  # PrintableString
+    0x14: "latin-1",  # T61String (TeletexString)
+    0x16: "latin-1",  # IA5String
+    0x1A: "latin-1",  # VisibleString
+    0x1C: "utf-32-be",  # UniversalString
+    0x1E: "utf-16-be",  # BMPString
+}
+_SPACE = b" \t\n\v\f\r"
+
+
+def _read(data: bytes, offset: int) -> tuple[int, bytes, int]:
+    """One DER element at ``offset``: (tag, content, offset after it)."""
+    tag = data[offset]
+    length = data[offset + 1]
+    offset += 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(data[offset : offset + count], "big")
+        offset += count
+    return tag, data[offset : offset + length], offset + length
+
+
+def _elements(content: bytes) -> list[tuple[int, bytes]]:
+    result, offset = [], 0
+    while offset < len(content):
+        tag, value, offset = _read(content, offset)
+        result.append((tag, value))
+    return result
+
+
+def _encode(tag: int, content: bytes) -> bytes:
+    if len(content) < 0x80:
+        return bytes([tag, len(content)]) + content
+    size = len(content).to_bytes((len(content).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + content
+
+
+def _canonical_text(raw: bytes) -> bytes:
+    out = bytearray()
+    raw = raw.strip(_SPACE)
+    index = 0
+    while index < len(raw):
+        byte = raw[index]
+        if byte >= 0x80:
+            out.append(byte)
+            index += 1
+        elif byte in _SPACE:
+            out.append(0x20)
+            while index < len(raw) and raw[index] in _SPACE:
+                index += 1
+        else:
+            out.append(ord(chr(byte).lower()))
+            index += 1
+    return bytes(out)
+
+
+def canonical_name(name: bytes) -> bytes:
+    """The canonical encoding of a DER ``Name`` (a SEQUENCE of RDN SETs)."""
+    tag, rdns, _ = _read(name, 0)
+    if tag != 0x30:
+        raise ValueError("not a DER Name")
+    canonical = b""
+    for rdn_tag, rdn in _elements(rdns):
+        if rdn_tag != 0x31:
+            raise ValueError("not a relative distinguished name")
+        attributes = []
+        for _, attribute in _elements(rdn):
+            (oid_tag, oid), (value_tag, value) = _elements(attribute)
+            if value_tag in _TEXT:
+                text = value.decode(_TEXT[value_tag]).encode("utf-8")
+                encoded_value = _encode(0x0C, _canonical_text(text))
+            else:
+                encoded_value = _encode(value_tag, value)
+            attributes.append(_encode(0x30, _encode(oid_tag, oid) + encoded_value))
+        canonical += _encode(0x31, b"".join(sorted(attributes)))  # DER sorts a SET OF
+    return canonical
+
+
+def subject_hash(name: bytes) -> str:
+    """OpenSSL's ``X509_NAME_hash`` of a DER ``Name``, as ``c_rehash`` writes it (8 hex digits)."""
+    digest = hashlib.sha1(canonical_name(name), usedforsecurity=False).digest()
+    return f"{int.from_bytes(digest[:4], 'little'):08x}"
+
+
+def subject(certificate: bytes) -> bytes:
+    """The DER subject of a DER certificate (TBSCertificate's sixth field, after the version)."""
+    _, certificate_content, _ = _read(certificate, 0)
+    _, tbs, _ = _read(certificate_content, 0)
+    fields = []
+    offset = 0
+    while offset < len(tbs):
+        start = offset
+        tag, _, offset = _read(tbs, offset)
+        fields.append((tag, tbs[start:offset]))
+    if fields[0][0] == 0xA0:  # [0] version
+        fields = fields[1:]
+    # serialNumber, signature, issuer, validity, subject
+    return fields[4][1]
+
+
+def pem_certificates(bundle: str) -> list[bytes]:
+    return [base64.b64decode("".join(body.split())) for body in _PEM.findall(bundle)]
+
+
+def _pem(certificate: bytes) -> str:
+    text = base64.b64encode(certificate).decode("ascii")
+    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
+def generate(bundle: str | None = None) -> dict[str, str]:
+    """File name → content of every file of the directory, from certifi's bundle (the installed one)."""
+    if bundle is None:
+        import certifi
+
+        bundle = Path(certifi.where()).read_text(encoding="ascii")
+    by_hash: dict[str, list[bytes]] = {}
+    for certificate in pem_certificates(bundle):
+        by_hash.setdefault(subject_hash(subject(certificate)), []).append(certificate)
+    files = {}
+    for name_hash, certificates in sorted(by_hash.items()):
+        # Certificates sharing a subject hash take .0, .1… in an order that does not depend on the
+        # bundle's: OpenSSL tries them all.
+        for index, certificate in enumerate(sorted(certificates, key=lambda c: hashlib.sha256(c).digest())):
+            files[f"{name_hash}.{index}"] = _pem(certificate)
+    return files
+
+
+def write(directory: Path = ROOTS) -> int:
+    """Write the directory (and only it); returns how many certificates it holds."""
+    files = generate()
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.iterdir():
+        if stale.name not in files:
+            stale.unlink()
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="ascii")
+    return len(files)
+
+
+if __name__ == "__main__":
+    print(f"{ROOTS.relative_to(ROOTS.parents[3])}: {write()} root certificates")
