@@ -1,11 +1,16 @@
 """The root certificates qfbridge's HTTPS clients trust, as a directory OpenSSL reads on demand.
 
-A TLS context loaded from certifi's bundle (``cacert.pem``) parses its ~145 root certificates at
+A TLS context loaded from certifi's bundle (``cacert.pem``) parses its ~120 root certificates at
 once: ~17 ms of CPU at the first HTTPS client of every execution environment that talks to HubEE or
 API Particulier (docs/performance.md, cold request). The same certificates, one file each, named
-after the hash of their subject as OpenSSL's ``c_rehash`` names them (``<hash>.<n>``), are read only
+after the hash of their subject as OpenSSL's ``c_rehash`` names them (``<hash>.0``), are read only
 when a chain names one: ``qfbridge.tls.tls_context`` loads the directory (``capath``), not the bundle.
 The certificates are certifi's (the version of the layer's lock), nothing added nor left out.
+
+Roots whose subjects share a hash (two generations of one authority under one name, or a true
+collision) go together into ``shared-subjects.pem`` instead, which the context loads up front: OpenSSL reads a
+hash's files one at a time, and a concurrent handshake can find the first one in memory and never
+look for the second (certifi has none today; Debian's bundle has such a pair).
 
 tests/unit/test_ca_roots.py checks that the committed directory is what this module generates from
 the installed certifi, that OpenSSL finds every root under its name, and that the hash is OpenSSL's
@@ -14,7 +19,8 @@ for names of every string type (``make ca-roots`` writes the directory).
 The hash (OpenSSL's ``X509_NAME_hash``): the first four bytes, little-endian, of the SHA-1 of the
 subject's canonical encoding — its relative distinguished names (SETs) concatenated without the
 outer SEQUENCE, each text value re-encoded as a UTF8String with its ASCII letters lowercased, its
-leading and trailing ASCII spaces dropped and each run of inner ones made a single space.
+leading and trailing ASCII spaces dropped and each run of inner ones made a single space. The names
+are read strictly (DER only): what this reader does not understand is refused, never hashed wrong.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import hashlib
 import re
 from pathlib import Path
 
-ROOTS = Path(__file__).resolve().parents[2] / "layers" / "core" / "qfbridge" / "ca_roots"
+from qfbridge.tls import ROOTS, SHARED
 
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*(.+?)\s*-----END CERTIFICATE-----", re.S)
 
@@ -39,18 +45,37 @@ _TEXT = {
     0x1C: "utf-32-be",  # UniversalString
     0x1E: "utf-16-be",  # BMPString
 }
+_NUMERIC = 0x12  # NumericString: a string type OpenSSL keeps as it is
 _SPACE = b" \t\n\v\f\r"
 
 
+class NotDer(ValueError):
+    """A name this module cannot hash with certainty (not DER, or beyond what it reads)."""
+
+
 def _read(data: bytes, offset: int) -> tuple[int, bytes, int]:
-    """One DER element at ``offset``: (tag, content, offset after it)."""
+    """One DER element at ``offset``: (tag, content, offset after it). Low tag numbers and definite,
+    minimal lengths only (DER's); anything else raises ``NotDer``."""
+    if offset + 2 > len(data):
+        raise NotDer("truncated element")
     tag = data[offset]
+    if tag & 0x1F == 0x1F:
+        raise NotDer("high tag number")
     length = data[offset + 1]
     offset += 2
+    if length == 0x80:
+        raise NotDer("indefinite length")
     if length & 0x80:
         count = length & 0x7F
-        length = int.from_bytes(data[offset : offset + count], "big")
+        raw = data[offset : offset + count]
+        if len(raw) != count or raw[0] == 0:
+            raise NotDer("truncated or non-minimal length")
+        length = int.from_bytes(raw, "big")
+        if length < 0x80:
+            raise NotDer("non-minimal length")
         offset += count
+    if offset + length > len(data):
+        raise NotDer("length beyond the data")
     return tag, data[offset : offset + length], offset + length
 
 
@@ -90,21 +115,26 @@ def _canonical_text(raw: bytes) -> bytes:
 
 def canonical_name(name: bytes) -> bytes:
     """The canonical encoding of a DER ``Name`` (a SEQUENCE of RDN SETs)."""
-    tag, rdns, _ = _read(name, 0)
-    if tag != 0x30:
-        raise ValueError("not a DER Name")
+    tag, rdns, end = _read(name, 0)
+    if tag != 0x30 or end != len(name):
+        raise NotDer("not a DER Name")
     canonical = b""
     for rdn_tag, rdn in _elements(rdns):
-        if rdn_tag != 0x31:
-            raise ValueError("not a relative distinguished name")
+        if rdn_tag != 0x31 or not rdn:
+            raise NotDer("not a relative distinguished name")
         attributes = []
-        for _, attribute in _elements(rdn):
-            (oid_tag, oid), (value_tag, value) = _elements(attribute)
+        for attribute_tag, attribute in _elements(rdn):
+            parts = _elements(attribute)
+            if attribute_tag != 0x30 or len(parts) != 2 or parts[0][0] != 0x06:
+                raise NotDer("not an attribute")
+            (oid_tag, oid), (value_tag, value) = parts
             if value_tag in _TEXT:
                 text = value.decode(_TEXT[value_tag]).encode("utf-8")
                 encoded_value = _encode(0x0C, _canonical_text(text))
-            else:
+            elif value_tag == _NUMERIC:  # not canonicalised: copied as it is
                 encoded_value = _encode(value_tag, value)
+            else:  # constructed, or a type OpenSSL would re-encode: not hashed here
+                raise NotDer(f"attribute value of tag {value_tag:#x}")
             attributes.append(_encode(0x30, _encode(oid_tag, oid) + encoded_value))
         canonical += _encode(0x31, b"".join(sorted(attributes)))  # DER sorts a SET OF
     return canonical
@@ -152,11 +182,14 @@ def generate(bundle: str | None = None) -> dict[str, str]:
     for certificate in pem_certificates(bundle):
         by_hash.setdefault(subject_hash(subject(certificate)), []).append(certificate)
     files = {}
+    shared = []
     for name_hash, certificates in sorted(by_hash.items()):
-        # Certificates sharing a subject hash take .0, .1… in an order that does not depend on the
-        # bundle's: OpenSSL tries them all.
-        for index, certificate in enumerate(sorted(certificates, key=lambda c: hashlib.sha256(c).digest())):
-            files[f"{name_hash}.{index}"] = _pem(certificate)
+        if len(certificates) == 1:
+            files[f"{name_hash}.0"] = _pem(certificates[0])
+        else:
+            shared += sorted(certificates, key=lambda c: hashlib.sha256(c).digest())
+    if shared:
+        files[SHARED] = "".join(_pem(c) for c in shared)
     return files
 
 
@@ -169,7 +202,7 @@ def write(directory: Path = ROOTS) -> int:
             stale.unlink()
     for name, text in files.items():
         (directory / name).write_text(text, encoding="ascii")
-    return len(files)
+    return sum(text.count("-----BEGIN CERTIFICATE-----") for text in files.values())
 
 
 if __name__ == "__main__":

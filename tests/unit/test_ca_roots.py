@@ -22,10 +22,12 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
-from qfbridge.tls import ROOTS, tls_context
+from qfbridge.tls import ROOTS, SHARED, roots_context, tls_context
 from qfbridge_local import ca_roots
 
 SIGNATURE_FAILURE = 7  # X509_V_ERR_CERT_SIGNATURE_FAILURE: the issuer was found
+EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED: the issuer was found, its validity is over
+FOUND = {SIGNATURE_FAILURE, EXPIRED}
 ISSUER_NOT_FOUND = 20  # X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
 HOST = "hubee.test.invalid"
 NOW = dt.datetime.now(dt.UTC)
@@ -106,10 +108,11 @@ def _handshake(client: ssl.SSLContext, chain: list[x509.Certificate], key: objec
     raise AssertionError("the handshake neither completed nor failed")
 
 
-def _client(capath: Path) -> ssl.SSLContext:
-    """A client trusting ``capath``; OpenSSL's strict checks of the roots themselves are off (a few
-    of certifi's roots, no key identifier for one, fail them whatever their file's name)."""
-    context = ssl.create_default_context(capath=str(capath))
+def _client(directory: Path) -> ssl.SSLContext:
+    """A client trusting ``directory`` as qfbridge's context does; OpenSSL's strict checks of the
+    roots themselves are off (a few of certifi's roots, one without a key identifier, fail them
+    whatever their file's name)."""
+    context = roots_context(directory)
     context.verify_flags &= ~ssl.VERIFY_X509_STRICT
     return context
 
@@ -127,12 +130,32 @@ def _found(client: ssl.SSLContext, root: x509.Certificate, tmp: Path) -> int | N
     return _handshake(client, [leaf], key, tmp)
 
 
-def _roots() -> list[tuple[str, x509.Certificate]]:
+def _certificates(path: Path) -> list[x509.Certificate]:
     with warnings.catch_warnings():  # a few of certifi's roots have a serial number ≤ 0
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return [
-            (path.name, x509.load_pem_x509_certificate(path.read_bytes())) for path in sorted(ROOTS.iterdir())
-        ]
+        return x509.load_pem_x509_certificates(path.read_bytes())
+
+
+def _roots() -> list[tuple[str, x509.Certificate]]:
+    return [(path.name, c) for path in sorted(ROOTS.iterdir()) for c in _certificates(path)]
+
+
+def _root(name: x509.Name, key: rsa.RSAPrivateKey) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
 
 
 def test_the_directory_is_certifis_bundle_one_root_per_file() -> None:
@@ -141,13 +164,15 @@ def test_the_directory_is_certifis_bundle_one_root_per_file() -> None:
     committed = {path.name: path.read_text(encoding="ascii") for path in ROOTS.iterdir()}
     assert committed == ca_roots.generate(), "run `make ca-roots`"
     bundle = Path(certifi.where()).read_text(encoding="ascii")
-    assert len(committed) == len(ca_roots.pem_certificates(bundle)) >= 100
+    assert len(_roots()) == len(ca_roots.pem_certificates(bundle)) >= 100
 
 
 def test_openssl_finds_every_root_of_the_directory_under_its_name(tmp_path: Path) -> None:
     client = _client(ROOTS)
-    outcomes = {name: _found(client, root, tmp_path) for name, root in _roots()}
-    assert {name for name, code in outcomes.items() if code != SIGNATURE_FAILURE} == set()
+    outcomes = {
+        f"{name} {root.subject.rfc4514_string()}": _found(client, root, tmp_path) for name, root in _roots()
+    }
+    assert {name: code for name, code in outcomes.items() if code not in FOUND} == {}
 
 
 def test_a_root_under_another_name_is_not_found(tmp_path: Path) -> None:
@@ -161,74 +186,129 @@ def test_a_root_under_another_name_is_not_found(tmp_path: Path) -> None:
     assert _found(_client(directory), root, tmp_path) == SIGNATURE_FAILURE
 
 
-@pytest.mark.parametrize(
-    "attributes",
-    [
-        [[("O", "Ville de Lyon", _ASN1Type.PrintableString)], [("CN", "QFBRIDGE  Test   Root", None)]],
-        [[("CN", "  Collectivité d'Île-de-France  ", _ASN1Type.UTF8String)]],
-        [[("CN", "Mairie DE Nîmes", _ASN1Type.BMPString)]],
-        [[("O", "CAISSE\tNationale", _ASN1Type.T61String)], [("CN", "Racine", None)]],
-        [[("C", "FR", _ASN1Type.PrintableString), ("O", "Multi Valued", _ASN1Type.UTF8String)]],
-        [[("CN", "Mail Root", None)], [("E", "PKI@Example.FR", _ASN1Type.IA5String)]],
-        [[("CN", "Universal Wide", _ASN1Type.UniversalString)]],
-    ],
-    ids=["printable", "utf8-accents", "bmp", "t61", "multi-valued-rdn", "ia5-email", "universal"],
-)
-def test_the_hash_is_openssls_for_names_of_every_string_type(
-    attributes: list[list[tuple[str, str, _ASN1Type | None]]], tmp_path: Path
-) -> None:
-    oids = {"C": NameOID.COUNTRY_NAME, "O": NameOID.ORGANIZATION_NAME, "CN": NameOID.COMMON_NAME}
-    oids["E"] = NameOID.EMAIL_ADDRESS
-    name = x509.Name(
+def test_roots_sharing_a_subject_are_loaded_up_front_and_each_verifies(tmp_path: Path) -> None:
+    """OpenSSL reads a hash's files one at a time: a concurrent handshake could find the first in
+    memory and never read the second. Roots sharing a subject hash go to one file loaded at once."""
+    shared_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Autorite Deux Generations")])
+    old_key, new_key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    older, newer = _root(shared_name, old_key), _root(shared_name, new_key)
+    alone = _root(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Autorite Seule")]), _RSA)
+    bundle = b"".join(_pem(c) for c in (older, alone, newer)).decode("ascii")
+    files = ca_roots.generate(bundle)
+    alone_hash = ca_roots.subject_hash(alone.subject.public_bytes())
+    assert sorted(files) == sorted([f"{alone_hash}.0", SHARED])
+    assert files[SHARED].count("BEGIN CERTIFICATE") == 2
+    directory = tmp_path / "roots"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="ascii")
+    context = roots_context(directory)
+    assert context.cert_store_stats()["x509_ca"] == 2  # the shared two, before any handshake
+    for root, key in ((older, old_key), (newer, new_key), (alone, _RSA)):
+        leaf, leaf_key = _leaf(root.subject, key, _key_id(root))
+        assert _handshake(context, [leaf], leaf_key, tmp_path) is None
+
+
+def _name(*rdns: list[tuple[x509.ObjectIdentifier, str, _ASN1Type | None]]) -> x509.Name:
+    return x509.Name(
         [
             x509.RelativeDistinguishedName(
                 [
-                    x509.NameAttribute(oids[key], value, _type=kind)
-                    if kind
-                    else x509.NameAttribute(oids[key], value)
-                    for key, value, kind in rdn
+                    x509.NameAttribute(oid, value, _type=kind) if kind else x509.NameAttribute(oid, value)
+                    for oid, value, kind in rdn
                 ]
             )
-            for rdn in attributes
+            for rdn in rdns
         ]
     )
-    root_key = _RSA
-    root = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
+
+
+CN, ORG, C, E = NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME, NameOID.COUNTRY_NAME, NameOID.EMAIL_ADDRESS
+T = _ASN1Type
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        _name([(ORG, "Ville de Lyon", T.PrintableString)], [(CN, "QFBRIDGE  Test   Root", None)]),
+        _name([(CN, "  Collectivité d'Île-de-France  ", T.UTF8String)]),
+        _name([(CN, "Mairie DE Nîmes", T.BMPString)]),
+        _name([(ORG, "CAISSE\tNationale  D'Allocations", T.T61String)], [(CN, "Racine", None)]),
+        _name([(C, "FR", T.PrintableString), (ORG, "Multi Valued", T.UTF8String)]),
+        # Canonicalising reorders this set: "A" (PrintableString) sorts after "b" (UTF8String)
+        # before, before it after.
+        _name([(ORG, "A", T.PrintableString), (ORG, "b", T.UTF8String)]),
+        _name([(CN, "Mail Root", None)], [(E, "PKI@Example.FR", T.IA5String)]),
+        _name([(CN, "Universal Wide", T.UniversalString)]),
+        _name([(ORG, " \t ", T.UTF8String)], [(CN, "Blank Organisation", None)]),
+        _name([(ORG, "Direction Interministérielle du Numérique " * 4, T.UTF8String)], [(CN, "Long", None)]),
+    ],
+    ids=[
+        "printable",
+        "utf8-accents",
+        "bmp",
+        "t61",
+        "multi-valued-rdn",
+        "rdn-reordered",
+        "ia5-email",
+        "universal",
+        "blank-value",
+        "long-form-lengths",
+    ],
+)
+def test_the_hash_is_openssls_for_names_of_every_string_type(name: x509.Name, tmp_path: Path) -> None:
+    root = _root(name, _RSA)
     directory = tmp_path / "roots"
     directory.mkdir()
     der_subject = ca_roots.subject(root.public_bytes(serialization.Encoding.DER))
     assert der_subject == name.public_bytes()
     (directory / f"{ca_roots.subject_hash(der_subject)}.0").write_bytes(_pem(root))
-    leaf, key = _leaf(name, root_key, _key_id(root))
+    leaf, key = _leaf(name, _RSA, _key_id(root))
     assert _handshake(_client(directory), [leaf], key, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        bytes.fromhex("3080310b300906035504061302465200000000"),  # indefinite length
+        bytes.fromhex("30023100"),  # an empty RDN
+        bytes.fromhex("300d310b30090603550403" + "2c020c00"),  # a constructed UTF8String
+        bytes.fromhex("300c310a300806035504030301ff"),  # a BIT STRING value
+        bytes.fromhex("300d310b300906035504061302"),  # truncated
+        bytes.fromhex("30810b310930070603550406"),  # a non-minimal length
+    ],
+    ids=["indefinite", "empty-rdn", "constructed-string", "bit-string", "truncated", "non-minimal"],
+)
+def test_a_name_the_reader_does_not_fully_understand_is_refused_not_hashed(name: bytes) -> None:
+    with pytest.raises(ca_roots.NotDer):
+        ca_roots.subject_hash(name)
 
 
 def test_the_shared_context_reads_the_roots_when_a_chain_names_one(tmp_path: Path) -> None:
     context = tls_context()
     assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
-    _, root = _roots()[0]
-    assert _found(context, root, tmp_path) == SIGNATURE_FAILURE
-    assert context.cert_store_stats()["x509_ca"] >= 1
+    [isrg] = [
+        root
+        for _, root in _roots()
+        if root.subject.rfc4514_string() == "CN=ISRG Root X1,O=Internet Security Research Group,C=US"
+    ]
+    assert _found(context, isrg, tmp_path) == SIGNATURE_FAILURE
+    assert context.cert_store_stats()["x509_ca"] == 1
 
 
-def test_ssl_cert_file_replaces_the_roots_as_with_httpx(
+def test_a_missing_roots_directory_fails_when_the_context_is_built(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        roots_context(tmp_path)
+
+
+def test_ssl_cert_file_or_dir_replace_the_roots_as_with_httpx(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, root = _roots()[0]
     (tmp_path / "bundle.pem").write_bytes(_pem(root))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "bundle.pem"))
     assert tls_context().cert_store_stats()["x509_ca"] == 1
+    tls_context.cache_clear()
+    monkeypatch.delenv("SSL_CERT_FILE")
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))  # no hashed name in it: nothing found there
+    assert _found(tls_context(), root, tmp_path) == ISSUER_NOT_FOUND
