@@ -109,8 +109,15 @@ def full_endpoints() -> dict[str, Any]:
     return endpoints
 
 
+def endpoint_prefixes() -> set[str]:
+    """The names botocore looks the services up by in its endpoint data (``cloudwatch`` is
+    ``monitoring`` there; qfbridge's five are their own)."""
+    return {full_model(service)["metadata"]["endpointPrefix"] for service in OPERATIONS}
+
+
 def cut_endpoints(endpoints: dict[str, Any], services: set[str]) -> dict[str, Any]:
-    """botocore's endpoint data with every partition whole but its ``services`` cut to ``services``."""
+    """botocore's endpoint data with every partition whole but its ``services`` cut to ``services``
+    (endpoint prefixes)."""
     return endpoints | {
         "partitions": [
             partition | {"services": {k: v for k, v in partition["services"].items() if k in services}}
@@ -125,7 +132,7 @@ def _dumps(data: dict[str, Any]) -> str:
 
 def generate() -> dict[Path, str]:
     """Relative path → content of every file of the directory, from the installed botocore."""
-    files = {Path("endpoints.json"): _dumps(cut_endpoints(full_endpoints(), set(OPERATIONS)))}
+    files = {Path("endpoints.json"): _dumps(cut_endpoints(full_endpoints(), endpoint_prefixes()))}
     for service, operations in sorted(OPERATIONS.items()):
         files[Path(service) / latest_version(service) / "service-2.json"] = _dumps(
             cut(full_model(service), operations)

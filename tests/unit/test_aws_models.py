@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,14 @@ import pytest
 from botocore import xform_name
 
 from qfbridge.store import aws
-from qfbridge_local.aws_models import MODELS, OPERATIONS, full_endpoints, full_model, generate
+from qfbridge_local.aws_models import (
+    MODELS,
+    OPERATIONS,
+    endpoint_prefixes,
+    full_endpoints,
+    full_model,
+    generate,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = [REPO / "layers" / "core" / "qfbridge", REPO / "functions"]
@@ -76,6 +84,13 @@ def test_the_committed_models_are_what_the_installed_botocore_gives() -> None:
 
 @pytest.fixture
 def session(monkeypatch: pytest.MonkeyPatch) -> Any:
+    # An endpoint, a profile or a FIPS / dual-stack setting from the environment would make both
+    # sides of the comparisons below agree whatever the data.
+    for name in list(os.environ):
+        if name.startswith(
+            ("AWS_ENDPOINT_URL", "AWS_USE_", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_DATA_PATH")
+        ):
+            monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-3")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
@@ -114,7 +129,7 @@ def test_the_cut_endpoint_data_resolves_every_region_of_every_partition_as_botoc
     cut = EndpointResolver(json.loads((MODELS / "endpoints.json").read_text(encoding="utf-8")), True)
     whole = EndpointResolver(full_endpoints(), True)
     checked = 0
-    for service in OPERATIONS:
+    for service in endpoint_prefixes():
         for partition, region in _partition_regions():
             for fips, dualstack in itertools.product((False, True), repeat=2):
                 options = {"use_fips_endpoint": fips, "use_dualstack_endpoint": dualstack}
@@ -149,16 +164,22 @@ def test_qfbridge_clients_reach_the_endpoints_and_sign_as_botocores_whole_data(s
         assert ours._request_signer.region_name == theirs._request_signer.region_name
 
 
-def test_a_client_of_a_service_outside_the_cut_still_comes_from_botocores_data(session: Any) -> None:
-    """Only the known services' check is answered service by service: an unknown one still fails
-    with botocore's error, naming every service botocore has."""
+def test_qfbridge_builds_clients_of_the_cut_services_only() -> None:
+    """Another service's endpoints are not in the cut data: its client would be built wrong."""
+    for service in ("sts", "s3", "../aws_models/dynamodb", "dynamodb/2012-08-10"):
+        with pytest.raises(ValueError, match="not one of the AWS services"):
+            aws.client(service)
+
+
+def test_an_unknown_service_still_fails_with_botocores_error_naming_them_all(session: Any) -> None:
     from botocore.exceptions import UnknownServiceError
 
-    assert hasattr(session.create_client("sts"), "get_caller_identity")
-    with pytest.raises(UnknownServiceError) as error:
-        session.create_client("no-such-service")
-    assert "dynamodb" in str(error.value) and "sts" in str(error.value)
-    assert "dynamodb" in session.get_available_services()
+    for name in ("no-such-service", "../aws_models/dynamodb"):
+        with pytest.raises(UnknownServiceError) as error:
+            session.create_client(name)
+        assert "dynamodb" in str(error.value) and "sts" in str(error.value)
+    services = session.get_available_services()
+    assert "dynamodb" in services and len(services) > 400 and services[0] < services[-1]
 
 
 def test_other_sessions_keep_botocores_whole_models(session: Any) -> None:

@@ -7,10 +7,10 @@ parses its model and builds a method per operation, ~2–3 ms each then against 
 botocore's whole models — and botocore's endpoint data (``endpoints.json``) cut to those services:
 1.2 MB of JSON, ~20 ms to parse at the first client, for 8 partitions × 305 services
 (docs/performance.md, cold request). The endpoint rules, the partitions, the retry and default
-configuration files and any other service still come from botocore's own data. A call to an
-operation left out fails with ``AttributeError`` — tests/unit/test_aws_models.py keeps the list and
-the code in step, and checks that every endpoint resolves as with botocore's whole data
-(``qfbridge_local.aws_models``).
+configuration files still come from botocore's own data. ``client`` builds the five services only
+(another service's endpoints are not in the cut); a call to an operation left out fails with
+``AttributeError`` — tests/unit/test_aws_models.py keeps the list and the code in step, and checks
+that every endpoint resolves as with botocore's whole data (``qfbridge_local.aws_models``).
 
 Only qfbridge's clients use this session: ``boto3.client`` elsewhere (the laptop runtime, an
 operator's session) reads botocore's whole models, as before. It is botocore's, not boto3's: boto3's
@@ -20,7 +20,8 @@ of what boto3 adds to a client (DynamoDB's values: ``qfbridge.store.attribute_va
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ from typing import Any
 MODELS = Path(__file__).resolve().parents[1] / "aws_models"
 
 
-class _KnownServices:
+_SERVICE_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+
+
+class _KnownServices(Sequence[str]):
     """The services of one data type (``service-2``, ``endpoint-rule-set-1``…) that a loader has,
     answered service by service. botocore lists them all to check that a client's service exists —
     a walk of its 455 service directories, ~7 ms per data type at the first client; asking for the
@@ -41,14 +45,25 @@ class _KnownServices:
     def __contains__(self, service_name: object) -> bool:
         from botocore.exceptions import DataNotFoundError
 
+        if not isinstance(service_name, str) or not _SERVICE_NAME.fullmatch(service_name):
+            return False  # a name, not a path
         try:
             return bool(self._loader.list_api_versions(service_name, self._type_name))
         except DataNotFoundError:
             return False
 
-    def __iter__(self) -> Iterator[str]:
+    def _all(self) -> list[str]:
         """Every one of them (botocore names them all in an unknown service's error)."""
-        return iter(self._loader.walk_available_services(self._type_name))
+        return list(self._loader.walk_available_services(self._type_name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._all()[index]
 
 
 def _loader() -> Any:
@@ -83,5 +98,8 @@ def session() -> Any:
 
 
 def client(service: str) -> Any:
-    """A new client of the environment's session (each store module keeps its own, cached)."""
+    """A new client of the environment's session (each store module keeps its own, cached), of one
+    of the services the cut models and endpoint data cover."""
+    if not _SERVICE_NAME.fullmatch(service) or not (MODELS / service).is_dir():
+        raise ValueError(f"{service!r} is not one of the AWS services qfbridge's session covers")
     return session().create_client(service)
