@@ -25,7 +25,8 @@ The environment is Lambda's (``AWS_EXECUTION_ENV`` included), so a handler's col
 does there: ``qfbridge.startup`` pauses the cyclic garbage collector until the first invocation ends.
 The cached factories count what a first request builds before its first byte goes out: the tenant's
 secret is read through the environment's one Secrets Manager client (``qfbridge.store.secrets``),
-and the first HTTPS client loads the CA bundle once (``qfbridge.tls.tls_context``).
+and the first HTTPS client builds the environment's one TLS context (``qfbridge.tls.tls_context``,
+whose roots OpenSSL reads at the handshake that names one: network time, not counted).
 
 Three environments: ``lambda`` (tracing active, as deployed: the budget), ``trace_disabled``
 (``POWERTOOLS_TRACE_DISABLED=true``, as on the laptop runtime) and ``from_source``, both reported
