@@ -22,7 +22,8 @@ slower stretch of a shared machine moves both sides of a ratio: the medians of t
 apart, had moved a handler's ratio by ±0.1 from one run to the next.
 
 The environment is Lambda's (``AWS_EXECUTION_ENV`` included), so a handler's cold start runs as it
-does there: ``qfbridge.startup`` pauses the cyclic garbage collector until the first invocation ends.
+does there: ``qfbridge.startup`` pauses the cyclic garbage collector until the first invocation has
+built the handler's factories.
 The cached factories count what a first request builds before its first byte goes out: the tenant's
 secret is read through the environment's one Secrets Manager client (``qfbridge.store.secrets``),
 and the first HTTPS client builds the environment's one TLS context (``qfbridge.tls.tls_context``,
