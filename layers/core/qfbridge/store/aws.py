@@ -101,5 +101,8 @@ def client(service: str) -> Any:
     """A new client of the environment's session (each store module keeps its own, cached), of one
     of the services the cut models and endpoint data cover."""
     if not _SERVICE_NAME.fullmatch(service) or not (MODELS / service).is_dir():
-        raise ValueError(f"{service!r} is not one of the AWS services qfbridge's session covers")
+        raise ValueError(
+            f"{service!r} is not one of the AWS services qfbridge's session covers "
+            "(add it to qfbridge_local.aws_models.OPERATIONS, then run `make aws-models`)"
+        )
     return session().create_client(service)
