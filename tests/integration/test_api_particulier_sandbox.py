@@ -30,6 +30,7 @@ from qfbridge.api_particulier import (
 from qfbridge.domain.identity import Person, PivotIdentity
 from qfbridge.domain.qf import QuotientFamilial
 from qfbridge_local.sandboxes.api_particulier import FIXTURES_DIR, QF_IDENTITE_PATH, ApiParticulierSandbox
+from tests.support.fakes import Monotonic
 
 SIRET = "13002526500013"
 OTHER_SIRET = "21040107100019"
@@ -44,16 +45,6 @@ class Clock:
         self.now = now
 
     def __call__(self) -> dt.datetime:
-        return self.now
-
-
-class Monotonic:
-    """A monotonic clock frozen until the test advances it: no real sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
         return self.now
 
 

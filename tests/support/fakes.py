@@ -22,6 +22,16 @@ from qfbridge.store.secrets import TenantCredentials
 from qfbridge.store.tenants import RefreshStatus, Tenant, TenantPatch
 
 
+class Monotonic:
+    """A monotonic clock frozen until the test advances it (``now``): no real sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class FakeTenants:
     """The tenants table as a dict by SIRET."""

@@ -37,6 +37,7 @@ from qfbridge.hubee import (
     Notification,
     TokenCache,
 )
+from tests.support.fakes import Monotonic
 
 # Shapes of reference/formulaire-qf/hubee-samples.json (swagger 1.2.7 schemas, FormulaireQF values).
 RECIPIENT = {"type": "SI", "companyRegister": "21260079000001", "branchCode": "26079"}
@@ -180,14 +181,6 @@ def fail_with(exc_type: type[httpx.TransportError]) -> Responder:
     return respond
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def fake() -> FakeHubee:
     return FakeHubee()
@@ -199,8 +192,8 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> Monotonic:
+    return Monotonic()
 
 
 @pytest.fixture
@@ -211,7 +204,7 @@ def cache() -> TokenCache:
 def make_client(
     fake: FakeHubee,
     sleeps: list[float],
-    clock: Clock,
+    clock: Monotonic,
     cache: TokenCache,
     client_id: str = "client-1",
     **settings: object,
@@ -229,7 +222,7 @@ def make_client(
 
 
 @pytest.fixture
-def client(fake: FakeHubee, sleeps: list[float], clock: Clock, cache: TokenCache) -> HubeeClient:
+def client(fake: FakeHubee, sleeps: list[float], clock: Monotonic, cache: TokenCache) -> HubeeClient:
     return make_client(fake, sleeps, clock, cache)
 
 
@@ -270,7 +263,7 @@ def test_api_calls_carry_the_bearer_token_and_identification_headers(
 
 
 def test_token_is_cached_across_calls_and_clients_of_the_same_subscription(
-    fake: FakeHubee, sleeps: list[float], clock: Clock, cache: TokenCache
+    fake: FakeHubee, sleeps: list[float], clock: Monotonic, cache: TokenCache
 ) -> None:
     # Given two clients of the same subscription sharing the process cache
     fake.script("GET", "/teledossiers/v1/notifications", answer(200, []))
@@ -287,7 +280,7 @@ def test_token_is_cached_across_calls_and_clients_of_the_same_subscription(
 
 
 def test_token_is_renewed_shortly_before_it_expires(
-    client: HubeeClient, fake: FakeHubee, clock: Clock
+    client: HubeeClient, fake: FakeHubee, clock: Monotonic
 ) -> None:
     fake.script("GET", "/teledossiers/v1/notifications", answer(200, []))
     client.list_notifications()
@@ -328,7 +321,7 @@ def test_a_401_after_renewal_is_an_auth_error(
 
 
 def test_token_endpoint_refusal_is_an_auth_error_without_the_secret(
-    fake: FakeHubee, sleeps: list[float], clock: Clock, cache: TokenCache
+    fake: FakeHubee, sleeps: list[float], clock: Monotonic, cache: TokenCache
 ) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         return httpx.Response(401, json={"error": "invalid_client", "error_description": SECRET})
@@ -694,7 +687,7 @@ def test_identification_headers_are_limited_to_50_printable_ascii_chars() -> Non
 
 
 def test_the_async_client_pages_and_shares_the_token_cache(
-    fake: FakeHubee, sleeps: list[float], clock: Clock, cache: TokenCache
+    fake: FakeHubee, sleeps: list[float], clock: Monotonic, cache: TokenCache
 ) -> None:
     # Given a sync client already holding a token
     fake.script("GET", "/teledossiers/v1/notifications", answer(200, []))
@@ -733,7 +726,9 @@ def test_the_async_client_pages_and_shares_the_token_cache(
     assert fake.tokens_issued == 1
 
 
-def test_the_async_client_renews_a_rejected_token(fake: FakeHubee, clock: Clock, cache: TokenCache) -> None:
+def test_the_async_client_renews_a_rejected_token(
+    fake: FakeHubee, clock: Monotonic, cache: TokenCache
+) -> None:
     fake.script("GET", CASE_PATH, answer(401), answer(200, SAMPLES["case"]))
 
     async def no_sleep(delay: float) -> None:

@@ -11,6 +11,7 @@ import pytest
 from qfbridge.domain.errors import NotFoundError
 from qfbridge.store import secrets
 from qfbridge.store.secrets import CACHE_SECONDS, SecretStore, read_secret
+from tests.support.fakes import Monotonic
 
 
 class ResourceNotFoundException(Exception):
@@ -44,14 +45,6 @@ class FakeSecretsManager:
         return {"Name": SecretId, "SecretString": self.values[SecretId]}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSecretsManager]:
     fake = FakeSecretsManager()
@@ -62,14 +55,14 @@ def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSecretsManager]:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
+def clock(monkeypatch: pytest.MonkeyPatch) -> Monotonic:
+    clock = Monotonic()
     monkeypatch.setattr(secrets.time, "monotonic", clock)
     return clock
 
 
 def test_a_secret_read_twice_within_the_cache_age_is_fetched_once(
-    client: FakeSecretsManager, clock: Clock
+    client: FakeSecretsManager, clock: Monotonic
 ) -> None:
     client.values["s"] = "v1"
     assert read_secret("s") == "v1"
@@ -80,7 +73,7 @@ def test_a_secret_read_twice_within_the_cache_age_is_fetched_once(
 
 
 def test_a_cached_secret_is_fetched_again_once_its_age_is_reached(
-    client: FakeSecretsManager, clock: Clock
+    client: FakeSecretsManager, clock: Monotonic
 ) -> None:
     client.values["s"] = "v1"
     read_secret("s")
@@ -90,7 +83,9 @@ def test_a_cached_secret_is_fetched_again_once_its_age_is_reached(
     assert client.reads == ["s", "s"]
 
 
-def test_force_fetch_bypasses_the_cache_and_refreshes_it(client: FakeSecretsManager, clock: Clock) -> None:
+def test_force_fetch_bypasses_the_cache_and_refreshes_it(
+    client: FakeSecretsManager, clock: Monotonic
+) -> None:
     client.values["s"] = "v1"
     read_secret("s")
     client.values["s"] = "v2"
@@ -101,7 +96,7 @@ def test_force_fetch_bypasses_the_cache_and_refreshes_it(client: FakeSecretsMana
 
 @pytest.mark.parametrize("error", [ResourceNotFoundException("gone"), InvalidRequestException("deleted")])
 def test_a_missing_or_deleted_secret_is_not_found_and_forgotten(
-    client: FakeSecretsManager, clock: Clock, error: Exception
+    client: FakeSecretsManager, clock: Monotonic, error: Exception
 ) -> None:
     client.values["s"] = "v1"
     read_secret("s")
@@ -115,7 +110,7 @@ def test_a_missing_or_deleted_secret_is_not_found_and_forgotten(
 
 
 def test_any_other_error_propagates_to_be_retried_and_keeps_the_cached_copy(
-    client: FakeSecretsManager, clock: Clock
+    client: FakeSecretsManager, clock: Monotonic
 ) -> None:
     client.values["s"] = "v1"
     read_secret("s")
@@ -127,7 +122,7 @@ def test_any_other_error_propagates_to_be_retried_and_keeps_the_cached_copy(
 
 
 def test_a_tenant_without_a_secret_has_its_credentials_missing_and_the_error_names_no_secret(
-    client: FakeSecretsManager, clock: Clock
+    client: FakeSecretsManager, clock: Monotonic
 ) -> None:
     with pytest.raises(NotFoundError) as raised:
         SecretStore("qfbridge/test/tenants/").read_tenant("21040107100019")
@@ -141,7 +136,7 @@ def test_a_tenant_without_a_secret_has_its_credentials_missing_and_the_error_nam
 
 
 def test_a_tenant_secret_of_another_version_than_expected_is_read_again(
-    client: FakeSecretsManager, clock: Clock
+    client: FakeSecretsManager, clock: Monotonic
 ) -> None:
     name = "qfbridge/test/tenants/21040107100019"
     client.values[name] = json.dumps({"api_particulier_token": "old", "version": "a"})
