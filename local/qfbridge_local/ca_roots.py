@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import ssl
 from pathlib import Path
 
 from qfbridge.tls import ROOTS, SHARED
@@ -79,11 +80,13 @@ def _read(data: bytes, offset: int) -> tuple[int, bytes, int]:
     return tag, data[offset : offset + length], offset + length
 
 
-def _elements(content: bytes) -> list[tuple[int, bytes]]:
+def _elements(content: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The DER elements ``content`` holds: (tag, content, the whole element's bytes) each."""
     result, offset = [], 0
     while offset < len(content):
+        start = offset
         tag, value, offset = _read(content, offset)
-        result.append((tag, value))
+        result.append((tag, value, content[start:offset]))
     return result
 
 
@@ -119,23 +122,23 @@ def canonical_name(name: bytes) -> bytes:
     if tag != 0x30 or end != len(name):
         raise NotDer("not a DER Name")
     canonical = b""
-    for rdn_tag, rdn in _elements(rdns):
+    for rdn_tag, rdn, _ in _elements(rdns):
         if rdn_tag != 0x31 or not rdn:
             raise NotDer("not a relative distinguished name")
         attributes = []
-        for attribute_tag, attribute in _elements(rdn):
+        for attribute_tag, attribute, _ in _elements(rdn):
             parts = _elements(attribute)
             if attribute_tag != 0x30 or len(parts) != 2 or parts[0][0] != 0x06:
                 raise NotDer("not an attribute")
-            (oid_tag, oid), (value_tag, value) = parts
+            (_, _, oid), (value_tag, value, element) = parts
             if value_tag in _TEXT:
                 text = value.decode(_TEXT[value_tag]).encode("utf-8")
                 encoded_value = _encode(0x0C, _canonical_text(text))
             elif value_tag == _NUMERIC:  # not canonicalised: copied as it is
-                encoded_value = _encode(value_tag, value)
+                encoded_value = element
             else:  # constructed, or a type OpenSSL would re-encode: not hashed here
                 raise NotDer(f"attribute value of tag {value_tag:#x}")
-            attributes.append(_encode(0x30, _encode(oid_tag, oid) + encoded_value))
+            attributes.append(_encode(0x30, oid + encoded_value))
         canonical += _encode(0x31, b"".join(sorted(attributes)))  # DER sorts a SET OF
     return canonical
 
@@ -150,26 +153,15 @@ def subject(certificate: bytes) -> bytes:
     """The DER subject of a DER certificate (TBSCertificate's sixth field, after the version)."""
     _, certificate_content, _ = _read(certificate, 0)
     _, tbs, _ = _read(certificate_content, 0)
-    fields = []
-    offset = 0
-    while offset < len(tbs):
-        start = offset
-        tag, _, offset = _read(tbs, offset)
-        fields.append((tag, tbs[start:offset]))
+    fields = _elements(tbs)
     if fields[0][0] == 0xA0:  # [0] version
         fields = fields[1:]
     # serialNumber, signature, issuer, validity, subject
-    return fields[4][1]
+    return fields[4][2]
 
 
 def pem_certificates(bundle: str) -> list[bytes]:
     return [base64.b64decode("".join(body.split())) for body in _PEM.findall(bundle)]
-
-
-def _pem(certificate: bytes) -> str:
-    text = base64.b64encode(certificate).decode("ascii")
-    lines = "\n".join(text[i : i + 64] for i in range(0, len(text), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def generate(bundle: str | None = None) -> dict[str, str]:
@@ -185,11 +177,11 @@ def generate(bundle: str | None = None) -> dict[str, str]:
     shared = []
     for name_hash, certificates in sorted(by_hash.items()):
         if len(certificates) == 1:
-            files[f"{name_hash}.0"] = _pem(certificates[0])
+            files[f"{name_hash}.0"] = ssl.DER_cert_to_PEM_cert(certificates[0])
         else:
             shared += sorted(certificates, key=lambda c: hashlib.sha256(c).digest())
     if shared:
-        files[SHARED] = "".join(_pem(c) for c in shared)
+        files[SHARED] = "".join(ssl.DER_cert_to_PEM_cert(c) for c in shared)
     return files
 
 

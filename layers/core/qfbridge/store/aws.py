@@ -54,7 +54,7 @@ class _KnownServices(Sequence[str]):
 
     def _all(self) -> list[str]:
         """Every one of them (botocore names them all in an unknown service's error)."""
-        return list(self._loader.walk_available_services(self._type_name))
+        return self._loader.walk_available_services(self._type_name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._all())
