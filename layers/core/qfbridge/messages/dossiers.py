@@ -70,30 +70,28 @@ class RepollMessage(BaseModel):
         return self.model_dump_json()
 
 
-class ReviewResolvedMessage(BaseModel):
+class _CaseFollowUp(BaseModel):
+    """A dossier's HubEE case to act on again, with the tenant whose credential reaches it."""
+
+    model_config = STRICT
+
+    case_id: str = Field(min_length=1)
+    credential_holder: str
+
+    def body(self) -> str:
+        return self.model_dump_json()
+
+
+class ReviewResolvedMessage(_CaseFollowUp):
     """An agent resolved a dossier (API): post its final status to HubEE and publish its events."""
 
-    model_config = STRICT
-
     kind: Literal["review_resolved"] = "review_resolved"
-    case_id: str = Field(min_length=1)
-    credential_holder: str
-
-    def body(self) -> str:
-        return self.model_dump_json()
 
 
-class StatusRetryMessage(BaseModel):
+class StatusRetryMessage(_CaseFollowUp):
     """An operator cleared a status HubEE refused: post the dossier's statuses again, once."""
 
-    model_config = STRICT
-
     kind: Literal["status_retry"] = "status_retry"
-    case_id: str = Field(min_length=1)
-    credential_holder: str
-
-    def body(self) -> str:
-        return self.model_dump_json()
 
 
 NotificationMessage = NewDossierMessage | CaseEventMessage | OnboardedDossierMessage
